@@ -1,0 +1,100 @@
+# snapworker — one Makefile, pkg-config for the libraries, -MMD -MP for dependencies.
+# Sources are found by folder, so adding a module needs no edit here.
+PREFIX ?= /usr/local
+CC     ?= cc
+PKGS    = hiredis libevent libevent_pthreads jansson libcurl libarchive libpq libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+WARN    = -Wall -Wextra -Werror -Wformat=2 -Wstrict-prototypes -Wwrite-strings -Wshadow \
+          -Wno-missing-field-initializers
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -I. $(WARN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+LDLIBS  = $(PKG_LIBS) -pthread -lm
+
+LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
+# Files compiled into the binary (common/embedded.h), sorted so lookups are stable.
+EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*))
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+
+# Two build flavours share the rules: normal (build/) and sanitized (build/asan/).
+B ?= build
+LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o) $(B)/gen/embedded.o
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all run test unit unit-run asan asan-build integration bench install clean
+all: snapworker
+
+snapworker: $(B)/snapworker
+	cp $< $@
+
+$(B)/snapworker: $(B)/worker/main.o $(B)/libsw.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(LDFLAGS)
+
+$(B)/libsw.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -o $@ $<
+
+$(B)/gen/embedded.c: $(B)/tools/embed $(EMBED_FILES) Makefile
+	@mkdir -p $(dir $@)
+	$(B)/tools/embed $@ $(EMBED_FILES)
+
+$(B)/gen/embedded.o: $(B)/gen/embedded.c
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/tests/%: tests/unit/%.c $(B)/libsw.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libsw.a $(LDLIBS) -lcmocka $(LDFLAGS)
+
+# unit: cmocka tests, no servers, seconds.
+unit: bootstrap-quiet
+	$(MAKE) --no-print-directory unit-run B=build
+
+unit-run: $(UNIT_BIN)
+	@scripts/run-unit $(UNIT_BIN)
+
+# asan: the unit tests and the fast integration subset under ASan+UBSan (+LeakSanitizer).
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+asan: bootstrap-quiet
+	$(MAKE) --no-print-directory B=build/asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	    build/asan/snapworker asan-units
+	SNAPWORKER_BIN=$(CURDIR)/build/asan/snapworker SNAPWORKER_ASAN=1 scripts/run-integration --fast
+
+asan-units: $(UNIT_BIN)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 scripts/run-unit $(UNIT_BIN)
+
+integration: all
+	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
+
+bootstrap-quiet:
+	@scripts/bootstrap
+
+test: bootstrap-quiet
+	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory unit-run B=build
+	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
+	$(MAKE) --no-print-directory asan
+
+run: bootstrap-quiet all
+	@scripts/run-worker
+
+bench: bootstrap-quiet all
+	@bench/run-all
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 snapworker $(DESTDIR)$(PREFIX)/bin/snapworker
+	install -d $(DESTDIR)$(PREFIX)/share/snapworker/migrations
+	install -m 0644 migrations/*.sql $(DESTDIR)$(PREFIX)/share/snapworker/migrations/ 2>/dev/null || true
+
+clean:
+	rm -rf build snapworker
+
+-include $(shell find build -name '*.d' 2>/dev/null)

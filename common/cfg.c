@@ -1,0 +1,575 @@
+/* common/cfg.c — option table, defaults, environment and flag parsing.
+ *
+ * Every option is one row: variable name, type, where it lives in struct cfg,
+ * default, bounds and a help line. Flags are derived from the variable name
+ * (SNAPWORKER_LEASE_S -> --lease-s, REDIS_URL -> --redis-url). Secrets (AWS keys)
+ * have no flag: a flag shows up in `ps`. */
+#include "common/cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/xmalloc.h"
+
+enum opt_type { T_STR, T_INT, T_I64, T_BOOL };
+enum { O_SECRET = 1, O_NOFLAG = 2 };
+
+typedef struct opt {
+    const char *env;
+    enum opt_type type;
+    size_t off;
+    const char *def;     /* default as text; NULL = empty */
+    int64_t min, max;    /* bounds for numbers */
+    int flags;
+    const char *help;
+    int (*check)(cfg *c, const char *val, char *err, size_t n); /* extra validation */
+} opt;
+
+static int check_redis(cfg *c, const char *v, char *err, size_t n);
+static int check_store(cfg *c, const char *v, char *err, size_t n);
+static int check_oneof(const char *v, const char *const *alts, const char *form, char *err,
+                       size_t n);
+static int check_managed(cfg *c, const char *v, char *err, size_t n);
+static int check_backend(cfg *c, const char *v, char *err, size_t n);
+static int check_level(cfg *c, const char *v, char *err, size_t n);
+static int check_name(cfg *c, const char *v, char *err, size_t n);
+static int check_steps(cfg *c, const char *v, char *err, size_t n);
+static int check_celery_url(cfg *c, const char *v, char *err, size_t n);
+static int check_http(cfg *c, const char *v, char *err, size_t n);
+static int check_webapp(cfg *c, const char *v, char *err, size_t n);
+
+#define F(field) offsetof(cfg, field)
+#define BIG INT64_MAX
+static const opt opts[] = {
+    {"REDIS_URL", T_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
+     "Redis broker: redis://[user:pass@]host[:port][/db] or unix:///path[?db=N]", check_redis},
+    {"DATABASE_URL", T_STR, F(database_url), "postgresql://postgres@127.0.0.1:5432/snapworker", 0,
+     0, O_SECRET, "PostgreSQL, a libpq URI or key=value string", NULL},
+    {"SNAPWORKER_STORE", T_STR, F(store_url), NULL, 0, 0, 0,
+     "snapshot store: file:///path or s3://bucket (default: file:// under the data dir)",
+     check_store},
+    {"SNAPWORKER_NAMESPACE", T_STR, F(ns), "snapworker", 0, 0, 0, "Redis key prefix", check_name},
+    {"SNAPWORKER_QUEUE", T_STR, F(queue), "default", 0, 0, 0, "queue name {Q}", check_name},
+    {"SNAPWORKER_CONCURRENCY", T_INT, F(concurrency), NULL, 1, 1024, 0,
+     "executor threads (default: number of cores)", NULL},
+    {"SNAPWORKER_PREFETCH", T_INT, F(prefetch), "128", 0, 100000, 0,
+     "jobs read ahead while recent jobs finish in under 20 ms", NULL},
+    {"SNAPWORKER_LEASE_S", T_INT, F(lease_s), "60", 1, 86400, 0,
+     "lease; a job unrenewed this long is reclaimed by another worker", NULL},
+    {"SNAPWORKER_MAX_ATTEMPTS", T_INT, F(max_attempts), "5", 1, 1000, 0,
+     "attempts when a payload gives none", NULL},
+    {"SNAPWORKER_MAX_DELIVERIES", T_INT, F(max_deliveries), "0", 0, 100000, 0,
+     "poison threshold (0 = max_attempts + 2)", NULL},
+    {"SNAPWORKER_DRAIN_TIMEOUT_S", T_INT, F(drain_timeout_s), "30", 0, 86400, 0,
+     "graceful stop: how long running jobs may finish", NULL},
+    {"SNAPWORKER_JOB_TTL_S", T_INT, F(job_ttl_s), "86400", 1, 100 * 86400, 0,
+     "how long a finished job's hash is kept", NULL},
+    {"SNAPWORKER_DEAD_MAXLEN", T_I64, F(dead_maxlen), "100000", 1, BIG, 0,
+     "dead stream trimmed to about this many entries", NULL},
+    {"SNAPWORKER_EVENTS_MAXLEN", T_I64, F(events_maxlen), "100000", 1, BIG, 0,
+     "events stream trimmed to about this many entries", NULL},
+    {"SNAPWORKER_RETRY_BASE_MS", T_INT, F(retry_base_ms), "1000", 1, 86400000, 0,
+     "retry backoff base (full jitter, doubling per attempt)", NULL},
+    {"SNAPWORKER_RETRY_MAX_MS", T_INT, F(retry_max_ms), "300000", 1, 86400000, 0,
+     "retry backoff cap", NULL},
+    {"SNAPWORKER_JOB_TIMEOUT_S", T_INT, F(default_timeout_s), "900", 1, 7 * 86400, 0,
+     "job timeout when a payload gives none", NULL},
+    {"SNAPWORKER_HTTP_ADDR", T_STR, F(http_addr), NULL, 0, 0, 0,
+     "health and metrics listener, e.g. 127.0.0.1:9464 (empty = off)", check_http},
+    {"SNAPWORKER_LOG_LEVEL", T_STR, F(log_level), "info", 0, 0, 0, "debug|info|warn|error",
+     check_level},
+    {"SNAPWORKER_MAX_RESTORE_BYTES", T_I64, F(max_restore_bytes), "21474836480", 1, BIG, 0,
+     "extraction limit on total bytes -> archive_too_large", NULL},
+    {"SNAPWORKER_MAX_RESTORE_ENTRIES", T_I64, F(max_restore_entries), "1000000", 1, BIG, 0,
+     "extraction limit on entries -> archive_too_large", NULL},
+    {"SNAPWORKER_GZIP_LEVEL", T_INT, F(gzip_level), "6", 1, 9, 0, "snapshot compression level",
+     NULL},
+    {"SNAPWORKER_AGENTS_TEMPLATE", T_STR, F(agents_template), NULL, 0, 0, 0,
+     "AGENTS.md template file (default: built in)", NULL},
+    {"SNAPWORKER_SKILLS_DIR", T_STR, F(skills_dir), NULL, 0, 0, 0,
+     "folders listed in {{AVAILABLE_SKILLS_SECTION}}", NULL},
+    {"SNAPWORKER_OUTPUTS_TEMPLATE", T_STR, F(outputs_template), NULL, 0, 0, 0,
+     "folder copied into outputs/ for a fresh workspace", NULL},
+    {"SNAPWORKER_WEBAPP_CMD", T_STR, F(webapp_cmd), "npm run dev -- -p {port}", 0, 0, 0,
+     "dev server argv, split on spaces, {port} substituted", check_webapp},
+    {"SNAPWORKER_WEBAPP_NPM_INSTALL", T_BOOL, F(webapp_npm_install), "true", 0, 0, 0,
+     "run `npm install` first when node_modules is missing", NULL},
+    {"SNAPWORKER_WEBAPP_WAIT_S", T_INT, F(webapp_wait_s), "0", 0, 3600, 0,
+     "wait until the port answers below 500 (0 = do not wait)", NULL},
+    {"SNAPWORKER_DEMO_DATA_PATH", T_STR, F(demo_data_path), NULL, 0, 0, 0,
+     "`files` target with demo data (default SANDBOX_BASE_PATH/demo_data)", NULL},
+    {"SNAPWORKER_USER_FILES_PATH", T_STR, F(user_files_path), NULL, 0, 0, 0,
+     "`files` target without demo data (default SANDBOX_BASE_PATH/{sandbox_id}/files)", NULL},
+    {"OPENCODE_DISABLED_TOOLS", T_STR, F(opencode_disabled_tools), "question", 0, 0, 0,
+     "comma-separated tools denied in opencode.json", NULL},
+    {"SNAPWORKER_DB_MANAGED", T_STR, F(db_managed), "self", 0, 0, 0,
+     "self (snapworker migrates) or external (an Onyx database)", check_managed},
+    {"CELERY_BROKER_URL", T_STR, F(celery_broker_url), NULL, 0, 0, 0,
+     "Celery broker (the same Redis database as REDIS_URL); empty = ingress off",
+     check_celery_url},
+    {"CELERY_RESULT_BACKEND", T_STR, F(celery_result_backend), NULL, 0, 0, 0,
+     "Celery result backend redis:// URL (default: the broker)", check_celery_url},
+    {"SNAPWORKER_CELERY_QUEUES", T_STR, F(celery_queues), "snapworker", 0, 0, 0,
+     "comma-separated kombu queues", NULL},
+    {"SNAPWORKER_CELERY_PRIORITY_SEP", T_STR, F(celery_priority_sep), "\\x06\\x16", 0, 0, 0,
+     "priority list separator (C escapes allowed)", NULL},
+    {"SNAPWORKER_CELERY_PRIORITY_STEPS", T_STR, F(celery_priority_steps), "0,3,6,9", 0, 0, 0,
+     "priority steps, comma-separated ascending", check_steps},
+    {"SNAPWORKER_CELERY_RESULT_EXPIRES_S", T_INT, F(celery_result_expires_s), "86400", 1,
+     100 * 86400, 0, "Celery result expiry", NULL},
+    {"SANDBOX_BACKEND", T_STR, F(sandbox_backend), "local", 0, 0, 0, "local or kubernetes",
+     check_backend},
+    {"SANDBOX_BASE_PATH", T_STR, F(sandbox_base_path), "/tmp/onyx-sandboxes", 0, 0, 0,
+     "local backend root", NULL},
+    {"SANDBOX_S3_BUCKET", T_STR, F(s3_bucket), "onyx-sandbox-files", 0, 0, 0,
+     "bucket when the store URL names none", NULL},
+    {"SANDBOX_NEXTJS_PORT_START", T_INT, F(port_start), "3010", 1, 65535, 0,
+     "dev-server port range start", NULL},
+    {"SANDBOX_NEXTJS_PORT_END", T_INT, F(port_end), "3100", 2, 65536, 0,
+     "dev-server port range end (excluded)", NULL},
+    {"AWS_ACCESS_KEY_ID", T_STR, F(aws_access_key_id), NULL, 0, 0, O_SECRET | O_NOFLAG,
+     "S3 access key", NULL},
+    {"AWS_SECRET_ACCESS_KEY", T_STR, F(aws_secret_access_key), NULL, 0, 0, O_SECRET | O_NOFLAG,
+     "S3 secret key", NULL},
+    {"AWS_SESSION_TOKEN", T_STR, F(aws_session_token), NULL, 0, 0, O_SECRET | O_NOFLAG,
+     "S3 session token (sent as x-amz-security-token)", NULL},
+    {"AWS_REGION", T_STR, F(aws_region), NULL, 0, 0, 0, "S3 region (else AWS_DEFAULT_REGION, us-east-1)",
+     NULL},
+    {"AWS_ENDPOINT_URL_S3", T_STR, F(aws_endpoint_url), NULL, 0, 0, 0,
+     "S3 endpoint, path-style (else AWS_ENDPOINT_URL)", NULL},
+    {"SNAPWORKER_S3_PART_SIZE", T_I64, F(s3_part_size), "8388608", 5 * 1024 * 1024,
+     5LL * 1024 * 1024 * 1024, 0, "multipart part size in bytes (>= 5 MiB)", NULL},
+    {"SNAPWORKER_STORE_RETRY_BUDGET_S", T_INT, F(store_retry_budget_s), "60", 0, 86400, 0,
+     "time budget for retrying one store operation", NULL},
+    {"SNAPWORKER_STORE_TIMEOUT_S", T_INT, F(store_timeout_s), "30", 1, 86400, 0,
+     "store connect timeout and stall limit (no bytes moving)", NULL},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void flag_name(const char *env, char *out, size_t n)
+{
+    const char *s = env;
+    if (strncmp(s, "SNAPWORKER_", 11) == 0) s += 11;
+    size_t i = 0;
+    for (; *s && i + 1 < n; s++) out[i++] = *s == '_' ? '-' : (char)tolower((unsigned char)*s);
+    out[i] = '\0';
+}
+
+static int bad(const opt *o, const char *form, const char *val, char *err, size_t n)
+{
+    if (o->flags & O_SECRET)
+        snprintf(err, n, "%s: expected %s", o->env, form);
+    else
+        snprintf(err, n, "%s: expected %s, got '%s'", o->env, form, val);
+    return -1;
+}
+
+static int set_value(cfg *c, const opt *o, const char *val, char *err, size_t n)
+{
+    char *base = (char *)c;
+    char form[96];
+    switch (o->type) {
+    case T_STR: {
+        char **slot = (char **)(base + o->off);
+        if (o->check && o->check(c, val, err, n) < 0) return -1;
+        free(*slot);
+        *slot = xstrdup(val);
+        return 0;
+    }
+    case T_INT:
+    case T_I64: {
+        errno = 0;
+        char *end = NULL;
+        long long v = strtoll(val, &end, 10);
+        snprintf(form, sizeof form, "an integer from %lld to %lld", (long long)o->min,
+                 (long long)o->max);
+        if (!*val || errno || *end || v < o->min || v > o->max) return bad(o, form, val, err, n);
+        if (o->type == T_INT)
+            *(int *)(base + o->off) = (int)v;
+        else
+            *(int64_t *)(base + o->off) = v;
+        return 0;
+    }
+    case T_BOOL: {
+        bool *b = (bool *)(base + o->off);
+        if (!strcmp(val, "1") || !strcasecmp(val, "true") || !strcasecmp(val, "yes") ||
+            !strcasecmp(val, "on"))
+            *b = true;
+        else if (!strcmp(val, "0") || !strcasecmp(val, "false") || !strcasecmp(val, "no") ||
+                 !strcasecmp(val, "off"))
+            *b = false;
+        else
+            return bad(o, "true or false", val, err, n);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* ---- checks ----------------------------------------------------------- */
+
+static int check_redis(cfg *c, const char *v, char *err, size_t n)
+{
+    rds_url u = {0};
+    char why[160];
+    if (rds_url_parse(v, &u, why, sizeof why) < 0) {
+        char red[256];
+        cfg_redact_url(v, red, sizeof red);
+        snprintf(err, n, "REDIS_URL: %s, got '%s'", why, red);
+        return -1;
+    }
+    rds_url_free(&c->redis);
+    c->redis = u;
+    return 0;
+}
+
+static int check_celery_url(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (!*v) return 0;
+    rds_url u = {0};
+    char why[160];
+    if (rds_url_parse(v, &u, why, sizeof why) < 0) {
+        char red[256];
+        cfg_redact_url(v, red, sizeof red);
+        snprintf(err, n, "CELERY URL: %s, got '%s'", why, red);
+        return -1;
+    }
+    rds_url_free(&u);
+    return 0;
+}
+
+static int check_store(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (strncmp(v, "file:///", 8) == 0 || strncmp(v, "s3://", 5) == 0) return 0;
+    snprintf(err, n, "SNAPWORKER_STORE: expected file:///absolute/path or s3://bucket, got '%s'",
+             v);
+    return -1;
+}
+
+static int check_oneof(const char *v, const char *const *alts, const char *form, char *err,
+                       size_t n)
+{
+    for (; *alts; alts++)
+        if (strcmp(v, *alts) == 0) return 0;
+    snprintf(err, n, "%s, got '%s'", form, v);
+    return -1;
+}
+
+static int check_managed(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    static const char *const alts[] = {"self", "external", NULL};
+    return check_oneof(v, alts, "SNAPWORKER_DB_MANAGED: expected self or external", err, n);
+}
+
+static int check_backend(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    static const char *const alts[] = {"local", "kubernetes", NULL};
+    return check_oneof(v, alts, "SANDBOX_BACKEND: expected local or kubernetes", err, n);
+}
+
+static int check_level(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    static const char *const alts[] = {"debug", "info", "warn", "error", NULL};
+    return check_oneof(v, alts, "SNAPWORKER_LOG_LEVEL: expected debug, info, warn or error",
+                       err, n);
+}
+
+static int check_name(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    size_t len = strlen(v);
+    bool ok = len >= 1 && len <= 64;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.';
+    if (ok) return 0;
+    snprintf(err, n, "queue/namespace: expected 1-64 characters of [A-Za-z0-9_.-], got '%s'", v);
+    return -1;
+}
+
+static int check_steps(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    long prev = -1;
+    const char *p = v;
+    int count = 0;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long s = strtol(p, &end, 10);
+        if (end == p || errno || s < 0 || s > 255 || s <= prev) goto fail;
+        prev = s;
+        count++;
+        p = end;
+        if (*p == ',') p++;
+        else if (*p) goto fail;
+    }
+    if (count > 0) return 0;
+fail:
+    snprintf(err, n,
+             "SNAPWORKER_CELERY_PRIORITY_STEPS: expected ascending integers 0-255 separated by "
+             "commas, got '%s'",
+             v);
+    return -1;
+}
+
+static int check_http(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (!*v) return 0;
+    const char *colon = strrchr(v, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon && colon != v && *end == '\0' && port >= 0 && port <= 65535 && colon[1]) return 0;
+    snprintf(err, n, "SNAPWORKER_HTTP_ADDR: expected HOST:PORT, got '%s'", v);
+    return -1;
+}
+
+static int check_webapp(cfg *c, const char *v, char *err, size_t n)
+{
+    (void)c;
+    for (const char *p = v; *p; p++)
+        if (*p != ' ') return 0;
+    snprintf(err, n, "SNAPWORKER_WEBAPP_CMD: expected a command line, got '%s'", v);
+    return -1;
+}
+
+/* ---- URLs ------------------------------------------------------------- */
+
+static int pct_decode(const char *s, size_t len, char **out)
+{
+    char *o = xmalloc(len + 1), *w = o;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len + 0 && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            *w++ = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            *w++ = s[i];
+        }
+    }
+    *w = '\0';
+    *out = o;
+    return 0;
+}
+
+int rds_url_parse(const char *url, rds_url *u, char *err, size_t n)
+{
+    memset(u, 0, sizeof *u);
+    u->port = 6379;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(err, n, "rediss:// (TLS) is not supported by hiredis 0.14; use redis:// or unix://");
+        return -1;
+    }
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7;
+        const char *q = strchr(path, '?');
+        size_t plen = q ? (size_t)(q - path) : strlen(path);
+        if (plen == 0 || path[0] != '/') goto form;
+        u->unix_path = xstrndup(path, plen);
+        if (q) {
+            if (strncmp(q, "?db=", 4) != 0) goto form;
+            char *end;
+            long db = strtol(q + 4, &end, 10);
+            if (*end || db < 0 || db > 100000 || !q[4]) goto form;
+            u->db = (int)db;
+        }
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0) goto form;
+    const char *p = url + 8;
+    const char *at = strrchr(p, '@');
+    const char *slash;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p) pct_decode(p, (size_t)(colon - p), &u->username);
+            pct_decode(colon + 1, (size_t)(at - colon - 1), &u->password);
+        } else {
+            pct_decode(p, (size_t)(at - p), &u->password); /* redis://secret@host */
+        }
+        p = at + 1;
+    }
+    slash = strchr(p, '/');
+    size_t hlen = slash ? (size_t)(slash - p) : strlen(p);
+    const char *colon = memchr(p, ':', hlen);
+    if (p[0] == '[') goto form; /* IPv6 literals: not supported */
+    size_t host_len = colon ? (size_t)(colon - p) : hlen;
+    if (host_len == 0) goto form;
+    u->host = xstrndup(p, host_len);
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (end != p + hlen || port < 1 || port > 65535) goto form;
+        u->port = (int)port;
+    }
+    if (slash && slash[1]) {
+        char *end;
+        long db = strtol(slash + 1, &end, 10);
+        if ((*end && *end != '?') || db < 0 || db > 100000) goto form;
+        u->db = (int)db;
+    }
+    return 0;
+form:
+    rds_url_free(u);
+    snprintf(err, n, "expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N]");
+    return -1;
+}
+
+void rds_url_free(rds_url *u)
+{
+    free(u->host);
+    free(u->unix_path);
+    free(u->username);
+    free(u->password);
+    memset(u, 0, sizeof *u);
+}
+
+void cfg_redact_url(const char *url, char *out, size_t n)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (!scheme || !at || (slash && slash < at)) {
+        snprintf(out, n, "%s", url);
+        return;
+    }
+    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+    const char *cut = colon ? colon + 1 : scheme + 3;
+    snprintf(out, n, "%.*s***%s", (int)(cut - url), url, at);
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+static char *default_store(void)
+{
+    const char *xdg = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    if (xdg && xdg[0] == '/') return xasprintf("file://%s/snapworker/store", xdg);
+    if (home && home[0] == '/') return xasprintf("file://%s/.local/share/snapworker/store", home);
+    return xstrdup("file:///var/tmp/snapworker/store");
+}
+
+int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, size_t n)
+{
+    memset(c, 0, sizeof *c);
+    *help = false;
+    /* 1. defaults */
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        if (o->type == T_STR) {
+            *(char **)((char *)c + o->off) = xstrdup(o->def ? o->def : "");
+        } else if (o->def && set_value(c, o, o->def, err, n) < 0) {
+            return -1;
+        }
+    }
+    if (rds_url_parse(c->redis_url, &c->redis, err, n) < 0) return -1;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c->concurrency = cores > 0 ? (int)(cores > 1024 ? 1024 : cores) : 1;
+    free(c->store_url);
+    c->store_url = default_store();
+    /* environment fallbacks of the AWS family */
+    const char *dr = getenv("AWS_DEFAULT_REGION");
+    if (dr && *dr) { free(c->aws_region); c->aws_region = xstrdup(dr); }
+    const char *ep = getenv("AWS_ENDPOINT_URL");
+    if (ep && *ep) { free(c->aws_endpoint_url); c->aws_endpoint_url = xstrdup(ep); }
+    /* 2. environment */
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v && *v && set_value(c, &opts[i], v, err, n) < 0) return -1;
+    }
+    /* 3. flags */
+    int i = *argi;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) { i++; break; }
+        if (strncmp(a, "--", 2) != 0) break;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { *help = true; continue; }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt *found = NULL;
+        for (size_t k = 0; k < NOPTS && !found; k++) {
+            char fl[64];
+            if (opts[k].flags & O_NOFLAG) continue;
+            flag_name(opts[k].env, fl, sizeof fl);
+            if (strlen(fl) == nlen && strncmp(fl, name, nlen) == 0) found = &opts[k];
+        }
+        if (!found) break; /* not a config flag: the subcommand's own */
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!val) {
+            snprintf(err, n, "--%.*s: missing value", (int)nlen, name);
+            return -1;
+        }
+        if (set_value(c, found, val, err, n) < 0) return -1;
+    }
+    *argi = i;
+    /* 4. cross-field checks */
+    if (c->port_end <= c->port_start) {
+        snprintf(err, n, "SANDBOX_NEXTJS_PORT_END: expected a value above SANDBOX_NEXTJS_PORT_START "
+                         "(%d), got '%d'", c->port_start, c->port_end);
+        return -1;
+    }
+    if (c->retry_max_ms < c->retry_base_ms) {
+        snprintf(err, n, "SNAPWORKER_RETRY_MAX_MS: expected at least SNAPWORKER_RETRY_BASE_MS (%d), "
+                         "got '%d'", c->retry_base_ms, c->retry_max_ms);
+        return -1;
+    }
+    if (!c->aws_region || !*c->aws_region) {
+        free(c->aws_region);
+        c->aws_region = xstrdup("us-east-1");
+    }
+    if (!*c->demo_data_path) {
+        free(c->demo_data_path);
+        c->demo_data_path = xasprintf("%s/demo_data", c->sandbox_base_path);
+    }
+    if (!*c->user_files_path) {
+        free(c->user_files_path);
+        c->user_files_path = xasprintf("%s/{sandbox_id}/files", c->sandbox_base_path);
+    }
+    return 0;
+}
+
+void cfg_free(cfg *c)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (opts[i].type == T_STR) {
+            char **slot = (char **)((char *)c + opts[i].off);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+    rds_url_free(&c->redis);
+}
+
+int cfg_max_deliveries(const cfg *c, int max_attempts)
+{
+    return c->max_deliveries > 0 ? c->max_deliveries : max_attempts + 2;
+}
+
+void cfg_print_help(int fd)
+{
+    dprintf(fd, "Configuration (environment variable, or the flag; flags win):\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        char fl[64];
+        flag_name(o->env, fl, sizeof fl);
+        if (o->flags & O_NOFLAG)
+            dprintf(fd, "  %-36s %s (environment only)\n", o->env, o->help);
+        else
+            dprintf(fd, "  %-36s --%s\n  %-36s   %s%s%s%s\n", o->env, fl, "", o->help,
+                    o->def ? " [default: " : "", o->def ? o->def : "", o->def ? "]" : "");
+    }
+}

@@ -1,0 +1,101 @@
+/* common/cfg.h — the configuration of DESIGN.md §9: defaults, environment, flags.
+ * Owns: the option table, parsing and validation of every value, and the --help
+ * text. Loaded once in main and read through a const pointer everywhere else; it
+ * is the only global state (and it is not even global: main owns it).
+ * A bad value is reported as "VARIABLE: expected FORM, got 'VALUE'" and main
+ * exits 2. Secret values are never echoed. */
+#ifndef SW_COMMON_CFG_H
+#define SW_COMMON_CFG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rds_url {
+    char *host;        /* NULL when unix socket */
+    int port;          /* default 6379 */
+    char *unix_path;   /* NULL when TCP */
+    char *username;    /* optional ACL user */
+    char *password;    /* secret: never logged */
+    int db;            /* SELECT index, default 0 */
+} rds_url;
+
+typedef struct cfg {
+    /* servers */
+    char *redis_url;          /* REDIS_URL */
+    rds_url redis;            /* parsed redis_url */
+    char *database_url;       /* DATABASE_URL (libpq URI or key=value) */
+    char *store_url;          /* SNAPWORKER_STORE: file:///path or s3://bucket */
+    /* queue */
+    char *ns;                 /* SNAPWORKER_NAMESPACE, key prefix, default "snapworker" */
+    char *queue;              /* SNAPWORKER_QUEUE, {Q} */
+    int concurrency;          /* SNAPWORKER_CONCURRENCY, executor threads */
+    int prefetch;             /* SNAPWORKER_PREFETCH, read-ahead while jobs are short */
+    int lease_s;              /* SNAPWORKER_LEASE_S */
+    int max_attempts;         /* SNAPWORKER_MAX_ATTEMPTS, when a payload gives none */
+    int max_deliveries;       /* SNAPWORKER_MAX_DELIVERIES, 0 = max_attempts + 2 */
+    int drain_timeout_s;      /* SNAPWORKER_DRAIN_TIMEOUT_S */
+    int job_ttl_s;            /* SNAPWORKER_JOB_TTL_S, job hash TTL once ended */
+    int64_t dead_maxlen;      /* SNAPWORKER_DEAD_MAXLEN */
+    int64_t events_maxlen;    /* SNAPWORKER_EVENTS_MAXLEN */
+    int retry_base_ms;        /* SNAPWORKER_RETRY_BASE_MS, backoff base */
+    int retry_max_ms;         /* SNAPWORKER_RETRY_MAX_MS, backoff cap */
+    int default_timeout_s;    /* SNAPWORKER_JOB_TIMEOUT_S, when a payload gives none */
+    char *http_addr;          /* SNAPWORKER_HTTP_ADDR, empty = off */
+    char *log_level;          /* SNAPWORKER_LOG_LEVEL: debug|info|warn|error */
+    /* restore and archives */
+    int64_t max_restore_bytes;   /* SNAPWORKER_MAX_RESTORE_BYTES */
+    int64_t max_restore_entries; /* SNAPWORKER_MAX_RESTORE_ENTRIES */
+    int gzip_level;              /* SNAPWORKER_GZIP_LEVEL, 1..9 */
+    /* regenerate */
+    char *agents_template;    /* SNAPWORKER_AGENTS_TEMPLATE, empty = built in */
+    char *skills_dir;         /* SNAPWORKER_SKILLS_DIR */
+    char *outputs_template;   /* SNAPWORKER_OUTPUTS_TEMPLATE */
+    char *webapp_cmd;         /* SNAPWORKER_WEBAPP_CMD, "{port}" substituted */
+    bool webapp_npm_install;  /* SNAPWORKER_WEBAPP_NPM_INSTALL */
+    int webapp_wait_s;        /* SNAPWORKER_WEBAPP_WAIT_S, 0 = do not wait */
+    char *demo_data_path;     /* SNAPWORKER_DEMO_DATA_PATH */
+    char *user_files_path;    /* SNAPWORKER_USER_FILES_PATH ("{sandbox_id}" substituted) */
+    char *opencode_disabled_tools; /* OPENCODE_DISABLED_TOOLS */
+    /* database */
+    char *db_managed;         /* SNAPWORKER_DB_MANAGED: self|external */
+    /* Celery */
+    char *celery_broker_url;     /* CELERY_BROKER_URL, empty = ingress off */
+    char *celery_result_backend; /* CELERY_RESULT_BACKEND, empty = broker */
+    char *celery_queues;         /* SNAPWORKER_CELERY_QUEUES */
+    char *celery_priority_sep;   /* SNAPWORKER_CELERY_PRIORITY_SEP (C escapes allowed) */
+    char *celery_priority_steps; /* SNAPWORKER_CELERY_PRIORITY_STEPS */
+    int celery_result_expires_s; /* SNAPWORKER_CELERY_RESULT_EXPIRES_S */
+    /* sandbox */
+    char *sandbox_backend;    /* SANDBOX_BACKEND: local|kubernetes */
+    char *sandbox_base_path;  /* SANDBOX_BASE_PATH */
+    char *s3_bucket;          /* SANDBOX_S3_BUCKET */
+    int port_start;           /* SANDBOX_NEXTJS_PORT_START */
+    int port_end;             /* SANDBOX_NEXTJS_PORT_END, excluded */
+    /* S3 (secrets: never logged) */
+    char *aws_access_key_id;
+    char *aws_secret_access_key;
+    char *aws_session_token;
+    char *aws_region;
+    char *aws_endpoint_url;   /* AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL */
+    int64_t s3_part_size;     /* SNAPWORKER_S3_PART_SIZE, >= 5 MiB */
+    int store_retry_budget_s; /* SNAPWORKER_STORE_RETRY_BUDGET_S */
+    int store_timeout_s;      /* SNAPWORKER_STORE_TIMEOUT_S: connect timeout and stall limit */
+} cfg;
+
+/* Fill 'c' with defaults, then the environment, then argv flags (--name=value or
+ * --name value) starting at argv[*argi]; stops at the first non-flag and leaves
+ * *argi there. Returns 0, or -1 with a message in 'err' (size n). 'c' must be
+ * released with cfg_free() in both cases. "--help" sets *help. */
+int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, size_t n);
+void cfg_free(cfg *c);
+void cfg_print_help(int fd);                  /* the flag/variable table */
+int cfg_max_deliveries(const cfg *c, int max_attempts); /* resolves the 0 default */
+
+/* Parse a redis:// or unix:// URL into 'u' (freed with rds_url_free). rediss:// is
+ * refused (hiredis 0.14 has no TLS). Returns 0 or -1 with a message in err. */
+int rds_url_parse(const char *url, rds_url *u, char *err, size_t n);
+void rds_url_free(rds_url *u);
+/* Copy 'url' with any password replaced by "***" into out (size n). */
+void cfg_redact_url(const char *url, char *out, size_t n);
+
+#endif

@@ -1,0 +1,130 @@
+/* common/payload.c — payload v1 parsing and validation (DESIGN.md §3).
+ * Every id is checked against its grammar here, before anything builds a path or
+ * a key from it. Unknown fields are ignored, as the contract says. */
+#include "common/payload.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xmalloc.h"
+
+static int get_str(json_t *o, const char *name, bool required, const char **out, sw_err *err)
+{
+    json_t *v = json_object_get(o, name);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required) return sw_errc(err, SW_E_INVALID_PAYLOAD, "missing field '%s'", name);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "field '%s' must be a string", name);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int get_int(json_t *o, const char *name, long long min, long long max, int *out,
+                   sw_err *err)
+{
+    json_t *v = json_object_get(o, name);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v))
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "field '%s' must be an integer", name);
+    long long x = json_integer_value(v);
+    if (x < min || x > max)
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "field '%s' must be from %lld to %lld", name,
+                       min, max);
+    *out = (int)x;
+    return 0;
+}
+
+int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
+{
+    memset(r, 0, sizeof *r);
+    int rc = -1;
+    json_t *root = NULL;
+    const char *s;
+    if (len > PAYLOAD_MAX_BYTES)
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is %zu bytes, over the 1 MiB limit",
+                       len);
+    json_error_t je;
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not JSON: %s (line %d)", je.text, je.line);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not a JSON object");
+        goto out;
+    }
+    /* the id first, so that later errors can still name the job */
+    if (get_str(root, "id", true, &s, err) < 0) goto out;
+    if (!id_valid_job(s)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'id' must match [A-Za-z0-9_.:-]{1,128}");
+        goto out;
+    }
+    snprintf(r->id, sizeof r->id, "%s", s);
+
+    json_t *v = json_object_get(root, "v");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 1)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "unsupported payload version (field 'v' must be 1)");
+        goto out;
+    }
+    if (get_str(root, "type", true, &s, err) < 0) goto out;
+    if (!*s || strlen(s) >= sizeof r->type) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'type' must be a job type name");
+        goto out;
+    }
+    snprintf(r->type, sizeof r->type, "%s", s);
+
+    if (get_str(root, "tenant_id", true, &s, err) < 0) goto out;
+    if (!id_valid_tenant(s)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'tenant_id' must match [A-Za-z0-9_-]{1,63}");
+        goto out;
+    }
+    snprintf(r->tenant_id, sizeof r->tenant_id, "%s", s);
+
+    if (get_str(root, "sandbox_id", true, &s, err) < 0) goto out;
+    if (!id_uuid_lower(s, r->sandbox_id)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'sandbox_id' must be a UUID");
+        goto out;
+    }
+    if (get_str(root, "session_id", true, &s, err) < 0) goto out;
+    if (!id_uuid_lower(s, r->session_id)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'session_id' must be a UUID");
+        goto out;
+    }
+    json_t *args = json_object_get(root, "args");
+    if (args && !json_is_null(args) && !json_is_object(args)) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'args' must be an object");
+        goto out;
+    }
+    r->args = (args && json_is_object(args)) ? json_incref(args) : json_object();
+    if (get_int(root, "max_attempts", 1, 1000, &r->max_attempts, err) < 0) goto out;
+    if (get_int(root, "timeout_s", 1, 7 * 86400, &r->timeout_s, err) < 0) goto out;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void payload_free(job_req *r)
+{
+    if (!r) return;
+    json_decref(r->args);
+    r->args = NULL;
+}
+
+char *payload_dump(const job_req *r)
+{
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s}", "v", 1, "id", r->id, "type", r->type,
+                          "tenant_id", r->tenant_id, "sandbox_id", r->sandbox_id, "session_id",
+                          r->session_id);
+    json_object_set_new(o, "args", r->args ? json_incref(r->args) : json_object());
+    if (r->max_attempts) json_object_set_new(o, "max_attempts", json_integer(r->max_attempts));
+    if (r->timeout_s) json_object_set_new(o, "timeout_s", json_integer(r->timeout_s));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) abort();
+    return s;
+}
