@@ -1,5 +1,5 @@
 /* common/embedded.h — files compiled into the binary by tools/embed.c:
- * migrations/*.sql and jobs/templates/*. Lookup by repository path. */
+ * the SQL files of migrations/ and the files of jobs/templates/. Lookup by repository path. */
 #ifndef SW_COMMON_EMBEDDED_H
 #define SW_COMMON_EMBEDDED_H
 #include <stddef.h>

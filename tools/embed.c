@@ -1,6 +1,6 @@
 /* tools/embed.c — build-time helper: turn files into a C table (common/embedded.h).
  * Usage: embed OUT.c FILE... ; each FILE is stored under its path as given.
- * Used for migrations/*.sql and jobs/templates/*, so the binary is self-contained. */
+ * Used for the migrations and templates, so the binary is self-contained. */
 #include <stdio.h>
 #include <stdlib.h>
 
