@@ -19,7 +19,10 @@ int main(int argc, char **argv)
         fprintf(out, "static const char f%d[] = {", i);
         int ch;
         long n = 0;
-        while ((ch = fgetc(in)) != EOF) fprintf(out, "%s%d", n++ % 32 ? "," : ",\n", ch);
+        while ((ch = fgetc(in)) != EOF) {
+            fprintf(out, "%s%d", n == 0 ? "\n" : (n % 32 ? "," : ",\n"), ch);
+            n++;
+        }
         fprintf(out, "%s0};\n", n ? "," : "");
         fclose(in);
         fprintf(out, "#define f%d_len %ldu\n", i, n);

@@ -1,3 +1,81 @@
-/* worker/main.c — placeholder entry point while the daemon is written. */
+/* worker/main.c — `snapworker`: load the configuration, pick the subcommand.
+ * Owns: the top-level usage text, the config lifetime and exit codes
+ * (0 ok, 1 failure, 2 bad usage or configuration). */
 #include <stdio.h>
-int main(void) { puts("snapworker 0.1.0"); return 0; }
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cfg.h"
+#include "common/log.h"
+#include "worker/cli.h"
+#include "worker/worker.h"
+
+#define SNAPWORKER_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "snapworker %s — snapshot/restore job worker on Redis Streams\n\n"
+            "usage: snapworker [CONFIG FLAGS] COMMAND [ARGS]\n\n"
+            "commands:\n"
+            "  run                     run the worker in the foreground\n"
+            "  enqueue TYPE ...        add a job (see `snapworker enqueue`)\n"
+            "  job ID                  show a job's state as JSON\n"
+            "  dead list|requeue ID|purge   inspect or requeue dead jobs\n"
+            "  store put|get|head|rm|ls ...  use the snapshot store\n"
+            "  migrate                 apply database migrations\n"
+            "  version                 print the version\n\n",
+            SNAPWORKER_VERSION);
+}
+
+static int cmd_run(const cfg *c)
+{
+    worker *w = worker_new(c);
+    if (!w) return 1;
+    int rc = worker_run(w);
+    worker_free(w);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    cfg c;
+    char err[512];
+    bool help = false;
+    int argi = 1;
+    if (cfg_load(&c, argc, argv, &argi, &help, err, sizeof err) < 0) {
+        fprintf(stderr, "snapworker: configuration error: %s\n", err);
+        cfg_free(&c);
+        return 2;
+    }
+    log_level lvl = LOG_INFO;
+    log_parse_level(c.log_level, &lvl);
+    log_init(lvl, 2);
+    const char *cmd = argi < argc ? argv[argi] : NULL;
+    int rc = 2;
+    if (help || !cmd) {
+        usage(help ? stdout : stderr);
+        cfg_print_help(help ? 1 : 2);
+        rc = help ? 0 : 2;
+    } else if (!strcmp(cmd, "version")) {
+        printf("snapworker %s\n", SNAPWORKER_VERSION);
+        rc = 0;
+    } else if (!strcmp(cmd, "run")) {
+        rc = argi + 1 == argc ? cmd_run(&c) : 2;
+        if (rc == 2 && argi + 1 != argc) fprintf(stderr, "snapworker run: unexpected argument '%s'\n", argv[argi + 1]);
+    } else if (!strcmp(cmd, "enqueue")) {
+        rc = cli_enqueue_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "job")) {
+        rc = cli_job_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "dead")) {
+        rc = cli_dead_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "store")) {
+        rc = cli_store_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "migrate")) {
+        rc = cli_migrate_main(&c, argc - argi, argv + argi);
+    } else {
+        fprintf(stderr, "snapworker: unknown command '%s' (try --help)\n", cmd);
+    }
+    cfg_free(&c);
+    return rc;
+}

@@ -1,0 +1,289 @@
+/* worker/cli.c — producer and operator commands: enqueue (with --wait), job, dead.
+ * Owns: argument parsing of those subcommands and their JSON output. Talks to
+ * Redis with the blocking hiredis API; never touches PostgreSQL. */
+#include "worker/cli.h"
+
+#include <errno.h>
+#include <hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "common/ids.h"
+#include "common/payload.h"
+#include "common/rds.h"
+#include "common/xmalloc.h"
+#include "worker/scripts.h"
+
+static int usage_enqueue(void)
+{
+    fprintf(stderr,
+            "usage: snapworker enqueue TYPE --tenant T --sandbox S --session X [--args JSON]\n"
+            "                          [--id ID] [--max-attempts N] [--job-timeout SEC]\n"
+            "                          [--wait [--timeout SEC]]\n");
+    return 2;
+}
+
+static redisContext *connect_or_say(const cfg *c, const char *who)
+{
+    sw_err err;
+    redisContext *rc = rds_connect(&c->redis, 5000, &err);
+    if (!rc) fprintf(stderr, "snapworker %s: %s\n", who, err.msg);
+    return rc;
+}
+
+static json_t *hash_to_json(redisReply *r)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!k || !v) continue;
+        if (!strcmp(k, "result") || !strcmp(k, "error")) {
+            json_t *j = json_loads(v, 0, NULL);
+            json_object_set_new(o, k, j ? j : json_string(v));
+        } else if (!strcmp(k, "attempt") || !strcmp(k, "deliveries") || !strcmp(k, "updated_ms") ||
+                   !strcmp(k, "started_ms") || !strcmp(k, "lease_until")) {
+            json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
+        } else {
+            json_object_set_new(o, k, json_string(v));
+        }
+    }
+    return o;
+}
+
+static void print_json(json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) puts(s);
+    free(s);
+}
+
+/* Wait on an already SUBSCRIBEd context for the job's terminal event. */
+static int wait_outcome(redisContext *sub, const char *job_id, int timeout_s, json_t **out)
+{
+    struct timeval tv = {1, 0};
+    redisSetTimeout(sub, tv);
+    time_t until = time(NULL) + timeout_s;
+    while (time(NULL) < until) {
+        redisReply *r = NULL;
+        if (redisGetReply(sub, (void **)&r) != REDIS_OK) {
+            if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                sub->err = 0; /* read timeout: keep waiting */
+                continue;
+            }
+            return -1;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[2]->str) {
+            json_t *ev = json_loads(r->element[2]->str, 0, NULL);
+            const char *jid = json_string_value(json_object_get(ev, "job_id"));
+            const char *st = json_string_value(json_object_get(ev, "status"));
+            if (jid && st && !strcmp(jid, job_id) && (!strcmp(st, "succeeded") || !strcmp(st, "dead"))) {
+                *out = ev;
+                freeReplyObject(r);
+                return 0;
+            }
+            json_decref(ev);
+        }
+        freeReplyObject(r);
+    }
+    return 1;
+}
+
+int cli_enqueue_main(const cfg *c, int argc, char **argv)
+{
+    if (argc < 2) return usage_enqueue();
+    job_req req;
+    memset(&req, 0, sizeof req);
+    const char *type = argv[1], *tenant = "public", *sandbox = NULL, *session = NULL,
+               *args = NULL, *id = NULL;
+    int wait = 0, timeout_s = 60, rc = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--wait")) { wait = 1; continue; }
+        if (!v) return usage_enqueue();
+        if (!strcmp(a, "--tenant")) tenant = v;
+        else if (!strcmp(a, "--sandbox")) sandbox = v;
+        else if (!strcmp(a, "--session")) session = v;
+        else if (!strcmp(a, "--args")) args = v;
+        else if (!strcmp(a, "--id")) id = v;
+        else if (!strcmp(a, "--timeout")) timeout_s = atoi(v);
+        else if (!strcmp(a, "--max-attempts")) req.max_attempts = atoi(v);
+        else if (!strcmp(a, "--job-timeout")) req.timeout_s = atoi(v);
+        else return usage_enqueue();
+        i++;
+    }
+    char gen[SW_UUID_LEN + 1];
+    if (!id) {
+        id_uuid4(gen);
+        id = gen;
+    }
+    if (!sandbox || !session) return usage_enqueue();
+    /* build, then validate through the same parser the worker uses */
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s}", "v", 1, "id", id, "type", type, "tenant_id",
+                          tenant, "sandbox_id", sandbox, "session_id", session);
+    if (args) {
+        json_error_t je;
+        json_t *a = json_loads(args, 0, &je);
+        if (!a || !json_is_object(a)) {
+            fprintf(stderr, "snapworker enqueue: --args must be a JSON object (%s)\n", je.text);
+            json_decref(a);
+            json_decref(o);
+            return 2;
+        }
+        json_object_set_new(o, "args", a);
+    }
+    if (req.max_attempts) json_object_set_new(o, "max_attempts", json_integer(req.max_attempts));
+    if (req.timeout_s) json_object_set_new(o, "timeout_s", json_integer(req.timeout_s));
+    char *payload = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    sw_err err;
+    if (payload_parse(payload, strlen(payload), &req, &err) < 0) {
+        fprintf(stderr, "snapworker enqueue: %s: %s\n", sw_code_name(err.code), err.msg);
+        payload_free(&req);
+        free(payload);
+        return 2;
+    }
+    redisContext *rc1 = connect_or_say(c, "enqueue"), *sub = NULL;
+    json_t *ev = NULL;
+    char k_stream[256], k_events[256], k_job[400];
+    rds_key(c, "stream", k_stream, sizeof k_stream);
+    rds_key(c, "events", k_events, sizeof k_events);
+    rds_job_key(c, req.id, k_job, sizeof k_job);
+    if (!rc1) goto out;
+    if (wait) {
+        sub = connect_or_say(c, "enqueue");
+        if (!sub) goto out;
+        redisReply *s = redisCommand(sub, "SUBSCRIBE %s", k_events);
+        if (!s) goto out;
+        freeReplyObject(s);
+    }
+    redisReply *r = redisCommand(rc1, "HSETNX %s status queued", k_job);
+    if (r) freeReplyObject(r);
+    r = redisCommand(rc1, "XADD %s * job %s", k_stream, payload);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "snapworker enqueue: XADD failed: %s\n", r ? r->str : rc1->errstr);
+        if (r) freeReplyObject(r);
+        goto out;
+    }
+    if (!wait) {
+        printf("{\"id\":\"%s\",\"entry\":\"%s\",\"status\":\"queued\"}\n", req.id, r->str);
+        freeReplyObject(r);
+        rc = 0;
+        goto out;
+    }
+    freeReplyObject(r);
+    int w = wait_outcome(sub, req.id, timeout_s, &ev);
+    if (w == 0) {
+        json_t *res = json_pack("{s:s,s:O,s:O,s:O}", "id", req.id, "status",
+                                json_object_get(ev, "status"), "attempt",
+                                json_object_get(ev, "attempt"),
+                                !strcmp(json_string_value(json_object_get(ev, "status")), "succeeded")
+                                    ? "result" : "error",
+                                json_object_get(ev, "data"));
+        print_json(res);
+        json_decref(res);
+        rc = strcmp(json_string_value(json_object_get(ev, "status")), "succeeded") == 0 ? 0 : 1;
+    } else {
+        printf("{\"id\":\"%s\",\"status\":\"timeout\",\"error\":{\"code\":\"timeout\","
+               "\"message\":\"no outcome within %d s\",\"retryable\":true}}\n", req.id, timeout_s);
+    }
+out:
+    json_decref(ev);
+    if (rc1) redisFree(rc1);
+    if (sub) redisFree(sub);
+    payload_free(&req);
+    free(payload);
+    return rc;
+}
+
+int cli_job_main(const cfg *c, int argc, char **argv)
+{
+    if (argc != 2 || !id_valid_job(argv[1])) {
+        fprintf(stderr, "usage: snapworker job ID\n");
+        return 2;
+    }
+    redisContext *rc = connect_or_say(c, "job");
+    if (!rc) return 1;
+    char k[400];
+    rds_job_key(c, argv[1], k, sizeof k);
+    redisReply *r = redisCommand(rc, "HGETALL %s", k);
+    int code = 1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        json_t *o = hash_to_json(r);
+        json_object_set_new(o, "id", json_string(argv[1]));
+        print_json(o);
+        json_decref(o);
+        code = 0;
+    } else {
+        fprintf(stderr, "snapworker job: %s: not found\n", argv[1]);
+    }
+    if (r) freeReplyObject(r);
+    redisFree(rc);
+    return code;
+}
+
+static int dead_list(redisContext *rc, const char *k_dead, int count)
+{
+    redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", k_dead, count);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r) freeReplyObject(r);
+        return 1;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        json_t *o = hash_to_json(e->element[1]);
+        json_object_set_new(o, "dead_id", json_string(e->element[0]->str));
+        print_json(o);
+        json_decref(o);
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int cli_dead_main(const cfg *c, int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (!(strcmp(sub, "list") == 0 || (strcmp(sub, "requeue") == 0 && argc == 3) ||
+          strcmp(sub, "purge") == 0)) {
+        fprintf(stderr, "usage: snapworker dead list [--count N] | requeue ID | purge\n");
+        return 2;
+    }
+    redisContext *rc = connect_or_say(c, "dead");
+    if (!rc) return 1;
+    char k_dead[256], k_stream[256], prefix[256];
+    rds_key(c, "dead", k_dead, sizeof k_dead);
+    rds_key(c, "stream", k_stream, sizeof k_stream);
+    rds_key(c, "job:", prefix, sizeof prefix);
+    int code = 1;
+    if (!strcmp(sub, "list")) {
+        int count = (argc > 3 && !strcmp(argv[2], "--count")) ? atoi(argv[3]) : 100;
+        code = dead_list(rc, k_dead, count > 0 ? count : 100);
+    } else if (!strcmp(sub, "purge")) {
+        redisReply *r = redisCommand(rc, "XLEN %s", k_dead);
+        long long n = r ? r->integer : 0;
+        if (r) freeReplyObject(r);
+        r = redisCommand(rc, "DEL %s", k_dead);
+        if (r) {
+            printf("{\"purged\":%lld}\n", n);
+            freeReplyObject(r);
+            code = 0;
+        }
+    } else {
+        const char *id = argv[2];
+        redisReply *r = redisCommand(rc, "EVAL %s 2 %s %s %s %s", scr_source(SCR_REQUEUE_DEAD),
+                                     k_dead, k_stream, id, prefix);
+        if (r && r->type == REDIS_REPLY_STRING) {
+            printf("{\"requeued\":\"%s\",\"entry\":\"%s\"}\n", id, r->str);
+            code = 0;
+        } else {
+            fprintf(stderr, "snapworker dead requeue: %s: %s\n", id,
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : "no such dead entry");
+        }
+        if (r) freeReplyObject(r);
+    }
+    redisFree(rc);
+    return code;
+}

@@ -1,0 +1,322 @@
+/* worker/exec.c — executor threads: run jobs off the loop thread.
+ *
+ * The loop submits items to the run queue; a thread takes one, builds the
+ * job_ctx (deadline, cancel flag, per-thread resources, memo access), runs the
+ * job type, turns the outcome into succeeded / retry (backoff with full jitter) /
+ * dead, and moves the item to the done queue. The first item into an empty done
+ * queue writes one byte to the loop's pipe, so a burst of completions costs one
+ * wake-up. The memo write-through uses a per-thread blocking Redis connection. */
+#include "worker/exec.h"
+
+#include <errno.h>
+#include <hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rds.h"
+#include "common/xmalloc.h"
+
+struct exec_pool {
+    const cfg *cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    item *run_head, *run_tail;
+    item *done_head, *done_tail;
+    int running;       /* items on threads */
+    int stopping;
+    int notify_fd;
+    int nthreads;
+    int exited;        /* threads that returned */
+    pthread_t *threads;
+};
+
+typedef struct thread_state {
+    job_thread jt;     /* first: job_ctx.thread points here */
+    exec_pool *pool;
+    redisContext *rc;  /* memo writes, lazily connected */
+} thread_state;
+
+char *err_json(const sw_err *e)
+{
+    json_t *o = json_pack("{s:s,s:s,s:b}", "code", sw_code_name(e->code), "message", e->msg,
+                          "retryable", e->retryable);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) abort();
+    return s;
+}
+
+void item_free(item *it)
+{
+    if (!it) return;
+    free(it->raw);
+    payload_free(&it->req);
+    json_decref(it->memo);
+    free(it->data);
+    free(it);
+}
+
+static uint64_t rnd64(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = (uint64_t)time(NULL) * 2654435761u;
+    return v;
+}
+
+void item_fail(item *it, const cfg *c, const sw_err *e)
+{
+    it->err = *e;
+    free(it->data);
+    it->data = err_json(e);
+    if (e->retryable && it->attempt < it->max_attempts) {
+        /* full jitter: uniform in [0, min(cap, base * 2^(attempt-1))] */
+        int64_t ceil_ms = c->retry_base_ms;
+        for (int i = 1; i < it->attempt && ceil_ms < c->retry_max_ms; i++) ceil_ms *= 2;
+        if (ceil_ms > c->retry_max_ms) ceil_ms = c->retry_max_ms;
+        it->delay_ms = (int64_t)(rnd64() % (uint64_t)(ceil_ms + 1));
+        it->outcome = "retry";
+    } else {
+        it->outcome = "dead";
+    }
+}
+
+/* ---- memo ------------------------------------------------------------- */
+
+static const char *memo_get(job_ctx *ctx, const char *name)
+{
+    item *it = ctx->worker_priv;
+    return json_string_value(json_object_get(it->memo, name));
+}
+
+static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *err)
+{
+    item *it = ctx->worker_priv;
+    thread_state *ts = (thread_state *)ctx->thread;
+    char key[256], field[96];
+    for (int tries = 0; tries < 2; tries++) {
+        if (!ts->rc) {
+            ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, err);
+            if (!ts->rc) return -1;
+        }
+        rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
+        snprintf(field, sizeof field, "m:%s", name);
+        redisReply *r = redisCommand(ts->rc, "HSET %s %s %s", key, field, value);
+        if (r && r->type != REDIS_REPLY_ERROR) {
+            freeReplyObject(r);
+            json_object_set_new(it->memo, name, json_string(value));
+            return 0;
+        }
+        if (r) freeReplyObject(r);
+        redisFree(ts->rc);
+        ts->rc = NULL;
+    }
+    return sw_errc(err, SW_E_INTERNAL, "cannot record job memo '%s' in Redis", name);
+}
+
+/* ---- running one item -------------------------------------------------- */
+
+static void run_item(thread_state *ts, item *it)
+{
+    const cfg *c = ts->pool->cfg;
+    int timeout_s = it->req.timeout_s ? it->req.timeout_s : c->default_timeout_s;
+    job_ctx ctx = {
+        .cfg = c,
+        .req = &it->req,
+        .attempt = it->attempt,
+        .deadline_ms = job_now_ms() + (int64_t)timeout_s * 1000,
+        .cancel = &it->cancel,
+        .thread = (job_thread *)ts, /* job_thread is the first member */
+        .memo_get = memo_get,
+        .memo_set = memo_set,
+        .worker_priv = it,
+    };
+    sw_err err;
+    sw_err_clear(&err);
+    it->started_ms = job_now_ms();
+    if (it->poison) {
+        sw_errf(&err, SW_E_INTERNAL, false, "delivered %d times without finishing (poison)",
+                it->deliveries);
+    } else {
+        json_t *result = NULL;
+        int rc = it->type->run(&ctx, &result, &err);
+        if (rc == 0) {
+            if (!result) result = json_object();
+            free(it->data);
+            it->data = json_dumps(result, JSON_COMPACT);
+            json_decref(result);
+            it->outcome = "succeeded";
+        } else {
+            json_decref(result);
+            if (err.code == SW_OK) sw_errc(&err, SW_E_INTERNAL, "job failed without a reason");
+            if (job_now_ms() >= ctx.deadline_ms && err.code != SW_E_TIMEOUT)
+                sw_errc(&err, SW_E_TIMEOUT, "job exceeded its %d s timeout (%s)", timeout_s,
+                        sw_code_name(err.code));
+        }
+    }
+    if (err.code != SW_OK) item_fail(it, c, &err);
+    /* A job about to end dead may need to undo (a restore rolls its port back);
+     * that undo is retried until it succeeds or the worker stops. */
+    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
+        int64_t backoff = 200;
+        sw_err e2;
+        while (it->type->on_dead(&ctx, &e2) < 0) {
+            log_line l;
+            log_begin(&l, LOG_WARN, "on_dead_retry");
+            log_str(&l, "job", it->req.id);
+            log_str(&l, "code", sw_code_name(e2.code));
+            log_str(&l, "error", e2.msg);
+            log_end(&l);
+            if (atomic_load(&it->cancel)) {
+                it->outcome = "abandon"; /* leave pending: another worker redoes it */
+                break;
+            }
+            struct timespec d = {backoff / 1000, (backoff % 1000) * 1000000L};
+            nanosleep(&d, NULL);
+            if (backoff < 5000) backoff *= 2;
+        }
+    }
+    it->duration_ms = job_now_ms() - it->started_ms;
+}
+
+static void *thread_main(void *arg)
+{
+    thread_state *ts = arg;
+    exec_pool *p = ts->pool;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->run_head && !p->stopping) pthread_cond_wait(&p->cv, &p->mu);
+        item *it = p->run_head;
+        if (!it) { /* stopping and nothing left */
+            p->exited++;
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        p->run_head = it->next;
+        if (!p->run_head) p->run_tail = NULL;
+        it->next = NULL;
+        it->state = IT_RUNNING;
+        p->running++;
+        pthread_mutex_unlock(&p->mu);
+
+        run_item(ts, it);
+
+        pthread_mutex_lock(&p->mu);
+        p->running--;
+        it->state = IT_DONE;
+        int was_empty = p->done_head == NULL;
+        if (p->done_tail) p->done_tail->next = it;
+        else p->done_head = it;
+        p->done_tail = it;
+        pthread_mutex_unlock(&p->mu);
+        if (was_empty) {
+            char b = 1;
+            ssize_t w = write(p->notify_fd, &b, 1);
+            (void)w; /* a full pipe already means "wake up" */
+        }
+    }
+    job_thread_free(&ts->jt);
+    if (ts->rc) redisFree(ts->rc);
+    free(ts);
+    return NULL;
+}
+
+exec_pool *exec_new(const cfg *c, int n, int notify_fd)
+{
+    exec_pool *p = xcalloc(1, sizeof *p);
+    p->cfg = c;
+    p->notify_fd = notify_fd;
+    p->nthreads = n;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->threads = xcalloc((size_t)n, sizeof *p->threads);
+    for (int i = 0; i < n; i++) {
+        thread_state *ts = xcalloc(1, sizeof *ts);
+        ts->pool = p;
+        if (pthread_create(&p->threads[i], NULL, thread_main, ts) != 0) {
+            free(ts);
+            p->nthreads = i;
+            exec_stop(p);
+            exec_free(p, 1000);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void exec_submit(exec_pool *p, item *it)
+{
+    it->next = NULL;
+    it->state = IT_QUEUED;
+    pthread_mutex_lock(&p->mu);
+    if (p->run_tail) p->run_tail->next = it;
+    else p->run_head = it;
+    p->run_tail = it;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+item *exec_take_done(exec_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    item *h = p->done_head;
+    p->done_head = p->done_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    return h;
+}
+
+item *exec_take_queued(exec_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    item *h = p->run_head;
+    p->run_head = p->run_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    return h;
+}
+
+int exec_busy(exec_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int n = p->running;
+    for (item *it = p->run_head; it; it = it->next) n++;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void exec_stop(exec_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int exec_free(exec_pool *p, int wait_ms)
+{
+    if (!p) return 0;
+    int64_t until = job_now_ms() + wait_ms;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int exited = p->exited;
+        pthread_mutex_unlock(&p->mu);
+        if (exited >= p->nthreads) break;
+        if (job_now_ms() >= until) return -1;
+        struct timespec d = {0, 5000000L};
+        nanosleep(&d, NULL);
+    }
+    for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    for (item *it = p->done_head; it;) {
+        item *nx = it->next;
+        item_free(it);
+        it = nx;
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->threads);
+    free(p);
+    return 0;
+}

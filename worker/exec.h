@@ -1,0 +1,65 @@
+/* worker/exec.h — executor threads and the items they run.
+ * Owns: the item (one delivered job on this worker), the run queue, the done
+ * queue and its wake-up pipe into the event loop. Jobs run here, never on the
+ * loop thread; the loop only moves items in and out. */
+#ifndef SW_WORKER_EXEC_H
+#define SW_WORKER_EXEC_H
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+#include "common/err.h"
+#include "common/payload.h"
+#include "jobs/job.h"
+
+typedef enum item_state {
+    IT_STARTING,   /* start script sent */
+    IT_QUEUED,     /* in the run queue */
+    IT_RUNNING,    /* on an executor thread */
+    IT_DONE,       /* outcome set, waiting for the finish script */
+    IT_FINISHING   /* finish script sent */
+} item_state;
+
+typedef struct item {
+    struct item *next;        /* run/done queue or batch link */
+    struct item *prev_all, *next_all; /* the worker's in-flight list */
+    char entry[48];           /* stream entry id */
+    char *raw;                /* payload text, owned */
+    size_t raw_len;
+    job_req req;              /* parsed payload (valid when type != NULL) */
+    const job_type *type;     /* NULL for rejects */
+    item_state state;
+    int attempt, deliveries, max_attempts;
+    int poison;               /* delivered too often: skip run, go dead */
+    json_t *memo;             /* object name -> string, owned */
+    atomic_int cancel;        /* set on lease loss or hard stop */
+    int64_t started_ms;       /* monotonic, when the executor took it */
+    int64_t duration_ms;
+    /* outcome */
+    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" */
+    char *data;               /* JSON text: result or {code,message,retryable}; owned */
+    int64_t delay_ms;         /* retry delay */
+    sw_err err;               /* the error when not succeeded */
+} item;
+
+typedef struct exec_pool exec_pool;
+
+/* Start 'n' threads. notify_fd is written (one byte) when the done queue turns
+ * non-empty. Returns NULL on failure. */
+exec_pool *exec_new(const cfg *c, int n, int notify_fd);
+void exec_submit(exec_pool *p, item *it);          /* takes the item until it is done */
+item *exec_take_done(exec_pool *p);                /* whole done list (linked by next) */
+item *exec_take_queued(exec_pool *p);              /* not yet started items (drain) */
+int exec_busy(exec_pool *p);                       /* items queued or running */
+void exec_stop(exec_pool *p);                      /* ask threads to stop after current job */
+/* Join the threads if all are idle within 'wait_ms', then free; returns 0, or -1
+ * when a thread is still busy (then nothing is freed: the process exits). */
+int exec_free(exec_pool *p, int wait_ms);
+void item_free(item *it);                          /* NULL-safe */
+/* Set the item's outcome from an error (retry with backoff or dead). */
+void item_fail(item *it, const cfg *c, const sw_err *e);
+char *err_json(const sw_err *e);                   /* {"code","message","retryable"}; caller frees */
+
+#endif

@@ -1,0 +1,255 @@
+/* worker/scripts.c — Lua for the queue transitions of DESIGN.md §2 and §4.
+ *
+ * Job hash  snapworker:{Q}:job:<id>
+ *   status       queued | running | retrying | succeeded | dead
+ *   type, attempt (1-based), worker (consumer name), entry (stream id being run),
+ *   lease_until (ms, Redis TIME), deliveries (starts, incl. reclaims),
+ *   result / error (JSON), updated_ms, started_ms, m:<name> (job memo)
+ *
+ * start   (batch) decide per delivered entry: ended -> re-emit terminal event + ack;
+ *         running elsewhere under a live lease -> ack silently; session locked by
+ *         another job -> back to the delayed zset (no attempt counted); poison;
+ *         else mark running, take the session lock, emit `started`.
+ * finish  (batch) succeeded | retry | dead | reject | release, fenced on
+ *         (worker, entry) so a worker that lost its lease cannot overwrite.
+ * promote move due members of the delayed zset into the stream.
+ * renew   extend leases: XCLAIM ... JUSTID (no delivery-count bump) + hash + lock.
+ * requeue_dead  move one dead entry back into the stream with a fresh job hash.
+ *
+ * Events are written with XADD (trimmed MAXLEN ~) and PUBLISHed on the events key
+ * as one JSON object with `data` embedded (data is already JSON text). */
+#include "worker/scripts.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LUA_COMMON \
+    "local t = redis.call('TIME')\n" \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+    "local function hgetall(k)\n" \
+    "  local r = redis.call('HGETALL', k); local h = {}\n" \
+    "  for j = 1, #r, 2 do h[r[j]] = r[j + 1] end\n" \
+    "  return h\n" \
+    "end\n" \
+    "local function emit(ev, evmax, id, typ, status, attempt, data, worker)\n" \
+    "  redis.call('XADD', ev, 'MAXLEN', '~', evmax, '*', 'job_id', id, 'type', typ,\n" \
+    "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', now)\n" \
+    "  redis.call('PUBLISH', ev, '{\"job_id\":' .. cjson.encode(id) .. ',\"type\":' ..\n" \
+    "    cjson.encode(typ) .. ',\"status\":\"' .. status .. '\",\"attempt\":' .. attempt ..\n" \
+    "    ',\"data\":' .. data .. ',\"worker\":' .. cjson.encode(worker) .. ',\"ts\":' .. now .. '}')\n" \
+    "end\n" \
+    "local function payload_of(stream, entry)\n" \
+    "  local e = redis.call('XRANGE', stream, entry, entry)\n" \
+    "  if #e == 0 or not e[1][2] then return nil end\n" \
+    "  local f = e[1][2]\n" \
+    "  for j = 1, #f, 2 do if f[j] == 'job' then return f[j + 1] end end\n" \
+    "  return ''\n" \
+    "end\n" \
+    "local function unlock(lk, id)\n" \
+    "  if redis.call('GET', lk) == id then redis.call('DEL', lk) end\n" \
+    "end\n"
+
+/* KEYS: stream, events, delayed, then per job: hash, lock.
+ * ARGV: group, consumer, lease_ms, events_maxlen, busy_delay_ms, recover, n,
+ *       then per job: entry, id, type, uselock, max_deliveries.
+ * Returns per job {action, attempt, deliveries, memo k, v, ...}. */
+static const char start_lua[] = LUA_COMMON
+    "local group, me, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local evmax, busy, recover, n = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])\n"
+    "local out = {}\n"
+    "local function ackdel(entry)\n"
+    "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
+    "end\n"
+    "local function one(i)\n"
+    "  local b = 7 + (i - 1) * 5\n"
+    "  local entry, id, typ, uselock = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
+    "  local maxdel = tonumber(ARGV[b + 5])\n"
+    "  local hk, lk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]\n"
+    "  local h = hgetall(hk)\n"
+    "  local st = h.status\n"
+    "  local attempt = tonumber(h.attempt) or 0\n"
+    "  local deliveries = tonumber(h.deliveries) or 0\n"
+    "  if st == 'succeeded' or st == 'dead' then\n"
+    "    local data = (st == 'succeeded') and (h.result or '{}') or (h.error or '{}')\n"
+    "    emit(KEYS[2], evmax, id, h.type or typ, st, attempt, data, h.worker or '')\n"
+    "    ackdel(entry); return {'ended', attempt, deliveries}\n"
+    "  end\n"
+    "  local live = st == 'running' and (tonumber(h.lease_until) or 0) > now\n"
+    "  local mine = h.worker == me and h.entry == entry\n"
+    "  if live and not (recover == '1' and mine) then\n"
+    "    if h.entry == entry then return {'skip', attempt, deliveries} end\n"
+    "    ackdel(entry); return {'dup', attempt, deliveries}\n"
+    "  end\n"
+    "  if st == 'retrying' and h.entry ~= entry then ackdel(entry); return {'dup', attempt, deliveries} end\n"
+    "  if uselock == '1' then\n"
+    "    if not redis.call('SET', lk, id, 'NX', 'PX', lease) then\n"
+    "      if redis.call('GET', lk) ~= id then\n"
+    "        local p = payload_of(KEYS[1], entry)\n"
+    "        if p then redis.call('ZADD', KEYS[3], now + busy, p) end\n"
+    "        if not st then redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'updated_ms', now) end\n"
+    "        ackdel(entry); return {'busy', attempt, deliveries}\n"
+    "      end\n"
+    "      redis.call('PEXPIRE', lk, lease)\n"
+    "    end\n"
+    "  end\n"
+    "  if st == 'running' then\n"
+    "    if not (recover == '1' and mine) then deliveries = deliveries + 1 end\n"
+    "  else\n"
+    "    attempt = attempt + 1; deliveries = deliveries + 1\n"
+    "  end\n"
+    "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', attempt, 'worker', me,\n"
+    "    'entry', entry, 'lease_until', now + lease, 'deliveries', deliveries, 'updated_ms', now,\n"
+    "    'started_ms', now)\n"
+    "  redis.call('PERSIST', hk)\n"
+    "  local r = {'run', attempt, deliveries}\n"
+    "  if deliveries > maxdel then r[1] = 'poison' else\n"
+    "    emit(KEYS[2], evmax, id, typ, 'started', attempt, '{}', me)\n"
+    "  end\n"
+    "  for k, v in pairs(h) do\n"
+    "    if string.sub(k, 1, 2) == 'm:' then r[#r + 1] = string.sub(k, 3); r[#r + 1] = v end\n"
+    "  end\n"
+    "  return r\n"
+    "end\n"
+    "for i = 1, n do out[i] = one(i) end\n"
+    "return out\n";
+
+/* KEYS: stream, events, delayed, dead, then per job: hash, lock.
+ * ARGV: group, consumer, ttl_s, events_maxlen, dead_maxlen, n,
+ *       then per job: entry, id, type, outcome, attempt, data, delay_ms, raw.
+ * 'raw' is the entry's payload for reject (the stream copy is used otherwise).
+ * Returns per job 'ok' or 'lost'. */
+static const char finish_lua[] = LUA_COMMON
+    "local group, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local evmax, deadmax, n = ARGV[4], ARGV[5], tonumber(ARGV[6])\n"
+    "local out = {}\n"
+    "local function ackdel(entry)\n"
+    "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
+    "end\n"
+    "local function to_dead(entry, id, data, attempt, p)\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
+    "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', now)\n"
+    "end\n"
+    "local function one(i)\n"
+    "  local b = 6 + (i - 1) * 8\n"
+    "  local entry, id, typ, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
+    "  local attempt, data, delay = tonumber(ARGV[b + 5]), ARGV[b + 6], tonumber(ARGV[b + 7])\n"
+    "  local hk, lk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]\n"
+    "  if outcome == 'reject' then\n"
+    "    local p = payload_of(KEYS[1], entry) or ARGV[b + 8]\n"
+    "    to_dead(entry, id, data, attempt, p)\n"
+    "    if id ~= '' then\n"
+    "      if redis.call('EXISTS', hk) == 0 then\n"
+    "        redis.call('HSET', hk, 'status', 'dead', 'type', typ, 'attempt', attempt, 'error', data,\n"
+    "          'worker', me, 'entry', entry, 'updated_ms', now)\n"
+    "        redis.call('EXPIRE', hk, ttl)\n"
+    "      end\n"
+    "      emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
+    "    end\n"
+    "    ackdel(entry); return 'ok'\n"
+    "  end\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries')\n"
+    "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
+    "  if outcome == 'release' then\n"
+    "    local p = payload_of(KEYS[1], entry)\n"
+    "    if p then redis.call('XADD', KEYS[1], '*', 'job', p) end\n"
+    "    redis.call('HSET', hk, 'status', 'queued', 'attempt', attempt - 1, 'deliveries',\n"
+    "      math.max(0, (tonumber(h[4]) or 1) - 1), 'lease_until', 0, 'updated_ms', now)\n"
+    "    unlock(lk, id); ackdel(entry); return 'ok'\n"
+    "  end\n"
+    "  if outcome == 'succeeded' then\n"
+    "    redis.call('HSET', hk, 'status', 'succeeded', 'result', data, 'updated_ms', now)\n"
+    "    redis.call('HDEL', hk, 'lease_until')\n"
+    "    redis.call('EXPIRE', hk, ttl)\n"
+    "    emit(KEYS[2], evmax, id, typ, 'succeeded', attempt, data, me)\n"
+    "  elseif outcome == 'retry' then\n"
+    "    local p = payload_of(KEYS[1], entry)\n"
+    "    if p then redis.call('ZADD', KEYS[3], now + delay, p) end\n"
+    "    redis.call('HSET', hk, 'status', 'retrying', 'error', data, 'updated_ms', now, 'lease_until', 0)\n"
+    "    emit(KEYS[2], evmax, id, typ, 'failed', attempt, data, me)\n"
+    "  else\n"
+    "    to_dead(entry, id, data, attempt, payload_of(KEYS[1], entry))\n"
+    "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', now)\n"
+    "    redis.call('HDEL', hk, 'lease_until')\n"
+    "    redis.call('EXPIRE', hk, ttl)\n"
+    "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
+    "  end\n"
+    "  unlock(lk, id); ackdel(entry); return 'ok'\n"
+    "end\n"
+    "for i = 1, n do out[i] = one(i) end\n"
+    "return out\n";
+
+/* KEYS: delayed, stream. ARGV: limit, job hash prefix.
+ * Returns {moved, next_due_ms or -1, now}. */
+static const char promote_lua[] = LUA_COMMON
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
+    "for _, m in ipairs(due) do\n"
+    "  redis.call('XADD', KEYS[2], '*', 'job', m)\n"
+    "  redis.call('ZREM', KEYS[1], m)\n"
+    "  local ok, p = pcall(cjson.decode, m)\n"
+    "  if ok and type(p) == 'table' and type(p.id) == 'string' and #p.id <= 128\n"
+    "     and string.match(p.id, '^[%w_.:%-]+$') then\n"
+    "    local hk = ARGV[2] .. p.id\n"
+    "    if redis.call('HGET', hk, 'status') == 'retrying' then\n"
+    "      redis.call('HSET', hk, 'status', 'queued', 'updated_ms', now)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "return {#due, tonumber(nxt[2]) or -1, now}\n";
+
+/* KEYS: stream, then per job: hash, lock. ARGV: group, consumer, lease_ms, n,
+ * then per job: entry, id. Returns per job 1 (renewed) or 0 (lost). */
+static const char renew_lua[] = LUA_COMMON
+    "local group, me, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local out = {}\n"
+    "for i = 1, n do\n"
+    "  local entry, id = ARGV[3 + 2 * i], ARGV[4 + 2 * i]\n"
+    "  local hk, lk = KEYS[2 * i], KEYS[2 * i + 1]\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status')\n"
+    "  if h[1] == me and h[2] == entry and h[3] == 'running' then\n"
+    "    redis.call('XCLAIM', KEYS[1], group, me, 0, entry, 'JUSTID')\n"
+    "    redis.call('HSET', hk, 'lease_until', now + lease)\n"
+    "    if redis.call('GET', lk) == id then redis.call('PEXPIRE', lk, lease) end\n"
+    "    out[i] = 1\n"
+    "  else out[i] = 0 end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: dead, stream. ARGV: dead entry id, job hash prefix.
+ * Returns the new stream id, or false when the dead entry does not exist. */
+static const char requeue_dead_lua[] =
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "if #e == 0 then return false end\n"
+    "local f = e[1][2]; local p, id = '', ''\n"
+    "for j = 1, #f, 2 do\n"
+    "  if f[j] == 'job' then p = f[j + 1] elseif f[j] == 'job_id' then id = f[j + 1] end\n"
+    "end\n"
+    "if id ~= '' then redis.call('DEL', ARGV[2] .. id) end\n"
+    "local nid = redis.call('XADD', KEYS[2], '*', 'job', p)\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return nid\n";
+
+static const char *const sources[SCR_COUNT] = {start_lua, finish_lua, promote_lua, renew_lua,
+                                               requeue_dead_lua};
+static char shas[SCR_COUNT][41];
+static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
+
+static void compute_shas(void)
+{
+    for (int i = 0; i < SCR_COUNT; i++) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        EVP_Digest(sources[i], strlen(sources[i]), md, &len, EVP_sha1(), NULL);
+        for (unsigned j = 0; j < len && j < 20; j++) snprintf(shas[i] + 2 * j, 3, "%02x", md[j]);
+    }
+}
+
+const char *scr_source(scr_id id) { return sources[id]; }
+
+const char *scr_sha(scr_id id)
+{
+    pthread_once(&sha_once, compute_shas);
+    return shas[id];
+}
