@@ -44,11 +44,17 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     int rc = -1;
     json_t *root = NULL;
     const char *s;
-    if (len > PAYLOAD_MAX_BYTES)
+    /* Up to 16 MiB is still parsed, so an oversized job can be named in the dead
+     * stream; beyond that it is refused unread. */
+    if (len > 16 * PAYLOAD_MAX_BYTES)
         return sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is %zu bytes, over the 1 MiB limit",
                        len);
     json_error_t je;
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root && len > PAYLOAD_MAX_BYTES) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is %zu bytes, over the 1 MiB limit", len);
+        goto out;
+    }
     if (!root) {
         sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not JSON: %s (line %d)", je.text, je.line);
         goto out;
@@ -64,6 +70,10 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
         goto out;
     }
     snprintf(r->id, sizeof r->id, "%s", s);
+    if (len > PAYLOAD_MAX_BYTES) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is %zu bytes, over the 1 MiB limit", len);
+        goto out;
+    }
 
     json_t *v = json_object_get(root, "v");
     if (v && !(json_is_integer(v) && json_integer_value(v) == 1)) {

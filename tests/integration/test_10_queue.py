@@ -1,0 +1,166 @@
+"""The first consumer (issue 2): enqueue, events, job hash, malformed entries,
+no PostgreSQL needed, bad configuration, CLI."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+from harness import BIN, SWTestCase, new_uuid, wait_for
+
+FAST = True
+
+
+class QueueBasics(SWTestCase):
+    SERVICES = ("redis",)
+
+    def test_enqueue_wait_returns_the_result_with_started_and_succeeded_events(self):
+        self.start_worker()
+        jid = new_uuid()
+        p = self.cli("enqueue", "noop", "--sandbox", new_uuid(), "--session", new_uuid(),
+                     "--id", jid, "--wait", "--timeout", "20")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = json.loads(p.stdout)
+        self.assertEqual(out["status"], "succeeded")
+        self.assertEqual(out["result"], {"ok": True})
+        statuses = [e["status"] for e in self.events(jid)]
+        self.assertEqual(statuses, ["started", "succeeded"])
+        h = self.job_hash(jid)
+        self.assertEqual(h["status"], "succeeded")
+        self.assertEqual(h["attempt"], "1")
+        self.assertEqual(json.loads(h["result"]), {"ok": True})
+        self.assertGreater(self.r.ttl(self.key("job:" + jid)), 0)
+        # the stream holds only unfinished work
+        wait_for(lambda: self.r.xlen(self.key("stream")) == 0, what="stream emptied")
+
+    def test_jobs_added_before_any_worker_started_are_run(self):
+        ids = []
+        for _ in range(5):
+            p = self.payload()
+            ids.append(p["id"])
+            self.xadd(p)
+        self.start_worker()
+        for jid in ids:
+            self.wait_status(jid, "succeeded")
+
+    def test_events_are_published_as_one_json_object_with_data_embedded(self):
+        ps = self.r.pubsub()
+        ps.subscribe(self.key("events"))
+        self.start_worker()
+        p = self.payload()
+        self.xadd(p)
+        got = []
+        deadline = time.time() + 15
+        while time.time() < deadline and len(got) < 2:
+            m = ps.get_message(timeout=1)
+            if m and m["type"] == "message":
+                got.append(json.loads(m["data"]))
+        ps.close()
+        self.assertEqual([g["status"] for g in got], ["started", "succeeded"])
+        self.assertEqual(got[1]["data"], {"ok": True})
+        self.assertEqual(got[1]["job_id"], p["id"])
+        self.assertEqual(got[1]["type"], "noop")
+        self.assertIsInstance(got[1]["ts"], int)
+        ev = self.events(p["id"])[1]
+        self.assertEqual(json.loads(ev["data"]), {"ok": True})
+        self.assertEqual(set(ev), {"job_id", "type", "status", "attempt", "data", "worker", "ts"})
+
+    def test_malformed_entries_go_dead_with_their_code_and_good_jobs_still_run(self):
+        w = self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        base = {"v": 1, "type": "noop", "tenant_id": "public", "sandbox_id": sb, "session_id": ss}
+        bad = [
+            ("not json", "invalid_payload", ""),
+            (json.dumps([1, 2]), "invalid_payload", ""),
+            (json.dumps({**base, "id": "missing-type", "type": None}), "invalid_payload", "missing-type"),
+            (json.dumps({k: v for k, v in {**base, "id": "no-session"}.items() if k != "session_id"}),
+             "invalid_payload", "no-session"),
+            (json.dumps({**base, "id": "wrong-type", "max_attempts": "3"}), "invalid_payload", "wrong-type"),
+            (json.dumps({**base, "id": "bad-sandbox", "sandbox_id": "../../etc"}), "invalid_payload", "bad-sandbox"),
+            (json.dumps({**base, "id": "bad/id"}), "invalid_payload", ""),
+            (json.dumps({**base, "id": "v2", "v": 2}), "invalid_payload", "v2"),
+            (json.dumps({**base, "id": "unknown-type", "type": "bake"}), "unknown_job_type", "unknown-type"),
+            (json.dumps({**base, "id": "huge", "args": {"pad": "x" * (2 * 1024 * 1024)}}), "invalid_payload", "huge"),
+        ]
+        for body, _code, _jid in bad:
+            self.xadd(body)
+        self.r.xadd(self.key("stream"), {"other": "field"})
+        good = self.payload()
+        self.xadd(good)
+        self.wait_status(good["id"], "succeeded")
+        wait_for(lambda: len(self.dead_entries()) == len(bad) + 1, what="all malformed entries dead")
+        dead = self.dead_entries()
+        for (body, code, jid), d in zip(bad, dead):
+            err = json.loads(d["error"])
+            self.assertEqual(err["code"], code, body[:80])
+            self.assertFalse(err["retryable"])
+            self.assertTrue(err["message"])
+            self.assertEqual(d["job_id"], jid)
+            self.assertEqual(d["job"], body[:1024 * 1024])
+            self.assertTrue(d["source_id"])
+        self.assertEqual(json.loads(dead[-1]["error"])["code"], "invalid_payload")
+        self.assertEqual(self.job_hash("unknown-type")["status"], "dead")
+        self.assertTrue(w.alive())
+        wait_for(lambda: self.r.xlen(self.key("stream")) == 0, what="stream emptied")
+
+    def test_the_worker_runs_noop_jobs_with_no_postgresql_reachable(self):
+        w = self.start_worker(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none?connect_timeout=1")
+        p = self.payload()
+        self.xadd(p)
+        self.wait_status(p["id"], "succeeded")
+        self.assertTrue(w.alive())
+
+    def test_a_bad_configuration_value_exits_2_naming_it(self):
+        for var, val in [("SNAPWORKER_LEASE_S", "soon"), ("REDIS_URL", "rediss://x:1"),
+                         ("SNAPWORKER_CONCURRENCY", "0"), ("SANDBOX_BACKEND", "docker")]:
+            p = self.cli("run", **{var: val})
+            self.assertEqual(p.returncode, 2, (var, p.stderr))
+            self.assertIn(var, p.stderr)
+        p = self.cli("--lease-s", "-1", "run")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("SNAPWORKER_LEASE_S", p.stderr)
+
+    def test_secrets_in_a_bad_redis_url_are_not_printed(self):
+        p = self.cli("run", REDIS_URL="redis://u:hunter2secret@host:99999/0")
+        self.assertEqual(p.returncode, 2)
+        self.assertNotIn("hunter2secret", p.stderr + p.stdout)
+
+    def test_job_and_dead_commands_show_state(self):
+        self.start_worker()
+        jid = new_uuid()
+        p = self.cli("enqueue", "noop", "--sandbox", new_uuid(), "--session", new_uuid(), "--id", jid,
+                     "--args", '{"fail":"permanent"}', "--wait", "--timeout", "20")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(json.loads(p.stdout)["error"]["code"], "internal")
+        j = json.loads(self.cli("job", jid, check=True).stdout)
+        self.assertEqual(j["status"], "dead")
+        self.assertEqual(j["error"]["code"], "internal")
+        lines = [json.loads(x) for x in self.cli("dead", "list", check=True).stdout.splitlines()]
+        self.assertEqual(lines[0]["job_id"], jid)
+        self.assertEqual(self.cli("job", "no-such-job").returncode, 1)
+
+    def test_enqueue_refuses_bad_ids_before_touching_redis(self):
+        p = self.cli("enqueue", "noop", "--sandbox", "../x", "--session", new_uuid())
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("sandbox_id", p.stderr)
+        self.assertEqual(self.r.exists(self.key("stream")), 0)
+
+    def test_enqueue_wait_times_out_with_exit_1_when_no_worker_runs(self):
+        p = self.cli("enqueue", "noop", "--sandbox", new_uuid(), "--session", new_uuid(),
+                     "--wait", "--timeout", "1")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(json.loads(p.stdout)["status"], "timeout")
+
+    def test_an_idle_worker_uses_almost_no_cpu(self):
+        w = self.start_worker()
+        time.sleep(1.0)
+
+        def cpu():
+            with open(f"/proc/{w.proc.pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            return int(parts[11]) + int(parts[12])  # utime + stime, clock ticks
+
+        c0 = cpu()
+        time.sleep(3.0)
+        used = (cpu() - c0) / os.sysconf("SC_CLK_TCK")
+        self.assertLess(used, 0.15, f"idle worker used {used:.2f} s of CPU in 3 s")

@@ -1,0 +1,175 @@
+/* tests/unit/test_cfg.c — configuration: defaults, environment, flags, bad values,
+ * URL parsing and redaction, key naming. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cfg.h"
+#include "common/err.h"
+#include "common/rds.h"
+
+static int load(cfg *c, int argc, char **argv, char *err)
+{
+    int argi = 1;
+    bool help;
+    return cfg_load(c, argc, argv, &argi, &help, err, 512);
+}
+
+static void clear_env(void)
+{
+    const char *vars[] = {"REDIS_URL", "SNAPWORKER_LEASE_S", "SNAPWORKER_QUEUE", "SNAPWORKER_STORE",
+                          "SANDBOX_NEXTJS_PORT_START", "SANDBOX_NEXTJS_PORT_END",
+                          "AWS_SECRET_ACCESS_KEY", "SNAPWORKER_WEBAPP_NPM_INSTALL", NULL};
+    for (int i = 0; vars[i]; i++) unsetenv(vars[i]);
+}
+
+static void defaults_are_the_documented_ones(void **state)
+{
+    (void)state;
+    clear_env();
+    cfg c;
+    char err[512];
+    char *argv[] = {(char *)"snapworker", NULL};
+    assert_int_equal(load(&c, 1, argv, err), 0);
+    assert_string_equal(c.redis.host, "127.0.0.1");
+    assert_int_equal(c.redis.port, 6379);
+    assert_string_equal(c.queue, "default");
+    assert_int_equal(c.lease_s, 60);
+    assert_int_equal(c.max_attempts, 5);
+    assert_int_equal(cfg_max_deliveries(&c, 5), 7);
+    assert_int_equal(c.port_start, 3010);
+    assert_int_equal(c.port_end, 3100);
+    assert_true(c.concurrency >= 1);
+    assert_true(strncmp(c.store_url, "file:///", 8) == 0);
+    assert_string_equal(c.opencode_disabled_tools, "question");
+    assert_int_equal(c.max_restore_entries, 1000000);
+    cfg_free(&c);
+}
+
+static void flags_win_over_the_environment(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("SNAPWORKER_LEASE_S", "30", 1);
+    setenv("SNAPWORKER_QUEUE", "envq", 1);
+    cfg c;
+    char err[512];
+    char *argv[] = {(char *)"snapworker", (char *)"--lease-s", (char *)"7", (char *)"--queue=flagq", (char *)"run", NULL};
+    int argi = 1;
+    bool help;
+    assert_int_equal(cfg_load(&c, 5, argv, &argi, &help, err, sizeof err), 0);
+    assert_int_equal(c.lease_s, 7);
+    assert_string_equal(c.queue, "flagq");
+    assert_int_equal(argi, 4); /* stopped at the subcommand */
+    cfg_free(&c);
+    clear_env();
+}
+
+static void bad_values_name_the_variable(void **state)
+{
+    (void)state;
+    struct { const char *var, *val, *needle; } cases[] = {
+        {"SNAPWORKER_LEASE_S", "abc", "SNAPWORKER_LEASE_S: expected an integer"},
+        {"SNAPWORKER_LEASE_S", "0", "SNAPWORKER_LEASE_S"},
+        {"REDIS_URL", "rediss://h:1", "TLS"},
+        {"REDIS_URL", "http://x", "REDIS_URL"},
+        {"SNAPWORKER_STORE", "ftp://x", "SNAPWORKER_STORE"},
+        {"SNAPWORKER_QUEUE", "a b", "queue"},
+        {"SNAPWORKER_WEBAPP_NPM_INSTALL", "maybe", "SNAPWORKER_WEBAPP_NPM_INSTALL: expected true or false"},
+        {"SANDBOX_NEXTJS_PORT_END", "3000", "SANDBOX_NEXTJS_PORT_END"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        clear_env();
+        setenv(cases[i].var, cases[i].val, 1);
+        cfg c;
+        char err[512] = "";
+        char *argv[] = {(char *)"snapworker", NULL};
+        assert_int_equal(load(&c, 1, argv, err), -1);
+        if (!strstr(err, cases[i].needle)) fail_msg("'%s' lacks '%s'", err, cases[i].needle);
+        cfg_free(&c);
+    }
+    clear_env();
+}
+
+static void a_bad_secret_is_not_echoed(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("REDIS_URL", "redis://user:s3cret-pw@host:notaport/0", 1);
+    cfg c;
+    char err[512] = "";
+    char *argv[] = {(char *)"snapworker", NULL};
+    assert_int_equal(load(&c, 1, argv, err), -1);
+    assert_null(strstr(err, "s3cret-pw"));
+    assert_non_null(strstr(err, "REDIS_URL"));
+    cfg_free(&c);
+    clear_env();
+}
+
+static void redis_urls_parse(void **state)
+{
+    (void)state;
+    rds_url u;
+    char err[200];
+    assert_int_equal(rds_url_parse("redis://:pw@10.0.0.1:6380/3", &u, err, sizeof err), 0);
+    assert_string_equal(u.host, "10.0.0.1");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 3);
+    assert_string_equal(u.password, "pw");
+    assert_null(u.username);
+    rds_url_free(&u);
+    assert_int_equal(rds_url_parse("unix:///tmp/r.sock?db=2", &u, err, sizeof err), 0);
+    assert_string_equal(u.unix_path, "/tmp/r.sock");
+    assert_int_equal(u.db, 2);
+    rds_url_free(&u);
+    assert_int_equal(rds_url_parse("redis://localhost", &u, err, sizeof err), 0);
+    assert_int_equal(u.port, 6379);
+    rds_url_free(&u);
+    char out[200];
+    cfg_redact_url("redis://user:pw@h:1/0", out, sizeof out);
+    assert_string_equal(out, "redis://user:***@h:1/0");
+}
+
+static void keys_share_the_queue_hash_tag(void **state)
+{
+    (void)state;
+    clear_env();
+    cfg c;
+    char err[512], k[256];
+    char *argv[] = {(char *)"snapworker", (char *)"--queue", (char *)"q1", NULL};
+    assert_int_equal(load(&c, 3, argv, err), 0);
+    assert_string_equal(rds_key(&c, "stream", k, sizeof k), "snapworker:{q1}:stream");
+    assert_string_equal(rds_job_key(&c, "j1", k, sizeof k), "snapworker:{q1}:job:j1");
+    cfg_free(&c);
+}
+
+static void error_codes_have_stable_names(void **state)
+{
+    (void)state;
+    assert_string_equal(sw_code_name(SW_E_STORAGE), "storage_error");
+    assert_string_equal(sw_code_exc_type(SW_E_UNSAFE_ARCHIVE), "UnsafeArchive");
+    assert_false(sw_code_retryable(SW_E_INVALID_PAYLOAD));
+    assert_true(sw_code_retryable(SW_E_PORT_EXHAUSTED));
+    sw_code c;
+    assert_true(sw_code_from_name("archive_too_large", &c));
+    assert_int_equal(c, SW_E_ARCHIVE_TOO_LARGE);
+    assert_false(sw_code_from_name("nope", &c));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_are_the_documented_ones),
+        cmocka_unit_test(flags_win_over_the_environment),
+        cmocka_unit_test(bad_values_name_the_variable),
+        cmocka_unit_test(a_bad_secret_is_not_echoed),
+        cmocka_unit_test(redis_urls_parse),
+        cmocka_unit_test(keys_share_the_queue_hash_tag),
+        cmocka_unit_test(error_codes_have_stable_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
