@@ -80,6 +80,13 @@ void item_fail(item *it, const cfg *c, const sw_err *e)
         if (ceil_ms > c->retry_max_ms) ceil_ms = c->retry_max_ms;
         it->delay_ms = (int64_t)(rnd64() % (uint64_t)(ceil_ms + 1));
         it->outcome = "retry";
+        /* the failed event says when and within which cap the retry comes */
+        json_t *o = json_pack("{s:s,s:s,s:b,s:I,s:I}", "code", sw_code_name(e->code), "message",
+                              e->msg, "retryable", 1, "retry_in_ms", (json_int_t)it->delay_ms,
+                              "retry_cap_ms", (json_int_t)ceil_ms);
+        free(it->data);
+        it->data = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
     } else {
         it->outcome = "dead";
     }

@@ -75,7 +75,7 @@ struct worker {
     exec_pool *pool;
     int pipefd[2];
     struct event *pipe_ev, *sig_term, *sig_int, *t_promote, *t_renew, *t_reclaim, *t_watch,
-        *t_drain, *t_finish_retry;
+        *t_drain, *t_finish_retry, *t_read_retry;
     item *all;                     /* in-flight list (prev_all/next_all) */
     int inflight;
     item *finish_q, *finish_tail;  /* done, waiting for a finish script */
@@ -91,6 +91,7 @@ struct worker {
 };
 
 static void maybe_read(worker *w);
+static void read_retry_cb(evutil_socket_t fd, short ev, void *arg);
 static void flush_finish(worker *w);
 static void conn_connect(conn *c);
 static void check_exit(worker *w);
@@ -510,6 +511,8 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         }
         w->recover = 1;
         strcpy(w->recover_from, "0");
+        struct timeval tv = {0, 200000};
+        evtimer_add(w->t_read_retry, &tv);
         return;
     }
     size_t i = 0;
@@ -675,7 +678,9 @@ static void read_cb(worker *w, redisReply *r, void *ud)
             cv_add(&v, "MKSTREAM");
             send_cmd(&w->rd, &v, 0, 0, group_created, NULL);
         }
-        maybe_read(w);
+        /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
+        struct timeval tv = {0, 200000};
+        evtimer_add(w->t_read_retry, &tv);
         return;
     }
     size_t seen = 0;
@@ -687,6 +692,13 @@ static void read_cb(worker *w, redisReply *r, void *ud)
     }
     if (recover && seen == 0) w->recover = 0; /* own pending list fully re-read */
     maybe_read(w);
+}
+
+static void read_retry_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    maybe_read(arg);
 }
 
 static void maybe_read(worker *w)
@@ -956,6 +968,7 @@ worker *worker_new(const cfg *c)
     w->t_watch = event_new(w->base, -1, EV_PERSIST, watch_cb, w);
     w->t_drain = evtimer_new(w->base, drain_timeout, w);
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
+    w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
     return w;
 }
 
@@ -1014,7 +1027,7 @@ void worker_free(worker *w)
     while (w->all) untrack_free(w, w->all);
     struct event *evs[] = {w->rd.retry_ev, w->cmd.retry_ev, w->pipe_ev, w->sig_term, w->sig_int,
                            w->t_promote, w->t_renew, w->t_reclaim, w->t_watch, w->t_drain,
-                           w->t_finish_retry};
+                           w->t_finish_retry, w->t_read_retry};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i]) event_free(evs[i]);
     event_base_free(w->base);
