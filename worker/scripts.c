@@ -3,8 +3,8 @@
  * Job hash  snapworker:{Q}:job:<id>
  *   status       queued | running | retrying | succeeded | dead
  *   type, attempt (1-based), worker (consumer name), entry (stream id being run),
- *   lease_until (ms, Redis TIME), deliveries (starts, incl. reclaims),
- *   result / error (JSON), updated_ms, started_ms, m:<name> (job memo)
+ *   lease_until (ms, Redis TIME; meaningful while running), deliveries (starts,
+ *   incl. reclaims), result / error (JSON), updated_ms, m:<name> (job memo)
  *
  * start   (batch) decide per delivered entry: ended -> re-emit terminal event + ack;
  *         running elsewhere under a live lease -> ack silently; session locked by
@@ -34,7 +34,7 @@
     "  return h\n" \
     "end\n" \
     "local function emit(ev, evmax, id, typ, status, attempt, data, worker)\n" \
-    "  redis.call('XADD', ev, 'MAXLEN', '~', evmax, '*', 'job_id', id, 'type', typ,\n" \
+    "  redis.call('XADD', ev, '*', 'job_id', id, 'type', typ,\n" \
     "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', now)\n" \
     "  redis.call('PUBLISH', ev, '{\"job_id\":' .. cjson.encode(id) .. ',\"type\":' ..\n" \
     "    cjson.encode(typ) .. ',\"status\":\"' .. status .. '\",\"attempt\":' .. attempt ..\n" \
@@ -100,9 +100,7 @@ static const char start_lua[] = LUA_COMMON
     "    attempt = attempt + 1; deliveries = deliveries + 1\n"
     "  end\n"
     "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', attempt, 'worker', me,\n"
-    "    'entry', entry, 'lease_until', now + lease, 'deliveries', deliveries, 'updated_ms', now,\n"
-    "    'started_ms', now)\n"
-    "  redis.call('PERSIST', hk)\n"
+    "    'entry', entry, 'lease_until', now + lease, 'deliveries', deliveries, 'updated_ms', now)\n"
     "  local r = {'run', attempt, deliveries}\n"
     "  if deliveries > maxdel then r[1] = 'poison' else\n"
     "    emit(KEYS[2], evmax, id, typ, 'started', attempt, '{}', me)\n"
@@ -123,10 +121,8 @@ static const char start_lua[] = LUA_COMMON
 static const char finish_lua[] = LUA_COMMON
     "local group, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local evmax, deadmax, n = ARGV[4], ARGV[5], tonumber(ARGV[6])\n"
-    "local out = {}\n"
-    "local function ackdel(entry)\n"
-    "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
-    "end\n"
+    "local out, acks = {}, {}\n"
+    "local function ackdel(entry) acks[#acks + 1] = entry end\n"
     "local function to_dead(entry, id, data, attempt, p)\n"
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
     "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', now)\n"
@@ -160,7 +156,6 @@ static const char finish_lua[] = LUA_COMMON
     "  end\n"
     "  if outcome == 'succeeded' then\n"
     "    redis.call('HSET', hk, 'status', 'succeeded', 'result', data, 'updated_ms', now)\n"
-    "    redis.call('HDEL', hk, 'lease_until')\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'succeeded', attempt, data, me)\n"
     "  elseif outcome == 'retry' then\n"
@@ -171,18 +166,23 @@ static const char finish_lua[] = LUA_COMMON
     "  else\n"
     "    to_dead(entry, id, data, attempt, payload_of(KEYS[1], entry))\n"
     "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', now)\n"
-    "    redis.call('HDEL', hk, 'lease_until')\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "  end\n"
     "  unlock(lk, id); ackdel(entry); return 'ok'\n"
     "end\n"
     "for i = 1, n do out[i] = one(i) end\n"
+    "if #acks > 0 then\n"
+    "  redis.call('XACK', KEYS[1], group, unpack(acks)); redis.call('XDEL', KEYS[1], unpack(acks))\n"
+    "end\n"
     "return out\n";
 
-/* KEYS: delayed, stream. ARGV: limit, job hash prefix.
+/* KEYS: delayed, stream, events. ARGV: limit, job hash prefix, events_maxlen.
+ * Also trims the events stream (MAXLEN ~): once per tick instead of on every
+ * XADD, which halves the cost of an event on the hot path.
  * Returns {moved, next_due_ms or -1, now}. */
 static const char promote_lua[] = LUA_COMMON
+    "redis.call('XTRIM', KEYS[3], 'MAXLEN', '~', ARGV[3])\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
     "for _, m in ipairs(due) do\n"
     "  redis.call('XADD', KEYS[2], '*', 'job', m)\n"

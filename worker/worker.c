@@ -754,11 +754,13 @@ static void promote_timer(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     cmdv v;
-    script_begin(&v, SCR_PROMOTE, 2);
+    script_begin(&v, SCR_PROMOTE, 3);
     cv_add(&v, w->k_delayed);
     cv_add(&v, w->k_stream);
+    cv_add(&v, w->k_events);
     cv_addf(&v, "%d", BATCH_MAX);
     cv_add(&v, w->job_prefix);
+    cv_addf(&v, "%lld", (long long)w->cfg->events_maxlen);
     send_cmd(&w->cmd, &v, 1, SCR_PROMOTE, promote_cb, NULL);
 }
 
