@@ -25,7 +25,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 all: snapworker
 
 snapworker: $(B)/snapworker
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(B)/snapworker: $(B)/worker/main.o $(B)/libsw.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(LDFLAGS)

@@ -10,5 +10,6 @@ int cli_job_main(const cfg *c, int argc, char **argv);     /* prints the job has
 int cli_dead_main(const cfg *c, int argc, char **argv);    /* dead list | requeue ID | purge */
 int cli_store_main(const cfg *c, int argc, char **argv);   /* worker/cli_store.c */
 int cli_migrate_main(const cfg *c, int argc, char **argv); /* worker/cli_db.c */
+int cli_dbtool_main(const cfg *c, int argc, char **argv);  /* worker/cli_db.c, hidden: tests */
 
 #endif

@@ -73,6 +73,8 @@ int main(int argc, char **argv)
         rc = cli_store_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "migrate")) {
         rc = cli_migrate_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "db-tool")) { /* hidden: used by the integration tests */
+        rc = cli_dbtool_main(&c, argc - argi, argv + argi);
     } else {
         fprintf(stderr, "snapworker: unknown command '%s' (try --help)\n", cmd);
     }
