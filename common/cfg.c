@@ -527,6 +527,24 @@ int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, si
                          "got '%d'", c->retry_base_ms, c->retry_max_ms);
         return -1;
     }
+    if (*c->celery_broker_url) {
+        /* the ingress moves a message and XADDs it in one script: one database */
+        rds_url b;
+        char why[160];
+        if (rds_url_parse(c->celery_broker_url, &b, why, sizeof why) < 0) {
+            snprintf(err, n, "CELERY_BROKER_URL: %s", why);
+            return -1;
+        }
+        bool same = b.db == c->redis.db &&
+                    ((b.unix_path && c->redis.unix_path && !strcmp(b.unix_path, c->redis.unix_path)) ||
+                     (b.host && c->redis.host && !strcmp(b.host, c->redis.host) && b.port == c->redis.port));
+        rds_url_free(&b);
+        if (!same) {
+            snprintf(err, n, "CELERY_BROKER_URL: expected the same Redis server and database as "
+                             "REDIS_URL (the ingress moves messages atomically with one script)");
+            return -1;
+        }
+    }
     if (!c->aws_region || !*c->aws_region) {
         free(c->aws_region);
         c->aws_region = xstrdup("us-east-1");

@@ -112,6 +112,8 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     r->args = (args && json_is_object(args)) ? json_incref(args) : json_object();
     if (get_int(root, "max_attempts", 1, 1000, &r->max_attempts, err) < 0) goto out;
     if (get_int(root, "timeout_s", 1, 7 * 86400, &r->timeout_s, err) < 0) goto out;
+    r->celery = json_is_string(json_object_get(root, "origin")) &&
+                strcmp(json_string_value(json_object_get(root, "origin")), "celery") == 0;
     rc = 0;
 out:
     json_decref(root);
@@ -133,6 +135,7 @@ char *payload_dump(const job_req *r)
     json_object_set_new(o, "args", r->args ? json_incref(r->args) : json_object());
     if (r->max_attempts) json_object_set_new(o, "max_attempts", json_integer(r->max_attempts));
     if (r->timeout_s) json_object_set_new(o, "timeout_s", json_integer(r->timeout_s));
+    if (r->celery) json_object_set_new(o, "origin", json_string("celery"));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) abort();

@@ -8,6 +8,7 @@
 #ifndef SW_COMMON_PAYLOAD_H
 #define SW_COMMON_PAYLOAD_H
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/err.h"
@@ -24,6 +25,7 @@ typedef struct job_req {
     json_t *args;                      /* owned object (never NULL once parsed) */
     int max_attempts;                  /* 0 = not given */
     int timeout_s;                     /* 0 = not given */
+    bool celery;                       /* "origin": "celery": results go to Celery's backend */
 } job_req;
 
 /* Parse 'len' bytes of JSON into 'r' (zeroed first). Returns 0, or -1 with

@@ -58,6 +58,7 @@ void item_free(item *it)
     payload_free(&it->req);
     json_decref(it->memo);
     free(it->data);
+    free(it->meta);
     free(it);
 }
 

@@ -38,10 +38,15 @@ typedef struct item {
     int64_t started_ms;       /* monotonic, when the executor took it */
     int64_t duration_ms;
     /* outcome */
-    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" */
+    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" | "defer" */
     char *data;               /* JSON text: result or {code,message,retryable}; owned */
     int64_t delay_ms;         /* retry delay */
     sw_err err;               /* the error when not succeeded */
+    /* Celery origin (DESIGN §5) */
+    int celery;               /* results go to the Celery result backend */
+    int attempt_base;         /* headers.retries: the first run is attempt base+1 */
+    char *meta;               /* result meta JSON to write before the finish script; owned */
+    const char *meta_state;   /* "STARTED", "SUCCESS", ... for logs */
 } item;
 
 typedef struct exec_pool exec_pool;

@@ -30,6 +30,12 @@ static void usage(FILE *f)
 
 static int cmd_run(const cfg *c)
 {
+    if (strcmp(c->sandbox_backend, "local") != 0) {
+        fprintf(stderr, "snapworker: configuration error: SANDBOX_BACKEND: expected local "
+                        "(kubernetes is not supported by this version), got '%s'\n",
+                c->sandbox_backend);
+        return 2;
+    }
     worker *w = worker_new(c);
     if (!w) return 1;
     int rc = worker_run(w);
@@ -55,6 +61,7 @@ int main(int argc, char **argv)
     int rc = 2;
     if (help || !cmd) {
         usage(help ? stdout : stderr);
+        fflush(help ? stdout : stderr);
         cfg_print_help(help ? 1 : 2);
         rc = help ? 0 : 2;
     } else if (!strcmp(cmd, "version")) {

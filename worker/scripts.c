@@ -53,7 +53,8 @@
 
 /* KEYS: stream, events, delayed, then per job: hash, lock.
  * ARGV: group, consumer, lease_ms, events_maxlen, busy_delay_ms, recover, n,
- *       then per job: entry, id, type, uselock, max_deliveries.
+ *       then per job: entry, id, type, uselock, max_deliveries, attempt_base, raw.
+ * 'raw' is the canonical payload when the entry holds another form (Celery).
  * Returns per job {action, attempt, deliveries, memo k, v, ...}. */
 static const char start_lua[] = LUA_COMMON
     "local group, me, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
@@ -63,9 +64,9 @@ static const char start_lua[] = LUA_COMMON
     "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
     "end\n"
     "local function one(i)\n"
-    "  local b = 7 + (i - 1) * 5\n"
+    "  local b = 7 + (i - 1) * 7\n"
     "  local entry, id, typ, uselock = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
-    "  local maxdel = tonumber(ARGV[b + 5])\n"
+    "  local maxdel, base, raw = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), ARGV[b + 7]\n"
     "  local hk, lk = KEYS[2 + 2 * i], KEYS[3 + 2 * i]\n"
     "  local h = hgetall(hk)\n"
     "  local st = h.status\n"
@@ -86,9 +87,11 @@ static const char start_lua[] = LUA_COMMON
     "  if uselock == '1' then\n"
     "    if not redis.call('SET', lk, id, 'NX', 'PX', lease) then\n"
     "      if redis.call('GET', lk) ~= id then\n"
-    "        local p = payload_of(KEYS[1], entry)\n"
+    "        local p = (raw ~= '' and raw) or payload_of(KEYS[1], entry)\n"
     "        if p then redis.call('ZADD', KEYS[3], now + busy, p) end\n"
-    "        if not st then redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'updated_ms', now) end\n"
+    "        if not st then\n"
+    "          redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', base, 'updated_ms', now)\n"
+    "        end\n"
     "        ackdel(entry); return {'busy', attempt, deliveries}\n"
     "      end\n"
     "      redis.call('PEXPIRE', lk, lease)\n"
@@ -97,7 +100,7 @@ static const char start_lua[] = LUA_COMMON
     "  if st == 'running' then\n"
     "    if not (recover == '1' and mine) then deliveries = deliveries + 1 end\n"
     "  else\n"
-    "    attempt = attempt + 1; deliveries = deliveries + 1\n"
+    "    attempt = math.max(attempt, base) + 1; deliveries = deliveries + 1\n"
     "  end\n"
     "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', attempt, 'worker', me,\n"
     "    'entry', entry, 'lease_until', now + lease, 'deliveries', deliveries, 'updated_ms', now)\n"
@@ -116,7 +119,9 @@ static const char start_lua[] = LUA_COMMON
 /* KEYS: stream, events, delayed, dead, then per job: hash, lock.
  * ARGV: group, consumer, ttl_s, events_maxlen, dead_maxlen, n,
  *       then per job: entry, id, type, outcome, attempt, data, delay_ms, raw.
- * 'raw' is the entry's payload for reject (the stream copy is used otherwise).
+ * 'raw' is the canonical payload for every outcome but succeeded (the stream
+ * copy is used when it is empty). 'defer' (a Celery ETA) parks the job in the
+ * delayed zset without running it.
  * Returns per job 'ok' or 'lost'. */
 static const char finish_lua[] = LUA_COMMON
     "local group, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
@@ -132,8 +137,17 @@ static const char finish_lua[] = LUA_COMMON
     "  local entry, id, typ, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
     "  local attempt, data, delay = tonumber(ARGV[b + 5]), ARGV[b + 6], tonumber(ARGV[b + 7])\n"
     "  local hk, lk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]\n"
+    "  local raw = ARGV[b + 8]\n"
+    "  local function payload() if raw ~= '' then return raw end return payload_of(KEYS[1], entry) end\n"
+    "  if outcome == 'defer' then\n"
+    "    if redis.call('EXISTS', hk) == 0 then\n"
+    "      redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', attempt, 'updated_ms', now)\n"
+    "    end\n"
+    "    redis.call('ZADD', KEYS[3], now + delay, payload())\n"
+    "    ackdel(entry); return 'ok'\n"
+    "  end\n"
     "  if outcome == 'reject' then\n"
-    "    local p = payload_of(KEYS[1], entry) or ARGV[b + 8]\n"
+    "    local p = payload()\n"
     "    to_dead(entry, id, data, attempt, p)\n"
     "    if id ~= '' then\n"
     "      if redis.call('EXISTS', hk) == 0 then\n"
@@ -148,7 +162,7 @@ static const char finish_lua[] = LUA_COMMON
     "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries')\n"
     "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
     "  if outcome == 'release' then\n"
-    "    local p = payload_of(KEYS[1], entry)\n"
+    "    local p = payload()\n"
     "    if p then redis.call('XADD', KEYS[1], '*', 'job', p) end\n"
     "    redis.call('HSET', hk, 'status', 'queued', 'attempt', attempt - 1, 'deliveries',\n"
     "      math.max(0, (tonumber(h[4]) or 1) - 1), 'lease_until', 0, 'updated_ms', now)\n"
@@ -159,12 +173,12 @@ static const char finish_lua[] = LUA_COMMON
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'succeeded', attempt, data, me)\n"
     "  elseif outcome == 'retry' then\n"
-    "    local p = payload_of(KEYS[1], entry)\n"
+    "    local p = payload()\n"
     "    if p then redis.call('ZADD', KEYS[3], now + delay, p) end\n"
     "    redis.call('HSET', hk, 'status', 'retrying', 'error', data, 'updated_ms', now, 'lease_until', 0)\n"
     "    emit(KEYS[2], evmax, id, typ, 'failed', attempt, data, me)\n"
     "  else\n"
-    "    to_dead(entry, id, data, attempt, payload_of(KEYS[1], entry))\n"
+    "    to_dead(entry, id, data, attempt, payload())\n"
     "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', now)\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
@@ -231,8 +245,40 @@ static const char requeue_dead_lua[] =
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return nid\n";
 
-static const char *const sources[SCR_COUNT] = {start_lua, finish_lua, promote_lua, renew_lua,
-                                               requeue_dead_lua};
+/* KEYS: stream, then kombu lists in pop order (lowest priority step first).
+ * ARGV: max messages. Each message is RPOPed (kombu LPUSHes) and XADDed as field
+ * `celery` in the same script, so no crash can lose one between the two.
+ * Returns the number moved. */
+static const char celery_ingress_lua[] =
+    "local moved, max = 0, tonumber(ARGV[1])\n"
+    "for i = 2, #KEYS do\n"
+    "  while moved < max do\n"
+    "    local m = redis.call('RPOP', KEYS[i])\n"
+    "    if not m then break end\n"
+    "    redis.call('XADD', KEYS[1], '*', 'celery', m)\n"
+    "    moved = moved + 1\n"
+    "  end\n"
+    "  if moved >= max then break end\n"
+    "end\n"
+    "return moved\n";
+
+/* On the result backend. KEYS: celery-task-meta-<id>. ARGV: meta JSON, expiry s.
+ * Writes like Celery's Redis backend (SETEX, then PUBLISH on the key name) unless
+ * the task already reached a ready state. Returns 1 written, 0 kept. */
+static const char celery_result_lua[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur then\n"
+    "  local ok, m = pcall(cjson.decode, cur)\n"
+    "  if ok and type(m) == 'table' and (m.status == 'SUCCESS' or m.status == 'FAILURE'\n"
+    "     or m.status == 'REVOKED') then return 0 end\n"
+    "end\n"
+    "redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])\n"
+    "redis.call('PUBLISH', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
+static const char *const sources[SCR_COUNT] = {start_lua,        finish_lua,         promote_lua,
+                                               renew_lua,        requeue_dead_lua,   celery_ingress_lua,
+                                               celery_result_lua};
 static char shas[SCR_COUNT][41];
 static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
 

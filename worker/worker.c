@@ -27,13 +27,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/rds.h"
 #include "common/xmalloc.h"
+#include "worker/celery_msg.h"
 #include "worker/cmdv.h"
 #include "worker/exec.h"
+#include "worker/http.h"
 #include "worker/scripts.h"
 
 #define GROUP "snapworker"
@@ -44,6 +47,7 @@
 
 typedef struct conn {
     struct worker *w;
+    const rds_url *url;   /* where it connects (broker or result backend) */
     redisAsyncContext *ac;
     const char *name;
     int ready;            /* connected */
@@ -70,6 +74,14 @@ struct worker {
     const cfg *cfg;
     struct event_base *base;
     conn rd, cmd;
+    conn res;                      /* Celery result backend (celery_on only) */
+    int celery_on;
+    rds_url res_url;
+    cmdv ingress_keys;             /* stream + kombu lists in pop order */
+    struct event *t_ingress;
+    int ingress_delay_ms;          /* poll backoff, 0..50 ms */
+    int ingressing;
+    item *meta_wait;               /* items whose result write must be retried */
     char name[160];                /* consumer name: host:pid:rand */
     char k_stream[200], k_events[200], k_delayed[200], k_dead[200], job_prefix[200];
     exec_pool *pool;
@@ -88,9 +100,15 @@ struct worker {
     double ewma_ms;                /* recent job duration, for read-ahead */
     int warned_policy;
     int exit_code;
+    worker_stats stats;            /* served by worker/http.c */
+    http_srv *http;
 };
 
 static void maybe_read(worker *w);
+static void retry_meta(worker *w);
+static void complete(worker *w, item *it);
+static void meta_for_outcome(item *it);
+static cmdv meta_cmd(worker *w, const char *task_id, const char *meta);
 static void read_retry_cb(evutil_socket_t fd, short ev, void *arg);
 static void flush_finish(worker *w);
 static void conn_connect(conn *c);
@@ -222,6 +240,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     c->backoff_ms = 100;
     log_msg(LOG_INFO, "redis_connected", "conn", c->name, NULL);
     if (c == &c->w->cmd) flush_finish(c->w);
+    if (c == &c->w->res) retry_meta(c->w);
     maybe_read(c->w);
 }
 
@@ -261,7 +280,7 @@ static void policy_cb(worker *w, redisReply *r, void *ud)
 static void conn_connect(conn *c)
 {
     worker *w = c->w;
-    const rds_url *u = &w->cfg->redis;
+    const rds_url *u = c->url;
     if (c->ac || c->closing) return;
     redisAsyncContext *ac = u->unix_path ? redisAsyncConnectUnix(u->unix_path)
                                          : redisAsyncConnect(u->host, u->port);
@@ -304,7 +323,7 @@ static void conn_connect(conn *c)
         cv_add(&v, "0");
         cv_add(&v, "MKSTREAM");
         send_cmd(c, &v, 0, 0, group_created, NULL);
-    } else if (!w->warned_policy) {
+    } else if (c == &w->cmd && !w->warned_policy) {
         cv_init(&v);
         cv_add(&v, "CONFIG");
         cv_add(&v, "GET");
@@ -336,6 +355,10 @@ static void watch_cb(evutil_socket_t fd, short ev, void *arg)
     worker *w = arg;
     watch_conn(&w->rd);
     watch_conn(&w->cmd);
+    if (w->celery_on) watch_conn(&w->res);
+    w->stats.inflight = w->inflight;
+    w->stats.redis_up = w->rd.ready && w->cmd.ready;
+    w->stats.draining = w->stopping;
 }
 
 /* ---- finishing ----------------------------------------------------------- */
@@ -350,19 +373,33 @@ static void log_outcome(worker *w, item *it, const char *result)
     else if (strcmp(o, "retry") == 0) { lvl = LOG_WARN; msg = "job_failed"; }
     else if (strcmp(o, "dead") == 0 || strcmp(o, "reject") == 0) { lvl = LOG_ERROR; msg = "job_dead"; }
     else if (strcmp(o, "release") == 0) { msg = "job_released"; }
+    else if (strcmp(o, "defer") == 0) { msg = "job_deferred"; }
     log_line l;
     log_begin(&l, lvl, msg);
     log_str(&l, "job", it->req.id[0] ? it->req.id : NULL);
     log_str(&l, "type", it->req.type[0] ? it->req.type : NULL);
     log_str(&l, "entry", it->entry);
     log_int(&l, "attempt", it->attempt);
-    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0) log_int(&l, "duration_ms", it->duration_ms);
-    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0) {
+    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0 && strcmp(o, "defer") != 0)
+        log_int(&l, "duration_ms", it->duration_ms);
+    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0 && strcmp(o, "defer") != 0) {
         log_str(&l, "code", sw_code_name(it->err.code));
         log_str(&l, "error", it->err.msg);
     }
-    if (strcmp(o, "retry") == 0) log_int(&l, "retry_in_ms", it->delay_ms);
+    if (strcmp(o, "retry") == 0 || strcmp(o, "defer") == 0) log_int(&l, "delay_ms", it->delay_ms);
+    if (it->meta_state) log_str(&l, "celery_state", it->meta_state);
     log_end(&l);
+}
+
+static void count_outcome(worker_stats *s, const char *o, const char *res)
+{
+    if (strcmp(res, "lost") == 0) s->lease_lost++;
+    else if (strcmp(o, "succeeded") == 0) s->succeeded++;
+    else if (strcmp(o, "retry") == 0) s->failed++;
+    else if (strcmp(o, "dead") == 0) s->dead++;
+    else if (strcmp(o, "reject") == 0) s->rejected++;
+    else if (strcmp(o, "release") == 0) s->released++;
+    else if (strcmp(o, "defer") == 0) s->deferred++;
 }
 
 static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
@@ -370,6 +407,7 @@ static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
     (void)fd;
     (void)ev;
     flush_finish(arg);
+    retry_meta(arg);
 }
 
 static void requeue_finish(worker *w, item *batch)
@@ -400,6 +438,7 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
         item *nx = it->next;
         const char *res = (i < r->elements && r->element[i]->str) ? r->element[i]->str : "lost";
         log_outcome(w, it, res);
+        count_outcome(&w->stats, it->outcome, res);
         untrack_free(w, it);
         it = nx;
         i++;
@@ -424,7 +463,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
     cv_addf(args, "%d", it->attempt);
     cv_add(args, it->data ? it->data : "{}");
     cv_addf(args, "%lld", (long long)it->delay_ms);
-    if (strcmp(it->outcome, "reject") == 0 && it->raw) cv_addn(args, it->raw, it->raw_len);
+    if (strcmp(it->outcome, "succeeded") != 0 && it->raw) cv_addn(args, it->raw, it->raw_len);
     else cv_add(args, "");
 }
 
@@ -487,8 +526,12 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
     for (item *it = exec_take_done(w->pool); it;) {
         item *nx = it->next;
         w->ewma_ms = w->ewma_ms * 0.8 + (double)it->duration_ms * 0.2;
-        if (strcmp(it->outcome, "abandon") == 0) untrack_free(w, it);
-        else queue_finish(w, it);
+        if (strcmp(it->outcome, "abandon") == 0) {
+            untrack_free(w, it);
+        } else {
+            meta_for_outcome(it);
+            complete(w, it);
+        }
         it = nx;
     }
     flush_finish(w);
@@ -526,6 +569,15 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             it->poison = act[0] == 'p';
             for (size_t k = 3; k + 1 < e->elements; k += 2)
                 json_object_set_new(it->memo, e->element[k]->str, json_string(e->element[k + 1]->str));
+            if (it->celery && !it->poison && w->res.ready) {
+                char started[256];
+                snprintf(started, sizeof started, "{\"pid\": %d, \"hostname\": \"%s\"}",
+                         (int)getpid(), w->name);
+                char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
+                cmdv v = meta_cmd(w, it->req.id, m);
+                free(m);
+                send_cmd(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+            }
             exec_submit(w->pool, it);
         } else {
             log_line l;
@@ -569,8 +621,91 @@ static void send_start(worker *w, item *batch, int n, int recover)
         cv_add(&v, it->req.type);
         cv_add(&v, it->type->session_lock ? "1" : "0");
         cv_addf(&v, "%d", cfg_max_deliveries(w->cfg, it->max_attempts));
+        cv_addf(&v, "%d", it->attempt_base);
+        if (it->celery) cv_addn(&v, it->raw, it->raw_len);
+        else cv_add(&v, "");
     }
     send_cmd(&w->cmd, &v, 1, SCR_START, start_cb, batch);
+}
+
+/* ---- Celery results (DESIGN §5) -------------------------------------------
+ * A Celery-origin item writes its result meta to the result backend before its
+ * finish script acks it, so a crash in between repeats the write (guarded: a
+ * ready state is never overwritten) rather than losing it. */
+
+static void send_meta(worker *w, item *it);
+
+static void meta_cb(worker *w, redisReply *r, void *ud)
+{
+    item *it = ud;
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r) log_msg(LOG_WARN, "celery_result_failed", "job", it->req.id, "error", r->str, NULL);
+        it->next = w->meta_wait;
+        w->meta_wait = it;
+        if (r) {
+            struct timeval tv = {1, 0};
+            evtimer_add(w->t_finish_retry, &tv);
+        }
+        return;
+    }
+    free(it->meta);
+    it->meta = NULL;
+    queue_finish(w, it);
+    flush_finish(w);
+}
+
+static cmdv meta_cmd(worker *w, const char *task_id, const char *meta)
+{
+    cmdv v;
+    script_begin(&v, SCR_CELERY_RESULT, 1);
+    cv_addf(&v, "celery-task-meta-%s", task_id);
+    cv_add(&v, meta);
+    cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
+    return v;
+}
+
+static void send_meta(worker *w, item *it)
+{
+    cmdv v = meta_cmd(w, it->req.id, it->meta);
+    send_cmd(&w->res, &v, 1, SCR_CELERY_RESULT, meta_cb, it);
+}
+
+static void retry_meta(worker *w)
+{
+    item *l = w->meta_wait;
+    w->meta_wait = NULL;
+    while (l) {
+        item *nx = l->next;
+        send_meta(w, l);
+        l = nx;
+    }
+}
+
+/* The item's outcome is known: its Celery result first (if any), then finish. */
+static void complete(worker *w, item *it)
+{
+    if (it->meta && w->celery_on) send_meta(w, it);
+    else queue_finish(w, it);
+}
+
+static void set_meta(item *it, const char *state, const char *result_json, sw_code code,
+                     const char *msg, const char *exc_type, const char *exc_module)
+{
+    free(it->meta);
+    it->meta = celery_meta_json(it->req.id, state, result_json, code, msg, exc_type, exc_module);
+    it->meta_state = state;
+}
+
+/* Result meta for a finished run of a Celery-origin item. */
+static void meta_for_outcome(item *it)
+{
+    if (!it->celery) return;
+    if (strcmp(it->outcome, "succeeded") == 0)
+        set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL);
+    else if (strcmp(it->outcome, "retry") == 0)
+        set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
+    else if (strcmp(it->outcome, "dead") == 0)
+        set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
 }
 
 static void reject(worker *w, item *it, sw_code code, const char *msg)
@@ -581,7 +716,7 @@ static void reject(worker *w, item *it, sw_code code, const char *msg)
     it->attempt = 1;
     free(it->data);
     it->data = err_json(&it->err);
-    queue_finish(w, it);
+    complete(w, it);
 }
 
 static void ack_deleted(worker *w, const char *entry)
@@ -593,6 +728,71 @@ static void ack_deleted(worker *w, const char *entry)
     cv_add(&v, GROUP);
     cv_add(&v, entry);
     send_cmd(&w->cmd, &v, 0, 0, NULL, NULL);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A Celery message moved into the stream by the ingress: map it (worker/celery_msg.c).
+ * Returns 1 when it should start now; 0 when it was rejected (FAILURE or REVOKED
+ * result where the task id is known, then the dead stream) or deferred to its ETA. */
+static int take_celery(worker *w, item *it, const char *raw, size_t len)
+{
+    celery_msg m;
+    sw_err err;
+    sw_err_clear(&err);
+    memset(&m, 0, sizeof m);
+    int rc = celery_parse(raw, len, &m, &err);
+    it->celery = 1;
+    if (rc < 0) {
+        it->raw = xstrndup(raw, len); /* the dead entry keeps the message as received */
+        it->raw_len = len;
+        snprintf(it->req.id, sizeof it->req.id, "%s", m.task_id);
+        snprintf(it->req.type, sizeof it->req.type, "%s", "celery");
+        if (m.task_id[0])
+            set_meta(it, "FAILURE", NULL, err.code, err.msg, m.exc_type[0] ? m.exc_type : NULL,
+                     m.exc_module[0] ? m.exc_module : NULL);
+        reject(w, it, err.code, err.msg);
+        celery_msg_free(&m);
+        return 0;
+    }
+    it->raw = m.payload; /* canonical payload, validated by celery_parse */
+    it->raw_len = strlen(m.payload);
+    m.payload = NULL;
+    it->attempt_base = m.retries;
+    sw_err perr;
+    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0 ||
+        !(it->type = job_lookup(it->req.type))) {
+        set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, "unknown task", "NotRegistered",
+                 "celery.exceptions");
+        reject(w, it, SW_E_UNKNOWN_JOB_TYPE, "unknown task");
+        celery_msg_free(&m);
+        return 0;
+    }
+    int64_t now = wall_ms();
+    if (m.expires_ms > 0 && m.expires_ms <= now) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "task expired %lld ms before it could start",
+                 (long long)(now - m.expires_ms));
+        set_meta(it, "REVOKED", NULL, SW_E_TIMEOUT, msg, NULL, NULL);
+        reject(w, it, SW_E_TIMEOUT, msg);
+        celery_msg_free(&m);
+        return 0;
+    }
+    if (m.eta_ms > now) {
+        it->outcome = "defer";
+        it->delay_ms = m.eta_ms - now;
+        it->attempt = m.retries;
+        queue_finish(w, it);
+        celery_msg_free(&m);
+        return 0;
+    }
+    celery_msg_free(&m);
+    return 1;
 }
 
 /* Turn stream entries ([id, [field, value, ...]] each) into items: rejects go to
@@ -618,24 +818,45 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         snprintf(it->entry, sizeof it->entry, "%s", id);
         it->memo = json_object();
         track(w, it);
+        redisReply *celery = NULL;
         for (size_t k = 0; k + 1 < f->elements; k += 2) {
-            if (f->element[k]->str && strcmp(f->element[k]->str, "job") == 0 && f->element[k + 1]->str) {
+            const char *name = f->element[k]->str;
+            if (!name || !f->element[k + 1]->str) continue;
+            if (strcmp(name, "job") == 0) {
                 it->raw = xstrndup(f->element[k + 1]->str, f->element[k + 1]->len);
                 it->raw_len = f->element[k + 1]->len;
                 break;
             }
+            if (strcmp(name, "celery") == 0) celery = f->element[k + 1];
         }
         sw_err err;
         sw_err_clear(&err);
-        if (!it->raw) {
+        if (!it->raw && celery) {
+            if (!take_celery(w, it, celery->str, celery->len)) continue;
+            it->state = IT_STARTING;
+            if (tail) tail->next = it;
+            else batch = it;
+            tail = it;
+            if (++n == BATCH_MAX) {
+                send_start(w, batch, n, recover);
+                batch = tail = NULL;
+                n = 0;
+            }
+        } else if (!it->raw) {
             reject(w, it, SW_E_INVALID_PAYLOAD, "stream entry has no 'job' field");
         } else if (payload_parse(it->raw, it->raw_len, &it->req, &err) < 0) {
             reject(w, it, err.code, err.msg);
         } else if (!(it->type = job_lookup(it->req.type))) {
             char msg[128];
             snprintf(msg, sizeof msg, "unknown job type '%.64s'", it->req.type);
+            if (it->req.celery) {
+                it->celery = 1;
+                set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, msg, "NotRegistered",
+                         "celery.exceptions");
+            }
             reject(w, it, SW_E_UNKNOWN_JOB_TYPE, msg);
         } else {
+            it->celery = it->req.celery;
             it->state = IT_STARTING;
             if (tail) tail->next = it;
             else batch = it;
@@ -870,6 +1091,84 @@ static void reclaim_timer(evutil_socket_t fd, short ev, void *arg)
     send_cmd(&w->cmd, &v, 0, 0, reclaim_cb, NULL);
 }
 
+/* ---- Celery ingress ---------------------------------------------------------
+ * Lua cannot block, so the ingress polls: one script pops up to a batch from the
+ * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
+ * to at most 50 ms (DESIGN §5), which costs about 20 tiny scripts a second idle. */
+
+static void ingress_cb(worker *w, redisReply *r, void *ud)
+{
+    (void)ud;
+    w->ingressing = 0;
+    long long moved = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : 0;
+    if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_WARN, "celery_ingress_failed", "error", r->str, NULL);
+    if (moved > 0) w->ingress_delay_ms = 0;
+    else w->ingress_delay_ms = w->ingress_delay_ms ? (w->ingress_delay_ms * 2 > 50 ? 50 : w->ingress_delay_ms * 2) : 1;
+    if (w->stopping) return;
+    struct timeval tv = {0, w->ingress_delay_ms * 1000};
+    evtimer_add(w->t_ingress, &tv);
+}
+
+static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    worker *w = arg;
+    if (w->stopping || w->ingressing) return;
+    if (!w->cmd.ready) {
+        struct timeval tv = {0, 50000};
+        evtimer_add(w->t_ingress, &tv);
+        return;
+    }
+    cmdv v;
+    script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
+    for (int i = 0; i < w->ingress_keys.argc; i++)
+        cv_addn(&v, w->ingress_keys.argv[i], w->ingress_keys.lens[i]);
+    cv_addf(&v, "%d", BATCH_MAX);
+    w->ingressing = 1;
+    send_cmd(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
+}
+
+/* Keys of the ingress script: the stream, then each priority step's list of
+ * every queue, lowest step first. */
+static int celery_setup(worker *w)
+{
+    const cfg *c = w->cfg;
+    char err[200];
+    const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
+    if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
+    cv_init(&w->ingress_keys);
+    cv_add(&w->ingress_keys, w->k_stream);
+    char *sep = celery_unescape(c->celery_priority_sep);
+    char *queues = xstrdup(c->celery_queues);
+    char **per_queue[64];
+    int nq = 0;
+    for (char *save = NULL, *q = strtok_r(queues, ",", &save); q && nq < 64; q = strtok_r(NULL, ",", &save)) {
+        while (*q == ' ') q++;
+        if (*q) per_queue[nq++] = celery_priority_lists(q, sep, c->celery_priority_steps);
+    }
+    for (int step = 0;; step++) {
+        int any = 0;
+        for (int i = 0; i < nq; i++) {
+            int len = 0;
+            while (per_queue[i][len]) len++;
+            if (step < len) {
+                cv_add(&w->ingress_keys, per_queue[i][step]);
+                any = 1;
+            }
+        }
+        if (!any) break;
+    }
+    for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
+    free(queues);
+    free(sep);
+    w->celery_on = 1;
+    w->res = (conn){.w = w, .url = &w->res_url, .name = "celery-results", .backoff_ms = 100};
+    w->res.retry_ev = evtimer_new(w->base, retry_cb, &w->res);
+    w->t_ingress = evtimer_new(w->base, ingress_timer, w);
+    return 0;
+}
+
 /* ---- signals and drain --------------------------------------------------- */
 
 static void check_exit(worker *w)
@@ -957,8 +1256,8 @@ worker *worker_new(const cfg *c)
         free(w);
         return NULL;
     }
-    w->rd = (conn){.w = w, .name = "reader", .backoff_ms = 100};
-    w->cmd = (conn){.w = w, .name = "command", .backoff_ms = 100};
+    w->rd = (conn){.w = w, .url = &c->redis, .name = "reader", .backoff_ms = 100};
+    w->cmd = (conn){.w = w, .url = &c->redis, .name = "command", .backoff_ms = 100};
     w->rd.retry_ev = evtimer_new(w->base, retry_cb, &w->rd);
     w->cmd.retry_ev = evtimer_new(w->base, retry_cb, &w->cmd);
     w->pipe_ev = event_new(w->base, w->pipefd[0], EV_READ | EV_PERSIST, pipe_cb, w);
@@ -971,6 +1270,11 @@ worker *worker_new(const cfg *c)
     w->t_drain = evtimer_new(w->base, drain_timeout, w);
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
     w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
+    if (*c->celery_broker_url && celery_setup(w) < 0) {
+        log_msg(LOG_ERROR, "startup_failed", "error", "bad CELERY_RESULT_BACKEND", NULL);
+        worker_free(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -991,8 +1295,17 @@ int worker_run(worker *w)
     event_add(w->t_watch, &second);
     evtimer_add(w->t_promote, &soon);
     log_msg(LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
+    w->stats.consumer = w->name;
+    w->stats.queue = w->cfg->queue;
+    if (*w->cfg->http_addr && !(w->http = http_start(w->base, w->cfg->http_addr, &w->stats)))
+        return 1;
     conn_connect(&w->rd);
     conn_connect(&w->cmd);
+    if (w->celery_on) {
+        conn_connect(&w->res);
+        evtimer_add(w->t_ingress, &soon);
+        log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
+    }
     event_base_dispatch(w->base);
     log_msg(LOG_INFO, "worker_stopped", "consumer", w->name, NULL);
     return w->exit_code;
@@ -1023,13 +1336,20 @@ void worker_free(worker *w)
     }
     if (busy) return; /* a job is still running: the process exits around it */
     if (w->inflight == 0) release_consumer(w);
-    w->rd.closing = w->cmd.closing = 1;
+    w->rd.closing = w->cmd.closing = w->res.closing = 1;
     if (w->rd.ac) redisAsyncFree(w->rd.ac);
     if (w->cmd.ac) redisAsyncFree(w->cmd.ac);
+    if (w->res.ac) redisAsyncFree(w->res.ac);
+    w->meta_wait = NULL; /* those items are on the in-flight list too */
     while (w->all) untrack_free(w, w->all);
+    http_stop(w->http);
+    if (w->celery_on) {
+        cv_free(&w->ingress_keys);
+        rds_url_free(&w->res_url);
+    }
     struct event *evs[] = {w->rd.retry_ev, w->cmd.retry_ev, w->pipe_ev, w->sig_term, w->sig_int,
                            w->t_promote, w->t_renew, w->t_reclaim, w->t_watch, w->t_drain,
-                           w->t_finish_retry, w->t_read_retry};
+                           w->t_finish_retry, w->t_read_retry, w->res.retry_ev, w->t_ingress};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i]) event_free(evs[i]);
     event_base_free(w->base);
