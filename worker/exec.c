@@ -116,6 +116,7 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
         redisReply *r = redisCommand(ts->rc, "HSET %s %s %s", key, field, value);
         if (r && r->type != REDIS_REPLY_ERROR) {
             freeReplyObject(r);
+            if (!it->memo) it->memo = json_object();
             json_object_set_new(it->memo, name, json_string(value));
             return 0;
         }
@@ -256,15 +257,22 @@ exec_pool *exec_new(const cfg *c, int n, int notify_fd)
     return p;
 }
 
-void exec_submit(exec_pool *p, item *it)
+void exec_submit(exec_pool *p, item *list)
 {
-    it->next = NULL;
-    it->state = IT_QUEUED;
+    if (!list) return;
+    item *last = list;
+    int n = 1;
+    for (item *it = list; it; it = it->next) {
+        it->state = IT_QUEUED;
+        last = it;
+        n++;
+    }
     pthread_mutex_lock(&p->mu);
-    if (p->run_tail) p->run_tail->next = it;
-    else p->run_head = it;
-    p->run_tail = it;
-    pthread_cond_signal(&p->cv);
+    if (p->run_tail) p->run_tail->next = list;
+    else p->run_head = list;
+    p->run_tail = last;
+    if (n > 2) pthread_cond_broadcast(&p->cv);
+    else pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 

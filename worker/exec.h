@@ -54,7 +54,7 @@ typedef struct exec_pool exec_pool;
 /* Start 'n' threads. notify_fd is written (one byte) when the done queue turns
  * non-empty. Returns NULL on failure. */
 exec_pool *exec_new(const cfg *c, int n, int notify_fd);
-void exec_submit(exec_pool *p, item *it);          /* takes the item until it is done */
+void exec_submit(exec_pool *p, item *list);        /* takes the items (linked by next) until done */
 item *exec_take_done(exec_pool *p);                /* whole done list (linked by next) */
 item *exec_take_queued(exec_pool *p);              /* not yet started items (drain) */
 int exec_busy(exec_pool *p);                       /* items queued or running */

@@ -4,7 +4,8 @@
  *   status       queued | running | retrying | succeeded | dead
  *   type, attempt (1-based), worker (consumer name), entry (stream id being run),
  *   lease_until (ms, Redis TIME; meaningful while running), deliveries (starts,
- *   incl. reclaims), result / error (JSON), updated_ms, m:<name> (job memo)
+ *   incl. reclaims), locked (1 = holds the session lock), result / error (JSON),
+ *   updated_ms, m:<name> (job memo)
  *
  * start   (batch) decide per delivered entry: ended -> re-emit terminal event + ack;
  *         running elsewhere under a live lease -> ack silently; session locked by
@@ -28,6 +29,8 @@
 #define LUA_COMMON \
     "local t = redis.call('TIME')\n" \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+    "local function int(x) return string.format('%d', x) end\n" \
+    "local nows = int(now)\n" \
     "local function hgetall(k)\n" \
     "  local r = redis.call('HGETALL', k); local h = {}\n" \
     "  for j = 1, #r, 2 do h[r[j]] = r[j + 1] end\n" \
@@ -35,10 +38,10 @@
     "end\n" \
     "local function emit(ev, evmax, id, typ, status, attempt, data, worker)\n" \
     "  redis.call('XADD', ev, '*', 'job_id', id, 'type', typ,\n" \
-    "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', now)\n" \
+    "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', nows)\n" \
     "  redis.call('PUBLISH', ev, '{\"job_id\":' .. cjson.encode(id) .. ',\"type\":' ..\n" \
     "    cjson.encode(typ) .. ',\"status\":\"' .. status .. '\",\"attempt\":' .. attempt ..\n" \
-    "    ',\"data\":' .. data .. ',\"worker\":' .. cjson.encode(worker) .. ',\"ts\":' .. now .. '}')\n" \
+    "    ',\"data\":' .. data .. ',\"worker\":' .. cjson.encode(worker) .. ',\"ts\":' .. nows .. '}')\n" \
     "end\n" \
     "local function payload_of(stream, entry)\n" \
     "  local e = redis.call('XRANGE', stream, entry, entry)\n" \
@@ -57,8 +60,9 @@
  * 'raw' is the canonical payload when the entry holds another form (Celery).
  * Returns per job {action, attempt, deliveries, memo k, v, ...}. */
 static const char start_lua[] = LUA_COMMON
-    "local group, me, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local group, me, lease, leases = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[3]\n"
     "local evmax, busy, recover, n = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])\n"
+    "local until_s = int(now + lease)\n"
     "local out = {}\n"
     "local function ackdel(entry)\n"
     "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
@@ -74,7 +78,7 @@ static const char start_lua[] = LUA_COMMON
     "  local deliveries = tonumber(h.deliveries) or 0\n"
     "  if st == 'succeeded' or st == 'dead' then\n"
     "    local data = (st == 'succeeded') and (h.result or '{}') or (h.error or '{}')\n"
-    "    emit(KEYS[2], evmax, id, h.type or typ, st, attempt, data, h.worker or '')\n"
+    "    emit(KEYS[2], evmax, id, h.type or typ, st, h.attempt or '0', data, h.worker or '')\n"
     "    ackdel(entry); return {'ended', attempt, deliveries}\n"
     "  end\n"
     "  local live = st == 'running' and (tonumber(h.lease_until) or 0) > now\n"
@@ -85,16 +89,16 @@ static const char start_lua[] = LUA_COMMON
     "  end\n"
     "  if st == 'retrying' and h.entry ~= entry then ackdel(entry); return {'dup', attempt, deliveries} end\n"
     "  if uselock == '1' then\n"
-    "    if not redis.call('SET', lk, id, 'NX', 'PX', lease) then\n"
+    "    if not redis.call('SET', lk, id, 'NX', 'PX', leases) then\n"
     "      if redis.call('GET', lk) ~= id then\n"
     "        local p = (raw ~= '' and raw) or payload_of(KEYS[1], entry)\n"
     "        if p then redis.call('ZADD', KEYS[3], now + busy, p) end\n"
     "        if not st then\n"
-    "          redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', base, 'updated_ms', now)\n"
+    "          redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', ARGV[b + 6], 'updated_ms', nows)\n"
     "        end\n"
     "        ackdel(entry); return {'busy', attempt, deliveries}\n"
     "      end\n"
-    "      redis.call('PEXPIRE', lk, lease)\n"
+    "      redis.call('PEXPIRE', lk, leases)\n"
     "    end\n"
     "  end\n"
     "  if st == 'running' then\n"
@@ -102,11 +106,13 @@ static const char start_lua[] = LUA_COMMON
     "  else\n"
     "    attempt = math.max(attempt, base) + 1; deliveries = deliveries + 1\n"
     "  end\n"
-    "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', attempt, 'worker', me,\n"
-    "    'entry', entry, 'lease_until', now + lease, 'deliveries', deliveries, 'updated_ms', now)\n"
+    "  local as = int(attempt)\n"
+    "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', as, 'worker', me,\n"
+    "    'entry', entry, 'lease_until', until_s, 'deliveries', int(deliveries), 'updated_ms', nows,\n"
+    "    'locked', uselock)\n"
     "  local r = {'run', attempt, deliveries}\n"
     "  if deliveries > maxdel then r[1] = 'poison' else\n"
-    "    emit(KEYS[2], evmax, id, typ, 'started', attempt, '{}', me)\n"
+    "    emit(KEYS[2], evmax, id, typ, 'started', as, '{}', me)\n"
     "  end\n"
     "  for k, v in pairs(h) do\n"
     "    if string.sub(k, 1, 2) == 'm:' then r[#r + 1] = string.sub(k, 3); r[#r + 1] = v end\n"
@@ -124,24 +130,24 @@ static const char start_lua[] = LUA_COMMON
  * delayed zset without running it.
  * Returns per job 'ok' or 'lost'. */
 static const char finish_lua[] = LUA_COMMON
-    "local group, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local group, me, ttl = ARGV[1], ARGV[2], ARGV[3]\n"
     "local evmax, deadmax, n = ARGV[4], ARGV[5], tonumber(ARGV[6])\n"
     "local out, acks = {}, {}\n"
     "local function ackdel(entry) acks[#acks + 1] = entry end\n"
     "local function to_dead(entry, id, data, attempt, p)\n"
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
-    "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', now)\n"
+    "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', nows)\n"
     "end\n"
     "local function one(i)\n"
     "  local b = 6 + (i - 1) * 8\n"
     "  local entry, id, typ, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
-    "  local attempt, data, delay = tonumber(ARGV[b + 5]), ARGV[b + 6], tonumber(ARGV[b + 7])\n"
+    "  local attempt, data, delay = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])\n"
     "  local hk, lk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]\n"
     "  local raw = ARGV[b + 8]\n"
     "  local function payload() if raw ~= '' then return raw end return payload_of(KEYS[1], entry) end\n"
     "  if outcome == 'defer' then\n"
     "    if redis.call('EXISTS', hk) == 0 then\n"
-    "      redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', attempt, 'updated_ms', now)\n"
+    "      redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', attempt, 'updated_ms', nows)\n"
     "    end\n"
     "    redis.call('ZADD', KEYS[3], now + delay, payload())\n"
     "    ackdel(entry); return 'ok'\n"
@@ -152,38 +158,44 @@ static const char finish_lua[] = LUA_COMMON
     "    if id ~= '' then\n"
     "      if redis.call('EXISTS', hk) == 0 then\n"
     "        redis.call('HSET', hk, 'status', 'dead', 'type', typ, 'attempt', attempt, 'error', data,\n"
-    "          'worker', me, 'entry', entry, 'updated_ms', now)\n"
+    "          'worker', me, 'entry', entry, 'updated_ms', nows)\n"
     "        redis.call('EXPIRE', hk, ttl)\n"
     "      end\n"
     "      emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "    end\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
-    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries')\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries', 'lease_until', 'locked')\n"
     "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
+    "  -- the lock's PX is set and renewed together with lease_until: while the lease is\n"
+    "  -- live the lock is still ours and a plain DEL releases it\n"
+    "  local function release()\n"
+    "    if h[6] ~= '1' then return end\n"
+    "    if (tonumber(h[5]) or 0) > now then redis.call('DEL', lk) else unlock(lk, id) end\n"
+    "  end\n"
     "  if outcome == 'release' then\n"
     "    local p = payload()\n"
     "    if p then redis.call('XADD', KEYS[1], '*', 'job', p) end\n"
-    "    redis.call('HSET', hk, 'status', 'queued', 'attempt', attempt - 1, 'deliveries',\n"
-    "      math.max(0, (tonumber(h[4]) or 1) - 1), 'lease_until', 0, 'updated_ms', now)\n"
-    "    unlock(lk, id); ackdel(entry); return 'ok'\n"
+    "    redis.call('HSET', hk, 'status', 'queued', 'attempt', int(tonumber(attempt) - 1), 'deliveries',\n"
+    "      int(math.max(0, (tonumber(h[4]) or 1) - 1)), 'lease_until', '0', 'updated_ms', nows)\n"
+    "    release(); ackdel(entry); return 'ok'\n"
     "  end\n"
     "  if outcome == 'succeeded' then\n"
-    "    redis.call('HSET', hk, 'status', 'succeeded', 'result', data, 'updated_ms', now)\n"
+    "    redis.call('HSET', hk, 'status', 'succeeded', 'result', data, 'updated_ms', nows)\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'succeeded', attempt, data, me)\n"
     "  elseif outcome == 'retry' then\n"
     "    local p = payload()\n"
     "    if p then redis.call('ZADD', KEYS[3], now + delay, p) end\n"
-    "    redis.call('HSET', hk, 'status', 'retrying', 'error', data, 'updated_ms', now, 'lease_until', 0)\n"
+    "    redis.call('HSET', hk, 'status', 'retrying', 'error', data, 'updated_ms', nows, 'lease_until', '0')\n"
     "    emit(KEYS[2], evmax, id, typ, 'failed', attempt, data, me)\n"
     "  else\n"
     "    to_dead(entry, id, data, attempt, payload())\n"
-    "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', now)\n"
+    "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', nows)\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "  end\n"
-    "  unlock(lk, id); ackdel(entry); return 'ok'\n"
+    "  release(); ackdel(entry); return 'ok'\n"
     "end\n"
     "for i = 1, n do out[i] = one(i) end\n"
     "if #acks > 0 then\n"
@@ -206,7 +218,7 @@ static const char promote_lua[] = LUA_COMMON
     "     and string.match(p.id, '^[%w_.:%-]+$') then\n"
     "    local hk = ARGV[2] .. p.id\n"
     "    if redis.call('HGET', hk, 'status') == 'retrying' then\n"
-    "      redis.call('HSET', hk, 'status', 'queued', 'updated_ms', now)\n"
+    "      redis.call('HSET', hk, 'status', 'queued', 'updated_ms', nows)\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -217,6 +229,7 @@ static const char promote_lua[] = LUA_COMMON
  * then per job: entry, id. Returns per job 1 (renewed) or 0 (lost). */
 static const char renew_lua[] = LUA_COMMON
     "local group, me, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local until_s = int(now + lease)\n"
     "local out = {}\n"
     "for i = 1, n do\n"
     "  local entry, id = ARGV[3 + 2 * i], ARGV[4 + 2 * i]\n"
@@ -224,8 +237,8 @@ static const char renew_lua[] = LUA_COMMON
     "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status')\n"
     "  if h[1] == me and h[2] == entry and h[3] == 'running' then\n"
     "    redis.call('XCLAIM', KEYS[1], group, me, 0, entry, 'JUSTID')\n"
-    "    redis.call('HSET', hk, 'lease_until', now + lease)\n"
-    "    if redis.call('GET', lk) == id then redis.call('PEXPIRE', lk, lease) end\n"
+    "    redis.call('HSET', hk, 'lease_until', until_s)\n"
+    "    if redis.call('GET', lk) == id then redis.call('PEXPIRE', lk, ARGV[3]) end\n"
     "    out[i] = 1\n"
     "  else out[i] = 0 end\n"
     "end\n"

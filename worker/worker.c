@@ -559,6 +559,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         return;
     }
     size_t i = 0;
+    item *run = NULL, *run_tail = NULL;
     for (item *it = batch; it; i++) {
         item *nx = it->next;
         redisReply *e = i < r->elements ? r->element[i] : NULL;
@@ -567,6 +568,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             it->attempt = (int)e->element[1]->integer;
             it->deliveries = (int)e->element[2]->integer;
             it->poison = act[0] == 'p';
+            if (e->elements > 3 && !it->memo) it->memo = json_object();
             for (size_t k = 3; k + 1 < e->elements; k += 2)
                 json_object_set_new(it->memo, e->element[k]->str, json_string(e->element[k + 1]->str));
             if (it->celery && !it->poison && w->res.ready) {
@@ -578,7 +580,10 @@ static void start_cb(worker *w, redisReply *r, void *ud)
                 free(m);
                 send_cmd(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
             }
-            exec_submit(w->pool, it);
+            it->next = NULL;
+            if (run_tail) run_tail->next = it;
+            else run = it;
+            run_tail = it;
         } else {
             log_line l;
             log_begin(&l, LOG_DEBUG, "job_not_started");
@@ -590,6 +595,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         }
         it = nx;
     }
+    if (run) exec_submit(w->pool, run);
     maybe_read(w);
 }
 
@@ -797,7 +803,8 @@ static int take_celery(worker *w, item *it, const char *raw, size_t len)
 
 /* Turn stream entries ([id, [field, value, ...]] each) into items: rejects go to
  * the finish queue, valid jobs to one start script. Returns entries seen. */
-static size_t take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n)
+static size_t take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
+                           int maybe_ours)
 {
     item *batch = NULL, *tail = NULL;
     int n = 0;
@@ -808,7 +815,7 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         const char *id = e->element[0]->str;
         seen++;
         if (last_id) snprintf(last_id, last_n, "%s", id);
-        if (tracked(w, id)) continue; /* already ours and in flight */
+        if (maybe_ours && tracked(w, id)) continue; /* already ours and in flight */
         redisReply *f = e->element[1];
         if (f->type != REDIS_REPLY_ARRAY) { /* XDEL'd while pending */
             ack_deleted(w, id);
@@ -816,7 +823,6 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         }
         item *it = xcalloc(1, sizeof *it);
         snprintf(it->entry, sizeof it->entry, "%s", id);
-        it->memo = json_object();
         track(w, it);
         redisReply *celery = NULL;
         for (size_t k = 0; k + 1 < f->elements; k += 2) {
@@ -908,8 +914,9 @@ static void read_cb(worker *w, redisReply *r, void *ud)
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         redisReply *s = r->element[0]; /* [stream, entries] */
         if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
+            /* only a re-read of our own pending list (id 0) can return entries we hold */
             seen = take_entries(w, s->element[1], recover, recover ? w->recover_from : NULL,
-                                sizeof w->recover_from);
+                                sizeof w->recover_from, recover);
     }
     if (recover && seen == 0) w->recover = 0; /* own pending list fully re-read */
     maybe_read(w);
@@ -1065,7 +1072,7 @@ static void reclaim_cb(worker *w, redisReply *r, void *ud)
     }
     snprintf(w->reclaim_cursor, sizeof w->reclaim_cursor, "%s",
              r->element[0]->str ? r->element[0]->str : "0-0");
-    size_t n = take_entries(w, r->element[1], 0, NULL, 0);
+    size_t n = take_entries(w, r->element[1], 0, NULL, 0, 1);
     if (n > 0) log_msg(LOG_INFO, "jobs_reclaimed", "count", (n > 0 ? "some" : "0"), NULL);
 }
 
