@@ -25,6 +25,7 @@ static const struct {
     [SW_E_INTERNAL] = {"internal", "Internal", true},
 };
 
+__attribute__((format(printf, 4, 0)))
 static int vfill(sw_err *e, sw_code code, bool retryable, const char *fmt, va_list ap)
 {
     if (!e) return -1;
