@@ -63,7 +63,7 @@ unit-run: $(UNIT_BIN)
 # asan: the unit tests and the fast integration subset under ASan+UBSan (+LeakSanitizer).
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 asan: bootstrap-quiet
-	$(MAKE) --no-print-directory B=build/asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	$(MAKE) --no-print-directory CC=clang B=build/asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
 	    build/asan/snapworker asan-units
 	SNAPWORKER_BIN=$(CURDIR)/build/asan/snapworker SNAPWORKER_ASAN=1 scripts/run-integration --fast
 
