@@ -11,7 +11,8 @@ FROM debian:12-slim
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libhiredis0.14 libevent-2.1-7 libevent-pthreads-2.1-7 libjansson4 libcurl4 \
       libarchive13 libpq5 libssl3 ca-certificates nodejs npm && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --create-home snapworker
+    && useradd --system --create-home snapworker \
+    && mkdir -p /store /sandboxes && chown snapworker /store /sandboxes
 COPY --from=build /opt/snapworker /opt/snapworker
 USER snapworker
 ENV SANDBOX_BASE_PATH=/sandboxes SNAPWORKER_STORE=file:///store SNAPWORKER_HTTP_ADDR=0.0.0.0:9464
