@@ -156,7 +156,7 @@ static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
         cv_set(&cl->args, 0, "EVAL");
         cv_set(&cl->args, 1, scr_source(cl->sid));
         cl->script = 0;
-        if (redisAsyncCommandArgv(ac, call_cb, cl, cl->args.argc, (const char **)cl->args.argv,
+        if (redisAsyncCommandArgv(ac, call_cb, cl, cl->args.argc, cv_argv(&cl->args),
                                   cl->args.lens) == REDIS_OK) {
             c->pending++;
             return;
@@ -180,7 +180,7 @@ static void send_cmd(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, v
     cl->args = *args;
     cv_init(args);
     if (!c->ac || redisAsyncCommandArgv(c->ac, call_cb, cl, cl->args.argc,
-                                        (const char **)cl->args.argv, cl->args.lens) != REDIS_OK) {
+                                        cv_argv(&cl->args), cl->args.lens) != REDIS_OK) {
         if (fn) fn(c->w, NULL, ud);
         cv_free(&cl->args);
         free(cl);
@@ -493,14 +493,14 @@ static void flush_finish(worker *w)
         cv_add(&v, w->k_events);
         cv_add(&v, w->k_delayed);
         cv_add(&v, w->k_dead);
-        for (int i = 0; i < keys.argc; i++) cv_addn(&v, keys.argv[i], keys.lens[i]);
+        cv_cat(&v, &keys);
         cv_add(&v, GROUP);
         cv_add(&v, w->name);
         cv_addf(&v, "%d", w->cfg->job_ttl_s);
         cv_addf(&v, "%lld", (long long)w->cfg->events_maxlen);
         cv_addf(&v, "%lld", (long long)w->cfg->dead_maxlen);
         cv_addf(&v, "%d", n);
-        for (int i = 0; i < args.argc; i++) cv_addn(&v, args.argv[i], args.lens[i]);
+        cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
         send_cmd(&w->cmd, &v, 1, SCR_FINISH, finish_cb, batch);
@@ -1049,12 +1049,12 @@ static void renew_timer(evutil_socket_t fd, short ev, void *arg)
         cmdv v;
         script_begin(&v, SCR_RENEW, 1 + keys.argc);
         cv_add(&v, w->k_stream);
-        for (int i = 0; i < keys.argc; i++) cv_addn(&v, keys.argv[i], keys.lens[i]);
+        cv_cat(&v, &keys);
         cv_add(&v, GROUP);
         cv_add(&v, w->name);
         cv_addf(&v, "%d", w->cfg->lease_s * 1000);
         cv_addf(&v, "%d", b->n);
-        for (int i = 0; i < args.argc; i++) cv_addn(&v, args.argv[i], args.lens[i]);
+        cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
         send_cmd(&w->cmd, &v, 1, SCR_RENEW, renew_cb, b);
@@ -1129,8 +1129,7 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     }
     cmdv v;
     script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
-    for (int i = 0; i < w->ingress_keys.argc; i++)
-        cv_addn(&v, w->ingress_keys.argv[i], w->ingress_keys.lens[i]);
+    cv_cat(&v, &w->ingress_keys);
     cv_addf(&v, "%d", BATCH_MAX);
     w->ingressing = 1;
     send_cmd(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
