@@ -1,10 +1,10 @@
 /* worker/worker.c — the daemon's event loop (libevent + hiredis async).
  *
- * Owns: two Redis connections (a reader that blocks in XREADGROUP, and a command
- * connection for scripts), their reconnects and watchdogs, the in-flight list,
- * the timers (promote delayed jobs, renew leases, reclaim idle jobs), signals and
- * the graceful drain. Jobs run on executor threads (worker/exec.c); every queue
- * transition is one Lua script (worker/scripts.c).
+ * Owns: the worker's lifetime, the in-flight list, reading (XREADGROUP with
+ * back-pressure), the start and finish batches, signals and the graceful drain.
+ * Connections are in worker/conn.c, timers in worker/sched.c, Celery in
+ * worker/celery.c, job execution in worker/exec.c, and every queue transition is
+ * one Lua script (worker/scripts.c).
  *
  *   XREADGROUP ─► decode/validate ─► start script ─► executors ─► done pipe
  *        ▲               │ reject                                      │
@@ -15,7 +15,6 @@
  * After any loss the worker first re-reads its own pending entries (id 0). */
 #include "worker/worker.h"
 
-#include <adapters/libevent.h>
 #include <async.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -33,92 +32,12 @@
 #include "common/log.h"
 #include "common/rds.h"
 #include "common/xmalloc.h"
-#include "worker/celery_msg.h"
-#include "worker/cmdv.h"
-#include "worker/exec.h"
-#include "worker/http.h"
-#include "worker/scripts.h"
+#include "worker/worker_priv.h"
 
-#define GROUP "snapworker"
-#define BLOCK_MS 5000
-#define REPLY_TIMEOUT_MS 10000
-#define BATCH_MAX 256
-#define BUSY_DELAY_MS 250
-
-typedef struct conn {
-    struct worker *w;
-    const rds_url *url;   /* where it connects (broker or result backend) */
-    redisAsyncContext *ac;
-    const char *name;
-    int ready;            /* connected */
-    int closing;          /* do not reconnect */
-    int pending;          /* replies outstanding */
-    int64_t progress_ms;  /* last reply, or first send after idle */
-    int64_t connect_ms;   /* when the current connect started */
-    int backoff_ms;
-    struct event *retry_ev;
-} conn;
-
-typedef void (*reply_fn)(struct worker *w, redisReply *r, void *ud);
-
-typedef struct call {
-    conn *c;
-    reply_fn fn;
-    void *ud;
-    int script;           /* argv[0] is EVALSHA: fall back to EVAL on NOSCRIPT */
-    scr_id sid;
-    cmdv args;
-} call;
-
-struct worker {
-    const cfg *cfg;
-    struct event_base *base;
-    conn rd, cmd;
-    conn res;                      /* Celery result backend (celery_on only) */
-    int celery_on;
-    rds_url res_url;
-    cmdv ingress_keys;             /* stream + kombu lists in pop order */
-    struct event *t_ingress;
-    int ingress_delay_ms;          /* poll backoff, 0..50 ms */
-    int ingressing;
-    item *meta_wait;               /* items whose result write must be retried */
-    char name[160];                /* consumer name: host:pid:rand */
-    char k_stream[200], k_events[200], k_delayed[200], k_dead[200], job_prefix[200];
-    exec_pool *pool;
-    int pipefd[2];
-    struct event *pipe_ev, *sig_term, *sig_int, *t_promote, *t_renew, *t_reclaim, *t_watch,
-        *t_drain, *t_finish_retry, *t_read_retry;
-    item *all;                     /* in-flight list (prev_all/next_all) */
-    int inflight;
-    item *finish_q, *finish_tail;  /* done, waiting for a finish script */
-    int reading;
-    int recover;                   /* re-read own pending entries first */
-    char recover_from[48];
-    int reclaiming;
-    char reclaim_cursor[48];
-    int stopping;
-    double ewma_ms;                /* recent job duration, for read-ahead */
-    int warned_policy;
-    int exit_code;
-    worker_stats stats;            /* served by worker/http.c */
-    http_srv *http;
-};
-
-static void maybe_read(worker *w);
-static void retry_meta(worker *w);
-static void complete(worker *w, item *it);
-static void meta_for_outcome(item *it);
-static cmdv meta_cmd(worker *w, const char *task_id, const char *meta);
-static void read_retry_cb(evutil_socket_t fd, short ev, void *arg);
-static void flush_finish(worker *w);
-static void conn_connect(conn *c);
-static void check_exit(worker *w);
-
-static int64_t now_ms(void) { return job_now_ms(); }
 
 /* ---- in-flight list ---------------------------------------------------- */
 
-static void track(worker *w, item *it)
+void wk_track(worker *w, item *it)
 {
     it->prev_all = NULL;
     it->next_all = w->all;
@@ -127,7 +46,7 @@ static void track(worker *w, item *it)
     w->inflight++;
 }
 
-static void untrack_free(worker *w, item *it)
+void wk_untrack_free(worker *w, item *it)
 {
     if (it->prev_all) it->prev_all->next_all = it->next_all;
     else w->all = it->next_all;
@@ -136,229 +55,11 @@ static void untrack_free(worker *w, item *it)
     item_free(it);
 }
 
-static int tracked(worker *w, const char *entry)
+int wk_tracked(worker *w, const char *entry)
 {
     for (item *it = w->all; it; it = it->next_all)
         if (strcmp(it->entry, entry) == 0) return 1;
     return 0;
-}
-
-/* ---- connections ------------------------------------------------------- */
-
-static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-    call *cl = priv;
-    conn *c = cl->c;
-    redisReply *r = reply;
-    c->pending--;
-    c->progress_ms = now_ms();
-    if (r && cl->script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        cv_set(&cl->args, 0, "EVAL");
-        cv_set(&cl->args, 1, scr_source(cl->sid));
-        cl->script = 0;
-        if (redisAsyncCommandArgv(ac, call_cb, cl, cl->args.argc, cv_argv(&cl->args),
-                                  cl->args.lens) == REDIS_OK) {
-            c->pending++;
-            return;
-        }
-        r = NULL;
-    }
-    if (cl->fn) cl->fn(c->w, r, cl->ud);
-    cv_free(&cl->args);
-    free(cl);
-}
-
-/* Send 'args' (taken) on 'c'; fn(w, NULL, ud) is called when it cannot be sent. */
-static void send_cmd(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
-{
-    call *cl = xcalloc(1, sizeof *cl);
-    cl->c = c;
-    cl->fn = fn;
-    cl->ud = ud;
-    cl->script = script;
-    cl->sid = sid;
-    cl->args = *args;
-    cv_init(args);
-    if (!c->ac || redisAsyncCommandArgv(c->ac, call_cb, cl, cl->args.argc,
-                                        cv_argv(&cl->args), cl->args.lens) != REDIS_OK) {
-        if (fn) fn(c->w, NULL, ud);
-        cv_free(&cl->args);
-        free(cl);
-        return;
-    }
-    if (c->pending++ == 0) c->progress_ms = now_ms();
-}
-
-/* Start a script call: argv = EVALSHA sha numkeys; the caller adds keys and args. */
-static void script_begin(cmdv *v, scr_id sid, int nkeys)
-{
-    cv_init(v);
-    cv_add(v, "EVALSHA");
-    cv_add(v, scr_sha(sid));
-    cv_addf(v, "%d", nkeys);
-}
-
-static void schedule_reconnect(conn *c)
-{
-    if (c->closing || c->w->stopping) {
-        check_exit(c->w);
-        return;
-    }
-    int jitter = 0;
-    unsigned r;
-    if (getrandom(&r, sizeof r, 0) == sizeof r) jitter = (int)(r % (unsigned)(c->backoff_ms / 2 + 1));
-    struct timeval tv = {(c->backoff_ms + jitter) / 1000, ((c->backoff_ms + jitter) % 1000) * 1000};
-    evtimer_add(c->retry_ev, &tv);
-    c->backoff_ms = c->backoff_ms < 2500 ? c->backoff_ms * 2 : 5000;
-}
-
-static void lost(conn *c, const char *why)
-{
-    worker *w = c->w;
-    int was_ready = c->ready;
-    c->ac = NULL;
-    c->ready = 0;
-    c->pending = 0;
-    w->recover = 1;
-    strcpy(w->recover_from, "0");
-    if (c == &w->rd) w->reading = 0;
-    if (!c->closing && !w->stopping)
-        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
-                "reason", why, NULL);
-    schedule_reconnect(c);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context itself after a failed connect */
-        lost(c, ac->errstr[0] ? ac->errstr : "connect failed");
-        return;
-    }
-    c->ready = 1;
-    c->backoff_ms = 100;
-    log_msg(LOG_INFO, "redis_connected", "conn", c->name, NULL);
-    if (c == &c->w->cmd) flush_finish(c->w);
-    if (c == &c->w->res) retry_meta(c->w);
-    maybe_read(c->w);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    if (c->ac != ac) return; /* already handled by the watchdog */
-    lost(c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "error"));
-}
-
-static void retry_cb(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    conn_connect(arg);
-}
-
-static void group_created(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
-        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
-    (void)w;
-}
-
-static void policy_cb(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || w->warned_policy) return;
-    w->warned_policy = 1;
-    const char *pol = r->element[1]->str ? r->element[1]->str : "";
-    if (strcmp(pol, "noeviction") != 0)
-        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
-                "not noeviction: evicted keys are lost jobs", NULL);
-}
-
-static void conn_connect(conn *c)
-{
-    worker *w = c->w;
-    const rds_url *u = c->url;
-    if (c->ac || c->closing) return;
-    redisAsyncContext *ac = u->unix_path ? redisAsyncConnectUnix(u->unix_path)
-                                         : redisAsyncConnect(u->host, u->port);
-    if (!ac || ac->err) {
-        const char *why = ac ? ac->errstr : "out of memory";
-        log_msg(LOG_WARN, "redis_connect_failed", "conn", c->name, "reason", why, NULL);
-        if (ac) redisAsyncFree(ac);
-        schedule_reconnect(c);
-        return;
-    }
-    ac->data = c;
-    c->ac = ac;
-    c->ready = 0;
-    c->pending = 0;
-    c->connect_ms = now_ms();
-    redisLibeventAttach(ac, w->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    redisEnableKeepAlive(&ac->c);
-    cmdv v;
-    if (u->password) {
-        cv_init(&v);
-        cv_add(&v, "AUTH");
-        if (u->username) cv_add(&v, u->username);
-        cv_add(&v, u->password);
-        send_cmd(c, &v, 0, 0, NULL, NULL);
-    }
-    if (u->db) {
-        cv_init(&v);
-        cv_add(&v, "SELECT");
-        cv_addf(&v, "%d", u->db);
-        send_cmd(c, &v, 0, 0, NULL, NULL);
-    }
-    if (c == &w->rd) {
-        cv_init(&v);
-        cv_add(&v, "XGROUP");
-        cv_add(&v, "CREATE");
-        cv_add(&v, w->k_stream);
-        cv_add(&v, GROUP);
-        cv_add(&v, "0");
-        cv_add(&v, "MKSTREAM");
-        send_cmd(c, &v, 0, 0, group_created, NULL);
-    } else if (c == &w->cmd && !w->warned_policy) {
-        cv_init(&v);
-        cv_add(&v, "CONFIG");
-        cv_add(&v, "GET");
-        cv_add(&v, "maxmemory-policy");
-        send_cmd(c, &v, 0, 0, policy_cb, NULL);
-    }
-}
-
-/* A connection whose reply is overdue (or whose connect hangs) is freed; its
- * pending callbacks run with NULL and on_disconnect schedules the reconnect. */
-static void watch_conn(conn *c)
-{
-    if (!c->ac) return;
-    int64_t now = now_ms();
-    int64_t limit = REPLY_TIMEOUT_MS + (c == &c->w->rd ? BLOCK_MS : 0);
-    int overdue = c->ready ? (c->pending > 0 && now - c->progress_ms > limit)
-                           : (now - c->connect_ms > REPLY_TIMEOUT_MS / 2);
-    if (!overdue) return;
-    log_msg(LOG_WARN, "redis_timeout", "conn", c->name, "action", "reconnect", NULL);
-    redisAsyncContext *ac = c->ac;
-    redisAsyncFree(ac);
-    if (c->ac == ac) lost(c, "timeout"); /* not connected: no disconnect callback */
-}
-
-static void watch_cb(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    watch_conn(&w->rd);
-    watch_conn(&w->cmd);
-    if (w->celery_on) watch_conn(&w->res);
-    w->stats.inflight = w->inflight;
-    w->stats.redis_up = w->rd.ready && w->cmd.ready;
-    w->stats.draining = w->stopping;
 }
 
 /* ---- finishing ----------------------------------------------------------- */
@@ -406,8 +107,8 @@ static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
     (void)ev;
-    flush_finish(arg);
-    retry_meta(arg);
+    wk_flush_finish(arg);
+    wk_retry_meta(arg);
 }
 
 static void requeue_finish(worker *w, item *batch)
@@ -439,13 +140,13 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
         const char *res = (i < r->elements && r->element[i]->str) ? r->element[i]->str : "lost";
         log_outcome(w, it, res);
         count_outcome(&w->stats, it->outcome, res);
-        untrack_free(w, it);
+        wk_untrack_free(w, it);
         it = nx;
         i++;
     }
-    flush_finish(w);
-    maybe_read(w);
-    check_exit(w);
+    wk_flush_finish(w);
+    wk_maybe_read(w);
+    wk_check_exit(w);
 }
 
 static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
@@ -467,7 +168,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
     else cv_add(args, "");
 }
 
-static void flush_finish(worker *w)
+void wk_flush_finish(worker *w)
 {
     while (w->finish_q && w->cmd.ready) {
         item *batch = NULL, *tail = NULL;
@@ -488,7 +189,7 @@ static void flush_finish(worker *w)
             n++;
         }
         cmdv v;
-        script_begin(&v, SCR_FINISH, 4 + keys.argc);
+        wk_script_begin(&v, SCR_FINISH, 4 + keys.argc);
         cv_add(&v, w->k_stream);
         cv_add(&v, w->k_events);
         cv_add(&v, w->k_delayed);
@@ -503,11 +204,11 @@ static void flush_finish(worker *w)
         cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
-        send_cmd(&w->cmd, &v, 1, SCR_FINISH, finish_cb, batch);
+        wk_send(&w->cmd, &v, 1, SCR_FINISH, finish_cb, batch);
     }
 }
 
-static void queue_finish(worker *w, item *it)
+void wk_queue_finish(worker *w, item *it)
 {
     it->next = NULL;
     it->state = IT_DONE;
@@ -527,15 +228,15 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
         item *nx = it->next;
         w->ewma_ms = w->ewma_ms * 0.8 + (double)it->duration_ms * 0.2;
         if (strcmp(it->outcome, "abandon") == 0) {
-            untrack_free(w, it);
+            wk_untrack_free(w, it);
         } else {
-            meta_for_outcome(it);
-            complete(w, it);
+            wk_meta_for_outcome(it);
+            wk_complete(w, it);
         }
         it = nx;
     }
-    flush_finish(w);
-    check_exit(w);
+    wk_flush_finish(w);
+    wk_check_exit(w);
 }
 
 /* ---- starting ------------------------------------------------------------ */
@@ -549,7 +250,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         if (r) log_msg(LOG_ERROR, "start_script_failed", "error", r->str ? r->str : "?", NULL);
         for (item *it = batch; it;) {
             item *nx = it->next;
-            untrack_free(w, it);
+            wk_untrack_free(w, it);
             it = nx;
         }
         w->recover = 1;
@@ -571,15 +272,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             if (e->elements > 3 && !it->memo) it->memo = json_object();
             for (size_t k = 3; k + 1 < e->elements; k += 2)
                 json_object_set_new(it->memo, e->element[k]->str, json_string(e->element[k + 1]->str));
-            if (it->celery && !it->poison && w->res.ready) {
-                char started[256];
-                snprintf(started, sizeof started, "{\"pid\": %d, \"hostname\": \"%s\"}",
-                         (int)getpid(), w->name);
-                char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
-                cmdv v = meta_cmd(w, it->req.id, m);
-                free(m);
-                send_cmd(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
-            }
+            if (it->celery && !it->poison) wk_celery_started(w, it);
             it->next = NULL;
             if (run_tail) run_tail->next = it;
             else run = it;
@@ -591,18 +284,18 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             log_str(&l, "entry", it->entry);
             log_str(&l, "reason", act);
             log_end(&l);
-            untrack_free(w, it);
+            wk_untrack_free(w, it);
         }
         it = nx;
     }
     if (run) exec_submit(w->pool, run);
-    maybe_read(w);
+    wk_maybe_read(w);
 }
 
 static void send_start(worker *w, item *batch, int n, int recover)
 {
     cmdv v;
-    script_begin(&v, SCR_START, 3 + 2 * n);
+    wk_script_begin(&v, SCR_START, 3 + 2 * n);
     cv_add(&v, w->k_stream);
     cv_add(&v, w->k_events);
     cv_add(&v, w->k_delayed);
@@ -631,90 +324,10 @@ static void send_start(worker *w, item *batch, int n, int recover)
         if (it->celery) cv_addn(&v, it->raw, it->raw_len);
         else cv_add(&v, "");
     }
-    send_cmd(&w->cmd, &v, 1, SCR_START, start_cb, batch);
+    wk_send(&w->cmd, &v, 1, SCR_START, start_cb, batch);
 }
 
-/* ---- Celery results (DESIGN §5) -------------------------------------------
- * A Celery-origin item writes its result meta to the result backend before its
- * finish script acks it, so a crash in between repeats the write (guarded: a
- * ready state is never overwritten) rather than losing it. */
-
-static void send_meta(worker *w, item *it);
-
-static void meta_cb(worker *w, redisReply *r, void *ud)
-{
-    item *it = ud;
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        if (r) log_msg(LOG_WARN, "celery_result_failed", "job", it->req.id, "error", r->str, NULL);
-        it->next = w->meta_wait;
-        w->meta_wait = it;
-        if (r) {
-            struct timeval tv = {1, 0};
-            evtimer_add(w->t_finish_retry, &tv);
-        }
-        return;
-    }
-    free(it->meta);
-    it->meta = NULL;
-    queue_finish(w, it);
-    flush_finish(w);
-}
-
-static cmdv meta_cmd(worker *w, const char *task_id, const char *meta)
-{
-    cmdv v;
-    script_begin(&v, SCR_CELERY_RESULT, 1);
-    cv_addf(&v, "celery-task-meta-%s", task_id);
-    cv_add(&v, meta);
-    cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
-    return v;
-}
-
-static void send_meta(worker *w, item *it)
-{
-    cmdv v = meta_cmd(w, it->req.id, it->meta);
-    send_cmd(&w->res, &v, 1, SCR_CELERY_RESULT, meta_cb, it);
-}
-
-static void retry_meta(worker *w)
-{
-    item *l = w->meta_wait;
-    w->meta_wait = NULL;
-    while (l) {
-        item *nx = l->next;
-        send_meta(w, l);
-        l = nx;
-    }
-}
-
-/* The item's outcome is known: its Celery result first (if any), then finish. */
-static void complete(worker *w, item *it)
-{
-    if (it->meta && w->celery_on) send_meta(w, it);
-    else queue_finish(w, it);
-}
-
-static void set_meta(item *it, const char *state, const char *result_json, sw_code code,
-                     const char *msg, const char *exc_type, const char *exc_module)
-{
-    free(it->meta);
-    it->meta = celery_meta_json(it->req.id, state, result_json, code, msg, exc_type, exc_module);
-    it->meta_state = state;
-}
-
-/* Result meta for a finished run of a Celery-origin item. */
-static void meta_for_outcome(item *it)
-{
-    if (!it->celery) return;
-    if (strcmp(it->outcome, "succeeded") == 0)
-        set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL);
-    else if (strcmp(it->outcome, "retry") == 0)
-        set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
-    else if (strcmp(it->outcome, "dead") == 0)
-        set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
-}
-
-static void reject(worker *w, item *it, sw_code code, const char *msg)
+void wk_reject(worker *w, item *it, sw_code code, const char *msg)
 {
     sw_errc(&it->err, code, "%s", msg);
     it->err.retryable = false;
@@ -722,7 +335,7 @@ static void reject(worker *w, item *it, sw_code code, const char *msg)
     it->attempt = 1;
     free(it->data);
     it->data = err_json(&it->err);
-    complete(w, it);
+    wk_complete(w, it);
 }
 
 static void ack_deleted(worker *w, const char *entry)
@@ -733,77 +346,12 @@ static void ack_deleted(worker *w, const char *entry)
     cv_add(&v, w->k_stream);
     cv_add(&v, GROUP);
     cv_add(&v, entry);
-    send_cmd(&w->cmd, &v, 0, 0, NULL, NULL);
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A Celery message moved into the stream by the ingress: map it (worker/celery_msg.c).
- * Returns 1 when it should start now; 0 when it was rejected (FAILURE or REVOKED
- * result where the task id is known, then the dead stream) or deferred to its ETA. */
-static int take_celery(worker *w, item *it, const char *raw, size_t len)
-{
-    celery_msg m;
-    sw_err err;
-    sw_err_clear(&err);
-    memset(&m, 0, sizeof m);
-    int rc = celery_parse(raw, len, &m, &err);
-    it->celery = 1;
-    if (rc < 0) {
-        it->raw = xstrndup(raw, len); /* the dead entry keeps the message as received */
-        it->raw_len = len;
-        snprintf(it->req.id, sizeof it->req.id, "%s", m.task_id);
-        snprintf(it->req.type, sizeof it->req.type, "%s", "celery");
-        if (m.task_id[0])
-            set_meta(it, "FAILURE", NULL, err.code, err.msg, m.exc_type[0] ? m.exc_type : NULL,
-                     m.exc_module[0] ? m.exc_module : NULL);
-        reject(w, it, err.code, err.msg);
-        celery_msg_free(&m);
-        return 0;
-    }
-    it->raw = m.payload; /* canonical payload, validated by celery_parse */
-    it->raw_len = strlen(m.payload);
-    m.payload = NULL;
-    it->attempt_base = m.retries;
-    sw_err perr;
-    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0 ||
-        !(it->type = job_lookup(it->req.type))) {
-        set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, "unknown task", "NotRegistered",
-                 "celery.exceptions");
-        reject(w, it, SW_E_UNKNOWN_JOB_TYPE, "unknown task");
-        celery_msg_free(&m);
-        return 0;
-    }
-    int64_t now = wall_ms();
-    if (m.expires_ms > 0 && m.expires_ms <= now) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "task expired %lld ms before it could start",
-                 (long long)(now - m.expires_ms));
-        set_meta(it, "REVOKED", NULL, SW_E_TIMEOUT, msg, NULL, NULL);
-        reject(w, it, SW_E_TIMEOUT, msg);
-        celery_msg_free(&m);
-        return 0;
-    }
-    if (m.eta_ms > now) {
-        it->outcome = "defer";
-        it->delay_ms = m.eta_ms - now;
-        it->attempt = m.retries;
-        queue_finish(w, it);
-        celery_msg_free(&m);
-        return 0;
-    }
-    celery_msg_free(&m);
-    return 1;
+    wk_send(&w->cmd, &v, 0, 0, NULL, NULL);
 }
 
 /* Turn stream entries ([id, [field, value, ...]] each) into items: rejects go to
  * the finish queue, valid jobs to one start script. Returns entries seen. */
-static size_t take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
+size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
                            int maybe_ours)
 {
     item *batch = NULL, *tail = NULL;
@@ -815,7 +363,7 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         const char *id = e->element[0]->str;
         seen++;
         if (last_id) snprintf(last_id, last_n, "%s", id);
-        if (maybe_ours && tracked(w, id)) continue; /* already ours and in flight */
+        if (maybe_ours && wk_tracked(w, id)) continue; /* already ours and in flight */
         redisReply *f = e->element[1];
         if (f->type != REDIS_REPLY_ARRAY) { /* XDEL'd while pending */
             ack_deleted(w, id);
@@ -823,7 +371,7 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         }
         item *it = xcalloc(1, sizeof *it);
         snprintf(it->entry, sizeof it->entry, "%s", id);
-        track(w, it);
+        wk_track(w, it);
         redisReply *celery = NULL;
         for (size_t k = 0; k + 1 < f->elements; k += 2) {
             const char *name = f->element[k]->str;
@@ -838,7 +386,7 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         sw_err err;
         sw_err_clear(&err);
         if (!it->raw && celery) {
-            if (!take_celery(w, it, celery->str, celery->len)) continue;
+            if (!wk_take_celery(w, it, celery->str, celery->len)) continue;
             it->state = IT_STARTING;
             if (tail) tail->next = it;
             else batch = it;
@@ -849,18 +397,18 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
                 n = 0;
             }
         } else if (!it->raw) {
-            reject(w, it, SW_E_INVALID_PAYLOAD, "stream entry has no 'job' field");
+            wk_reject(w, it, SW_E_INVALID_PAYLOAD, "stream entry has no 'job' field");
         } else if (payload_parse(it->raw, it->raw_len, &it->req, &err) < 0) {
-            reject(w, it, err.code, err.msg);
+            wk_reject(w, it, err.code, err.msg);
         } else if (!(it->type = job_lookup(it->req.type))) {
             char msg[128];
             snprintf(msg, sizeof msg, "unknown job type '%.64s'", it->req.type);
             if (it->req.celery) {
                 it->celery = 1;
-                set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, msg, "NotRegistered",
+                wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, msg, "NotRegistered",
                          "celery.exceptions");
             }
-            reject(w, it, SW_E_UNKNOWN_JOB_TYPE, msg);
+            wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, msg);
         } else {
             it->celery = it->req.celery;
             it->state = IT_STARTING;
@@ -875,13 +423,13 @@ static size_t take_entries(worker *w, redisReply *entries, int recover, char *la
         }
     }
     if (n) send_start(w, batch, n, recover);
-    flush_finish(w);
+    wk_flush_finish(w);
     return seen;
 }
 
 /* ---- reading ------------------------------------------------------------- */
 
-static int capacity(worker *w)
+int wk_capacity(worker *w)
 {
     int limit = w->cfg->concurrency + (w->ewma_ms < 20.0 ? w->cfg->prefetch : 0);
     return limit - w->inflight;
@@ -903,7 +451,7 @@ static void read_cb(worker *w, redisReply *r, void *ud)
             cv_add(&v, GROUP);
             cv_add(&v, "0");
             cv_add(&v, "MKSTREAM");
-            send_cmd(&w->rd, &v, 0, 0, group_created, NULL);
+            wk_send(&w->rd, &v, 0, 0, wk_group_created, NULL);
         }
         /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
         struct timeval tv = {0, 200000};
@@ -915,24 +463,24 @@ static void read_cb(worker *w, redisReply *r, void *ud)
         redisReply *s = r->element[0]; /* [stream, entries] */
         if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
             /* only a re-read of our own pending list (id 0) can return entries we hold */
-            seen = take_entries(w, s->element[1], recover, recover ? w->recover_from : NULL,
+            seen = wk_take_entries(w, s->element[1], recover, recover ? w->recover_from : NULL,
                                 sizeof w->recover_from, recover);
     }
     if (recover && seen == 0) w->recover = 0; /* own pending list fully re-read */
-    maybe_read(w);
+    wk_maybe_read(w);
 }
 
 static void read_retry_cb(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
     (void)ev;
-    maybe_read(arg);
+    wk_maybe_read(arg);
 }
 
-static void maybe_read(worker *w)
+void wk_maybe_read(worker *w)
 {
     if (w->stopping || w->reading || !w->rd.ready || !w->cmd.ready) return;
-    int cap = capacity(w);
+    int cap = wk_capacity(w);
     if (cap <= 0) return;
     if (cap > BATCH_MAX) cap = BATCH_MAX;
     cmdv v;
@@ -952,232 +500,12 @@ static void maybe_read(worker *w)
     cv_add(&v, w->k_stream);
     cv_add(&v, recover ? w->recover_from : ">");
     w->reading = 1;
-    send_cmd(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)recover);
-}
-
-/* ---- timers: promote, renew, reclaim ------------------------------------- */
-
-static void promote_cb(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    int64_t next = 1000;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        long long moved = r->element[0]->integer, due = r->element[1]->integer,
-                  now = r->element[2]->integer;
-        if (moved >= BATCH_MAX) next = 0;
-        else if (due >= 0) next = due - now < 1000 ? (due - now > 5 ? due - now : 5) : 1000;
-    }
-    if (w->stopping) return;
-    struct timeval tv = {next / 1000, (next % 1000) * 1000};
-    evtimer_add(w->t_promote, &tv);
-}
-
-static void promote_timer(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    if (!w->cmd.ready) {
-        promote_cb(w, NULL, NULL);
-        return;
-    }
-    cmdv v;
-    script_begin(&v, SCR_PROMOTE, 3);
-    cv_add(&v, w->k_delayed);
-    cv_add(&v, w->k_stream);
-    cv_add(&v, w->k_events);
-    cv_addf(&v, "%d", BATCH_MAX);
-    cv_add(&v, w->job_prefix);
-    cv_addf(&v, "%lld", (long long)w->cfg->events_maxlen);
-    send_cmd(&w->cmd, &v, 1, SCR_PROMOTE, promote_cb, NULL);
-}
-
-typedef struct renew_batch {
-    int n;
-    char (*entries)[48];
-} renew_batch;
-
-static void renew_cb(worker *w, redisReply *r, void *ud)
-{
-    renew_batch *b = ud;
-    if (r && r->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < r->elements && (int)i < b->n; i++) {
-            if (r->element[i]->integer == 1) continue;
-            for (item *it = w->all; it; it = it->next_all) {
-                if (strcmp(it->entry, b->entries[i]) == 0 && it->state != IT_FINISHING) {
-                    atomic_store(&it->cancel, 1);
-                    log_msg(LOG_WARN, "job_lease_lost", "job", it->req.id, "entry", it->entry, NULL);
-                }
-            }
-        }
-    }
-    free(b->entries);
-    free(b);
-}
-
-static void renew_timer(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    if (!w->cmd.ready) return;
-    item *it = w->all;
-    while (it) {
-        renew_batch *b = xcalloc(1, sizeof *b);
-        b->entries = xcalloc(BATCH_MAX, sizeof *b->entries);
-        cmdv keys, args;
-        cv_init(&keys);
-        cv_init(&args);
-        char k[400];
-        for (; it && b->n < BATCH_MAX; it = it->next_all) {
-            if (it->state == IT_STARTING || it->state == IT_FINISHING || !it->type) continue;
-            rds_job_key(w->cfg, it->req.id, k, sizeof k);
-            cv_add(&keys, k);
-            snprintf(k, sizeof k, "%s:{%s}:lock:session:%s", w->cfg->ns, w->cfg->queue, it->req.session_id);
-            cv_add(&keys, k);
-            cv_add(&args, it->entry);
-            cv_add(&args, it->req.id);
-            snprintf(b->entries[b->n++], 48, "%s", it->entry);
-        }
-        if (b->n == 0) {
-            cv_free(&keys);
-            cv_free(&args);
-            free(b->entries);
-            free(b);
-            break;
-        }
-        cmdv v;
-        script_begin(&v, SCR_RENEW, 1 + keys.argc);
-        cv_add(&v, w->k_stream);
-        cv_cat(&v, &keys);
-        cv_add(&v, GROUP);
-        cv_add(&v, w->name);
-        cv_addf(&v, "%d", w->cfg->lease_s * 1000);
-        cv_addf(&v, "%d", b->n);
-        cv_cat(&v, &args);
-        cv_free(&keys);
-        cv_free(&args);
-        send_cmd(&w->cmd, &v, 1, SCR_RENEW, renew_cb, b);
-    }
-}
-
-static void reclaim_cb(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    w->reclaiming = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
-        if (r && r->type == REDIS_REPLY_ERROR)
-            log_msg(LOG_WARN, "redis_reclaim_failed", "error", r->str, NULL);
-        return;
-    }
-    snprintf(w->reclaim_cursor, sizeof w->reclaim_cursor, "%s",
-             r->element[0]->str ? r->element[0]->str : "0-0");
-    size_t n = take_entries(w, r->element[1], 0, NULL, 0, 1);
-    if (n > 0) log_msg(LOG_INFO, "jobs_reclaimed", "count", (n > 0 ? "some" : "0"), NULL);
-}
-
-static void reclaim_timer(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    if (w->stopping || w->reclaiming || !w->cmd.ready) return;
-    int cap = capacity(w);
-    if (cap <= 0) return;
-    cmdv v;
-    cv_init(&v);
-    cv_add(&v, "XAUTOCLAIM");
-    cv_add(&v, w->k_stream);
-    cv_add(&v, GROUP);
-    cv_add(&v, w->name);
-    cv_addf(&v, "%d", w->cfg->lease_s * 1000);
-    cv_add(&v, w->reclaim_cursor);
-    cv_add(&v, "COUNT");
-    cv_addf(&v, "%d", cap > BATCH_MAX ? BATCH_MAX : cap);
-    w->reclaiming = 1;
-    send_cmd(&w->cmd, &v, 0, 0, reclaim_cb, NULL);
-}
-
-/* ---- Celery ingress ---------------------------------------------------------
- * Lua cannot block, so the ingress polls: one script pops up to a batch from the
- * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
- * to at most 50 ms (DESIGN §5), which costs about 20 tiny scripts a second idle. */
-
-static void ingress_cb(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    w->ingressing = 0;
-    long long moved = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : 0;
-    if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_WARN, "celery_ingress_failed", "error", r->str, NULL);
-    if (moved > 0) w->ingress_delay_ms = 0;
-    else w->ingress_delay_ms = w->ingress_delay_ms ? (w->ingress_delay_ms * 2 > 50 ? 50 : w->ingress_delay_ms * 2) : 1;
-    if (w->stopping) return;
-    struct timeval tv = {0, w->ingress_delay_ms * 1000};
-    evtimer_add(w->t_ingress, &tv);
-}
-
-static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    if (w->stopping || w->ingressing) return;
-    if (!w->cmd.ready) {
-        struct timeval tv = {0, 50000};
-        evtimer_add(w->t_ingress, &tv);
-        return;
-    }
-    cmdv v;
-    script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
-    cv_cat(&v, &w->ingress_keys);
-    cv_addf(&v, "%d", BATCH_MAX);
-    w->ingressing = 1;
-    send_cmd(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
-}
-
-/* Keys of the ingress script: the stream, then each priority step's list of
- * every queue, lowest step first. */
-static int celery_setup(worker *w)
-{
-    const cfg *c = w->cfg;
-    char err[200];
-    const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
-    if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
-    cv_init(&w->ingress_keys);
-    cv_add(&w->ingress_keys, w->k_stream);
-    char *sep = celery_unescape(c->celery_priority_sep);
-    char *queues = xstrdup(c->celery_queues);
-    char **per_queue[64];
-    int nq = 0;
-    for (char *save = NULL, *q = strtok_r(queues, ",", &save); q && nq < 64; q = strtok_r(NULL, ",", &save)) {
-        while (*q == ' ') q++;
-        if (*q) per_queue[nq++] = celery_priority_lists(q, sep, c->celery_priority_steps);
-    }
-    for (int step = 0;; step++) {
-        int any = 0;
-        for (int i = 0; i < nq; i++) {
-            int len = 0;
-            while (per_queue[i][len]) len++;
-            if (step < len) {
-                cv_add(&w->ingress_keys, per_queue[i][step]);
-                any = 1;
-            }
-        }
-        if (!any) break;
-    }
-    for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
-    free(queues);
-    free(sep);
-    w->celery_on = 1;
-    w->res = (conn){.w = w, .url = &w->res_url, .name = "celery-results", .backoff_ms = 100};
-    w->res.retry_ev = evtimer_new(w->base, retry_cb, &w->res);
-    w->t_ingress = evtimer_new(w->base, ingress_timer, w);
-    return 0;
+    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)recover);
 }
 
 /* ---- signals and drain --------------------------------------------------- */
 
-static void check_exit(worker *w)
+void wk_check_exit(worker *w)
 {
     if (w->stopping && w->inflight == 0) event_base_loopexit(w->base, NULL);
 }
@@ -1211,13 +539,13 @@ static void begin_drain(worker *w, int signo)
     for (item *it = exec_take_queued(w->pool); it;) {
         item *nx = it->next;
         it->outcome = "release";
-        queue_finish(w, it);
+        wk_queue_finish(w, it);
         it = nx;
     }
-    flush_finish(w);
+    wk_flush_finish(w);
     struct timeval tv = {w->cfg->drain_timeout_s, 0};
     evtimer_add(w->t_drain, &tv);
-    check_exit(w);
+    wk_check_exit(w);
 }
 
 static void signal_cb(evutil_socket_t sig, short ev, void *arg)
@@ -1264,19 +592,19 @@ worker *worker_new(const cfg *c)
     }
     w->rd = (conn){.w = w, .url = &c->redis, .name = "reader", .backoff_ms = 100};
     w->cmd = (conn){.w = w, .url = &c->redis, .name = "command", .backoff_ms = 100};
-    w->rd.retry_ev = evtimer_new(w->base, retry_cb, &w->rd);
-    w->cmd.retry_ev = evtimer_new(w->base, retry_cb, &w->cmd);
+    w->rd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->rd);
+    w->cmd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->cmd);
     w->pipe_ev = event_new(w->base, w->pipefd[0], EV_READ | EV_PERSIST, pipe_cb, w);
     w->sig_term = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sig_int = evsignal_new(w->base, SIGINT, signal_cb, w);
-    w->t_promote = evtimer_new(w->base, promote_timer, w);
-    w->t_renew = event_new(w->base, -1, EV_PERSIST, renew_timer, w);
-    w->t_reclaim = event_new(w->base, -1, EV_PERSIST, reclaim_timer, w);
-    w->t_watch = event_new(w->base, -1, EV_PERSIST, watch_cb, w);
+    w->t_promote = evtimer_new(w->base, wk_promote_timer, w);
+    w->t_renew = event_new(w->base, -1, EV_PERSIST, wk_renew_timer, w);
+    w->t_reclaim = event_new(w->base, -1, EV_PERSIST, wk_reclaim_timer, w);
+    w->t_watch = event_new(w->base, -1, EV_PERSIST, wk_watch_cb, w);
     w->t_drain = evtimer_new(w->base, drain_timeout, w);
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
     w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
-    if (*c->celery_broker_url && celery_setup(w) < 0) {
+    if (*c->celery_broker_url && wk_celery_setup(w) < 0) {
         log_msg(LOG_ERROR, "startup_failed", "error", "bad CELERY_RESULT_BACKEND", NULL);
         worker_free(w);
         return NULL;
@@ -1305,10 +633,10 @@ int worker_run(worker *w)
     w->stats.queue = w->cfg->queue;
     if (*w->cfg->http_addr && !(w->http = http_start(w->base, w->cfg->http_addr, &w->stats)))
         return 1;
-    conn_connect(&w->rd);
-    conn_connect(&w->cmd);
+    wk_conn_connect(&w->rd);
+    wk_conn_connect(&w->cmd);
     if (w->celery_on) {
-        conn_connect(&w->res);
+        wk_conn_connect(&w->res);
         evtimer_add(w->t_ingress, &soon);
         log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
@@ -1347,7 +675,7 @@ void worker_free(worker *w)
     if (w->cmd.ac) redisAsyncFree(w->cmd.ac);
     if (w->res.ac) redisAsyncFree(w->res.ac);
     w->meta_wait = NULL; /* those items are on the in-flight list too */
-    while (w->all) untrack_free(w, w->all);
+    while (w->all) wk_untrack_free(w, w->all);
     http_stop(w->http);
     if (w->celery_on) {
         cv_free(&w->ingress_keys);

@@ -1,0 +1,256 @@
+/* worker/celery.c — Celery compatibility in the worker (DESIGN §5).
+ * Owns: the ingress timer (kombu lists -> stream, one script), the mapping of a
+ * `celery` stream entry into a job (deferral to its ETA, REVOKED when expired,
+ * FAILURE when malformed), and result writes to the Celery result backend, which
+ * happen before the job's finish script acks it. Message parsing and the result
+ * meta format are in worker/celery_msg.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rds.h"
+#include "common/xmalloc.h"
+#include "worker/worker_priv.h"
+#include "worker/celery_msg.h"
+
+/* ---- Celery results (DESIGN §5) -------------------------------------------
+ * A Celery-origin item writes its result meta to the result backend before its
+ * finish script acks it, so a crash in between repeats the write (guarded: a
+ * ready state is never overwritten) rather than losing it. */
+
+static void send_meta(worker *w, item *it);
+
+static void meta_cb(worker *w, redisReply *r, void *ud)
+{
+    item *it = ud;
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r) log_msg(LOG_WARN, "celery_result_failed", "job", it->req.id, "error", r->str, NULL);
+        it->next = w->meta_wait;
+        w->meta_wait = it;
+        if (r) {
+            struct timeval tv = {1, 0};
+            evtimer_add(w->t_finish_retry, &tv);
+        }
+        return;
+    }
+    free(it->meta);
+    it->meta = NULL;
+    wk_queue_finish(w, it);
+    wk_flush_finish(w);
+}
+
+cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta)
+{
+    cmdv v;
+    wk_script_begin(&v, SCR_CELERY_RESULT, 1);
+    cv_addf(&v, "celery-task-meta-%s", task_id);
+    cv_add(&v, meta);
+    cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
+    return v;
+}
+
+static void send_meta(worker *w, item *it)
+{
+    cmdv v = wk_meta_cmd(w, it->req.id, it->meta);
+    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, meta_cb, it);
+}
+
+void wk_retry_meta(worker *w)
+{
+    item *l = w->meta_wait;
+    w->meta_wait = NULL;
+    while (l) {
+        item *nx = l->next;
+        send_meta(w, l);
+        l = nx;
+    }
+}
+
+/* The item's outcome is known: its Celery result first (if any), then finish. */
+void wk_complete(worker *w, item *it)
+{
+    if (it->meta && w->celery_on) send_meta(w, it);
+    else wk_queue_finish(w, it);
+}
+
+void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
+                     const char *msg, const char *exc_type, const char *exc_module)
+{
+    free(it->meta);
+    it->meta = celery_meta_json(it->req.id, state, result_json, code, msg, exc_type, exc_module);
+    it->meta_state = state;
+}
+
+/* Result meta for a finished run of a Celery-origin item. */
+void wk_celery_started(worker *w, item *it)
+{
+    if (!w->res.ready) return; /* best effort: STARTED is informational */
+    char started[256];
+    snprintf(started, sizeof started, "{\"pid\": %d, \"hostname\": \"%s\"}", (int)getpid(),
+             w->name);
+    char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
+    cmdv v = wk_meta_cmd(w, it->req.id, m);
+    free(m);
+    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+}
+
+void wk_meta_for_outcome(item *it)
+{
+    if (!it->celery) return;
+    if (strcmp(it->outcome, "succeeded") == 0)
+        wk_set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL);
+    else if (strcmp(it->outcome, "retry") == 0)
+        wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
+    else if (strcmp(it->outcome, "dead") == 0)
+        wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
+}
+
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A Celery message moved into the stream by the ingress: map it (worker/celery_msg.c).
+ * Returns 1 when it should start now; 0 when it was rejected (FAILURE or REVOKED
+ * result where the task id is known, then the dead stream) or deferred to its ETA. */
+int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
+{
+    celery_msg m;
+    sw_err err;
+    sw_err_clear(&err);
+    memset(&m, 0, sizeof m);
+    int rc = celery_parse(raw, len, &m, &err);
+    it->celery = 1;
+    if (rc < 0) {
+        it->raw = xstrndup(raw, len); /* the dead entry keeps the message as received */
+        it->raw_len = len;
+        snprintf(it->req.id, sizeof it->req.id, "%s", m.task_id);
+        snprintf(it->req.type, sizeof it->req.type, "%s", "celery");
+        if (m.task_id[0])
+            wk_set_meta(it, "FAILURE", NULL, err.code, err.msg, m.exc_type[0] ? m.exc_type : NULL,
+                     m.exc_module[0] ? m.exc_module : NULL);
+        wk_reject(w, it, err.code, err.msg);
+        celery_msg_free(&m);
+        return 0;
+    }
+    it->raw = m.payload; /* canonical payload, validated by celery_parse */
+    it->raw_len = strlen(m.payload);
+    m.payload = NULL;
+    it->attempt_base = m.retries;
+    sw_err perr;
+    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0 ||
+        !(it->type = job_lookup(it->req.type))) {
+        wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, "unknown task", "NotRegistered",
+                 "celery.exceptions");
+        wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, "unknown task");
+        celery_msg_free(&m);
+        return 0;
+    }
+    int64_t now = wall_ms();
+    if (m.expires_ms > 0 && m.expires_ms <= now) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "task expired %lld ms before it could start",
+                 (long long)(now - m.expires_ms));
+        wk_set_meta(it, "REVOKED", NULL, SW_E_TIMEOUT, msg, NULL, NULL);
+        wk_reject(w, it, SW_E_TIMEOUT, msg);
+        celery_msg_free(&m);
+        return 0;
+    }
+    if (m.eta_ms > now) {
+        it->outcome = "defer";
+        it->delay_ms = m.eta_ms - now;
+        it->attempt = m.retries;
+        wk_queue_finish(w, it);
+        celery_msg_free(&m);
+        return 0;
+    }
+    celery_msg_free(&m);
+    return 1;
+}
+
+
+/* ---- Celery ingress ---------------------------------------------------------
+ * Lua cannot block, so the ingress polls: one script pops up to a batch from the
+ * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
+ * to at most 50 ms (DESIGN §5), which costs about 20 tiny scripts a second idle. */
+
+static void ingress_cb(worker *w, redisReply *r, void *ud)
+{
+    (void)ud;
+    w->ingressing = 0;
+    long long moved = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : 0;
+    if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_WARN, "celery_ingress_failed", "error", r->str, NULL);
+    if (moved > 0) w->ingress_delay_ms = 0;
+    else w->ingress_delay_ms = w->ingress_delay_ms ? (w->ingress_delay_ms * 2 > 50 ? 50 : w->ingress_delay_ms * 2) : 1;
+    if (w->stopping) return;
+    struct timeval tv = {0, w->ingress_delay_ms * 1000};
+    evtimer_add(w->t_ingress, &tv);
+}
+
+static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    worker *w = arg;
+    if (w->stopping || w->ingressing) return;
+    if (!w->cmd.ready) {
+        struct timeval tv = {0, 50000};
+        evtimer_add(w->t_ingress, &tv);
+        return;
+    }
+    cmdv v;
+    wk_script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
+    cv_cat(&v, &w->ingress_keys);
+    cv_addf(&v, "%d", BATCH_MAX);
+    w->ingressing = 1;
+    wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
+}
+
+/* Keys of the ingress script: the stream, then each priority step's list of
+ * every queue, lowest step first. */
+int wk_celery_setup(worker *w)
+{
+    const cfg *c = w->cfg;
+    char err[200];
+    const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
+    if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
+    cv_init(&w->ingress_keys);
+    cv_add(&w->ingress_keys, w->k_stream);
+    char *sep = celery_unescape(c->celery_priority_sep);
+    char *queues = xstrdup(c->celery_queues);
+    char **per_queue[64];
+    int nq = 0;
+    for (char *save = NULL, *q = strtok_r(queues, ",", &save); q && nq < 64; q = strtok_r(NULL, ",", &save)) {
+        while (*q == ' ') q++;
+        if (*q) per_queue[nq++] = celery_priority_lists(q, sep, c->celery_priority_steps);
+    }
+    for (int step = 0;; step++) {
+        int any = 0;
+        for (int i = 0; i < nq; i++) {
+            int len = 0;
+            while (per_queue[i][len]) len++;
+            if (step < len) {
+                cv_add(&w->ingress_keys, per_queue[i][step]);
+                any = 1;
+            }
+        }
+        if (!any) break;
+    }
+    for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
+    free(queues);
+    free(sep);
+    w->celery_on = 1;
+    w->res = (conn){.w = w, .url = &w->res_url, .name = "celery-results", .backoff_ms = 100};
+    w->res.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->res);
+    w->t_ingress = evtimer_new(w->base, ingress_timer, w);
+    return 0;
+}
+

@@ -1,0 +1,238 @@
+/* worker/conn.c — the worker's Redis connections (hiredis 0.14 async on libevent).
+ * Owns: connecting (AUTH, SELECT, the consumer group on the reader), sending with
+ * the EVALSHA -> EVAL fallback on NOSCRIPT, reconnecting with backoff and jitter,
+ * and the watchdog. Why a watchdog: hiredis 0.14 has no async timeouts, so a dead
+ * or black-holed server would leave a callback pending forever; an overdue reply
+ * frees the context (callbacks then see NULL) and a timer connects a new one.
+ * Never frees a context inside its own connect callback (a use-after-free in 0.14). */
+#include <adapters/libevent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rds.h"
+#include "common/xmalloc.h"
+#include "worker/worker_priv.h"
+
+
+static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    call *cl = priv;
+    conn *c = cl->c;
+    redisReply *r = reply;
+    c->pending--;
+    c->progress_ms = job_now_ms();
+    if (r && cl->script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        cv_set(&cl->args, 0, "EVAL");
+        cv_set(&cl->args, 1, scr_source(cl->sid));
+        cl->script = 0;
+        if (redisAsyncCommandArgv(ac, call_cb, cl, cl->args.argc, cv_argv(&cl->args),
+                                  cl->args.lens) == REDIS_OK) {
+            c->pending++;
+            return;
+        }
+        r = NULL;
+    }
+    if (cl->fn) cl->fn(c->w, r, cl->ud);
+    cv_free(&cl->args);
+    free(cl);
+}
+
+/* Send 'args' (taken) on 'c'; fn(w, NULL, ud) is called when it cannot be sent. */
+void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
+{
+    call *cl = xcalloc(1, sizeof *cl);
+    cl->c = c;
+    cl->fn = fn;
+    cl->ud = ud;
+    cl->script = script;
+    cl->sid = sid;
+    cl->args = *args;
+    cv_init(args);
+    if (!c->ac || redisAsyncCommandArgv(c->ac, call_cb, cl, cl->args.argc,
+                                        cv_argv(&cl->args), cl->args.lens) != REDIS_OK) {
+        if (fn) fn(c->w, NULL, ud);
+        cv_free(&cl->args);
+        free(cl);
+        return;
+    }
+    if (c->pending++ == 0) c->progress_ms = job_now_ms();
+}
+
+/* Start a script call: argv = EVALSHA sha numkeys; the caller adds keys and args. */
+void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
+{
+    cv_init(v);
+    cv_add(v, "EVALSHA");
+    cv_add(v, scr_sha(sid));
+    cv_addf(v, "%d", nkeys);
+}
+
+static void schedule_reconnect(conn *c)
+{
+    if (c->closing || c->w->stopping) {
+        wk_check_exit(c->w);
+        return;
+    }
+    int jitter = 0;
+    unsigned r;
+    if (getrandom(&r, sizeof r, 0) == sizeof r) jitter = (int)(r % (unsigned)(c->backoff_ms / 2 + 1));
+    struct timeval tv = {(c->backoff_ms + jitter) / 1000, ((c->backoff_ms + jitter) % 1000) * 1000};
+    evtimer_add(c->retry_ev, &tv);
+    c->backoff_ms = c->backoff_ms < 2500 ? c->backoff_ms * 2 : 5000;
+}
+
+static void lost(conn *c, const char *why)
+{
+    worker *w = c->w;
+    int was_ready = c->ready;
+    c->ac = NULL;
+    c->ready = 0;
+    c->pending = 0;
+    w->recover = 1;
+    strcpy(w->recover_from, "0");
+    if (c == &w->rd) w->reading = 0;
+    if (!c->closing && !w->stopping)
+        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
+                "reason", why, NULL);
+    schedule_reconnect(c);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    conn *c = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context itself after a failed connect */
+        lost(c, ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    c->ready = 1;
+    c->backoff_ms = 100;
+    log_msg(LOG_INFO, "redis_connected", "conn", c->name, NULL);
+    if (c == &c->w->cmd) wk_flush_finish(c->w);
+    if (c == &c->w->res) wk_retry_meta(c->w);
+    wk_maybe_read(c->w);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    conn *c = ac->data;
+    if (c->ac != ac) return; /* already handled by the watchdog */
+    lost(c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "error"));
+}
+
+void wk_retry_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    wk_conn_connect(arg);
+}
+
+void wk_group_created(worker *w, redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
+    (void)w;
+}
+
+static void policy_cb(worker *w, redisReply *r, void *ud)
+{
+    (void)ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || w->warned_policy) return;
+    w->warned_policy = 1;
+    const char *pol = r->element[1]->str ? r->element[1]->str : "";
+    if (strcmp(pol, "noeviction") != 0)
+        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
+                "not noeviction: evicted keys are lost jobs", NULL);
+}
+
+void wk_conn_connect(conn *c)
+{
+    worker *w = c->w;
+    const rds_url *u = c->url;
+    if (c->ac || c->closing) return;
+    redisAsyncContext *ac = u->unix_path ? redisAsyncConnectUnix(u->unix_path)
+                                         : redisAsyncConnect(u->host, u->port);
+    if (!ac || ac->err) {
+        const char *why = ac ? ac->errstr : "out of memory";
+        log_msg(LOG_WARN, "redis_connect_failed", "conn", c->name, "reason", why, NULL);
+        if (ac) redisAsyncFree(ac);
+        schedule_reconnect(c);
+        return;
+    }
+    ac->data = c;
+    c->ac = ac;
+    c->ready = 0;
+    c->pending = 0;
+    c->connect_ms = job_now_ms();
+    redisLibeventAttach(ac, w->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisEnableKeepAlive(&ac->c);
+    cmdv v;
+    if (u->password) {
+        cv_init(&v);
+        cv_add(&v, "AUTH");
+        if (u->username) cv_add(&v, u->username);
+        cv_add(&v, u->password);
+        wk_send(c, &v, 0, 0, NULL, NULL);
+    }
+    if (u->db) {
+        cv_init(&v);
+        cv_add(&v, "SELECT");
+        cv_addf(&v, "%d", u->db);
+        wk_send(c, &v, 0, 0, NULL, NULL);
+    }
+    if (c == &w->rd) {
+        cv_init(&v);
+        cv_add(&v, "XGROUP");
+        cv_add(&v, "CREATE");
+        cv_add(&v, w->k_stream);
+        cv_add(&v, GROUP);
+        cv_add(&v, "0");
+        cv_add(&v, "MKSTREAM");
+        wk_send(c, &v, 0, 0, wk_group_created, NULL);
+    } else if (c == &w->cmd && !w->warned_policy) {
+        cv_init(&v);
+        cv_add(&v, "CONFIG");
+        cv_add(&v, "GET");
+        cv_add(&v, "maxmemory-policy");
+        wk_send(c, &v, 0, 0, policy_cb, NULL);
+    }
+}
+
+/* A connection whose reply is overdue (or whose connect hangs) is freed; its
+ * pending callbacks run with NULL and on_disconnect schedules the reconnect. */
+void wk_conn_watch(conn *c)
+{
+    if (!c->ac) return;
+    int64_t now = job_now_ms();
+    int64_t limit = REPLY_TIMEOUT_MS + (c == &c->w->rd ? BLOCK_MS : 0);
+    int overdue = c->ready ? (c->pending > 0 && now - c->progress_ms > limit)
+                           : (now - c->connect_ms > REPLY_TIMEOUT_MS / 2);
+    if (!overdue) return;
+    log_msg(LOG_WARN, "redis_timeout", "conn", c->name, "action", "reconnect", NULL);
+    redisAsyncContext *ac = c->ac;
+    redisAsyncFree(ac);
+    if (c->ac == ac) lost(c, "timeout"); /* not connected: no disconnect callback */
+}
+
+void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    worker *w = arg;
+    wk_conn_watch(&w->rd);
+    wk_conn_watch(&w->cmd);
+    if (w->celery_on) wk_conn_watch(&w->res);
+    w->stats.inflight = w->inflight;
+    w->stats.redis_up = w->rd.ready && w->cmd.ready;
+    w->stats.draining = w->stopping;
+}
+

@@ -1,0 +1,136 @@
+/* worker/worker_priv.h — what the worker's own files share: struct worker, its
+ * Redis connections, and the wk_ functions one part calls in another.
+ * Only worker/{worker,conn,sched,celery}.c include it; everything else sees
+ * worker/worker.h. Every wk_ function runs on the event-loop thread.
+ *
+ *   worker.c  lifetime, reading, start/finish batches, drain, the in-flight list
+ *   conn.c    connections: send with EVALSHA->EVAL fallback, reconnect, watchdog
+ *   sched.c   timers: promote delayed jobs, renew leases, reclaim idle entries
+ *   celery.c  Celery ingress and results
+ */
+#ifndef SW_WORKER_WORKER_PRIV_H
+#define SW_WORKER_WORKER_PRIV_H
+#include <async.h>
+#include <event2/event.h>
+#include <hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+#include "common/err.h"
+#include "worker/cmdv.h"
+#include "worker/exec.h"
+#include "worker/http.h"
+#include "worker/scripts.h"
+#include "worker/worker.h"
+
+#define GROUP "snapworker"
+#define BLOCK_MS 5000
+#define REPLY_TIMEOUT_MS 10000
+#define BATCH_MAX 256
+#define BUSY_DELAY_MS 250
+
+typedef struct conn {
+    struct worker *w;
+    const rds_url *url;   /* where it connects (broker or result backend) */
+    redisAsyncContext *ac;
+    const char *name;
+    int ready;            /* connected */
+    int closing;          /* do not reconnect */
+    int pending;          /* replies outstanding */
+    int64_t progress_ms;  /* last reply, or first send after idle */
+    int64_t connect_ms;   /* when the current connect started */
+    int backoff_ms;
+    struct event *retry_ev;
+} conn;
+
+/* A reply callback: r is NULL when the connection was lost before the reply. */
+typedef void (*reply_fn)(struct worker *w, redisReply *r, void *ud);
+
+typedef struct call {
+    conn *c;
+    reply_fn fn;
+    void *ud;
+    int script;           /* argv[0] is EVALSHA: fall back to EVAL on NOSCRIPT */
+    scr_id sid;
+    cmdv args;
+} call;
+
+struct worker {
+    const cfg *cfg;
+    struct event_base *base;
+    conn rd, cmd;
+    conn res;                      /* Celery result backend (celery_on only) */
+    int celery_on;
+    rds_url res_url;
+    cmdv ingress_keys;             /* stream + kombu lists in pop order */
+    struct event *t_ingress;
+    int ingress_delay_ms;          /* poll backoff, 0..50 ms */
+    int ingressing;
+    item *meta_wait;               /* items whose result write must be retried */
+    char name[160];                /* consumer name: host:pid:rand */
+    char k_stream[200], k_events[200], k_delayed[200], k_dead[200], job_prefix[200];
+    exec_pool *pool;
+    int pipefd[2];
+    struct event *pipe_ev, *sig_term, *sig_int, *t_promote, *t_renew, *t_reclaim, *t_watch,
+        *t_drain, *t_finish_retry, *t_read_retry;
+    item *all;                     /* in-flight list (prev_all/next_all) */
+    int inflight;
+    item *finish_q, *finish_tail;  /* done, waiting for a finish script */
+    int reading;
+    int recover;                   /* re-read own pending entries first */
+    char recover_from[48];
+    int reclaiming;
+    char reclaim_cursor[48];
+    int stopping;
+    double ewma_ms;                /* recent job duration, for read-ahead */
+    int warned_policy;
+    int exit_code;
+    worker_stats stats;            /* served by worker/http.c */
+    http_srv *http;
+};
+
+
+/* ---- conn.c ---- */
+/* Send 'args' (taken) on 'c'; fn(w, NULL, ud) is called when it cannot be sent. */
+void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud);
+/* Start a script call: EVALSHA sha numkeys; the caller adds keys and arguments. */
+void wk_script_begin(cmdv *v, scr_id sid, int nkeys);
+void wk_conn_connect(conn *c);                          /* no-op when connected */
+void wk_conn_watch(conn *c);                            /* free it when a reply is overdue */
+void wk_retry_cb(evutil_socket_t fd, short ev, void *arg); /* reconnect timer */
+void wk_watch_cb(evutil_socket_t fd, short ev, void *arg); /* 1 s tick: watchdog + gauges */
+void wk_group_created(worker *w, redisReply *r, void *ud); /* XGROUP CREATE reply */
+
+/* ---- sched.c ---- */
+void wk_promote_timer(evutil_socket_t fd, short ev, void *arg);
+void wk_renew_timer(evutil_socket_t fd, short ev, void *arg);
+void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg);
+
+/* ---- celery.c ---- */
+int wk_celery_setup(worker *w);                         /* 0, or -1 on a bad result URL */
+/* Map a `celery` stream entry into it: 1 = start it now, 0 = handled (rejected/deferred). */
+int wk_take_celery(worker *w, item *it, const char *raw, size_t len);
+cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta); /* result-write script */
+void wk_retry_meta(worker *w);                          /* resend result writes that failed */
+void wk_complete(worker *w, item *it);                  /* result (if any), then finish */
+void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
+                 const char *msg, const char *exc_type, const char *exc_module);
+void wk_meta_for_outcome(item *it);                     /* Celery meta from the item's outcome */
+void wk_celery_started(worker *w, item *it);            /* STARTED result, fire and forget */
+
+/* ---- worker.c ---- */
+void wk_track(worker *w, item *it);                     /* add to the in-flight list */
+void wk_untrack_free(worker *w, item *it);              /* remove and free */
+int wk_tracked(worker *w, const char *entry);           /* 1 when the entry is in flight */
+void wk_queue_finish(worker *w, item *it);              /* outcome known: queue the finish */
+void wk_flush_finish(worker *w);                        /* send queued finishes in batches */
+void wk_reject(worker *w, item *it, sw_code code, const char *msg); /* dead without running */
+/* Turn stream entries into items (rejects, one start script); returns entries seen. */
+size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
+                       int maybe_ours);
+int wk_capacity(worker *w);                             /* how many more jobs to take */
+void wk_maybe_read(worker *w);                          /* issue XREADGROUP if there is room */
+void wk_check_exit(worker *w);                          /* leave the loop when drained */
+
+#endif
