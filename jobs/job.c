@@ -1,4 +1,6 @@
-/* jobs/job.c — the dispatch table of job types and small job_ctx helpers. */
+/* jobs/job.c — the dispatch table of job types and small job_ctx helpers, including the
+ * per-executor-thread PostgreSQL and store handles (created on first use, reused by every
+ * later job of the thread, closed by job_thread_free). */
 #include "jobs/job.h"
 
 #include <string.h>
@@ -8,6 +10,9 @@
 
 static const job_type types[] = {
     {"noop", job_noop_run, NULL, 60, true},
+    {"snapshot", job_snapshot_run, NULL, 3600, true},
+    {"restore", job_restore_run, job_restore_on_dead, 3600, true},
+    {"regenerate", job_regenerate_run, NULL, 300, true},
 };
 
 const job_type *job_lookup(const char *name)
@@ -33,7 +38,31 @@ bool job_cancelled(const job_ctx *ctx)
 void job_thread_free(job_thread *t)
 {
     if (!t) return;
-    /* db and store handles are closed here once those modules exist */
+    db_free(t->db);
+    store_close(t->store);
     t->db = NULL;
     t->store = NULL;
+}
+
+db *job_db(job_ctx *ctx)
+{
+    if (!ctx->thread) return NULL;
+    if (!ctx->thread->db) ctx->thread->db = db_new(ctx->cfg);
+    return ctx->thread->db;
+}
+
+store *job_store(job_ctx *ctx, sw_err *err)
+{
+    if (!ctx->thread) {
+        sw_errf(err, SW_E_INTERNAL, false, "no executor thread resources");
+        return NULL;
+    }
+    if (!ctx->thread->store && !(ctx->thread->store = store_open(ctx->cfg, err))) return NULL;
+    store_set_cancel(ctx->thread->store, ctx->cancel);
+    return ctx->thread->store;
+}
+
+void job_store_release(job_ctx *ctx)
+{
+    if (ctx && ctx->thread && ctx->thread->store) store_set_cancel(ctx->thread->store, NULL);
 }

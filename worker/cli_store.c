@@ -1,12 +1,170 @@
-/* worker/cli_store.c — `snapworker store ...` (placeholder until the store module lands). */
+/* worker/cli_store.c — `snapworker store put|get|head|rm|ls`: the store from a shell.
+ * Owns: argument handling, file/pipe plumbing and output formats of the store
+ * subcommand. Does not own any store behaviour (common/store.c and backends).
+ * Why: operators inspect and repair snapshots with it, and the integration tests
+ * and bench/store drive both stores through it.
+ *
+ *   snapworker store put KEY [FILE|-]   upload (stdin by default); prints the head JSON
+ *   snapworker store get KEY [FILE|-]   download (stdout by default), sha256 verified
+ *   snapworker store head KEY           {"key": …, "size_bytes": N, "sha256": "…"|""}
+ *   snapworker store rm KEY             missing is fine
+ *   snapworker store ls [PREFIX]        one "KEY<TAB>SIZE" line per object
+ * Exit 0 ok, 1 error ("snapworker store: <code>: <message>" on stderr), 2 usage. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "common/cfg.h"
+#include "common/err.h"
+#include "common/store.h"
+#include "common/xmalloc.h"
+
+#define IO_CHUNK (256 * 1024)
 
 int cli_store_main(const cfg *c, int argc, char **argv);
+
+static int usage(void)
+{
+    fputs("usage: snapworker store put KEY [FILE|-] | get KEY [FILE|-] | head KEY | rm KEY | "
+          "ls [PREFIX]\n",
+          stderr);
+    return 2;
+}
+
+static int fail(const sw_err *e)
+{
+    fprintf(stderr, "snapworker store: %s: %s\n", sw_code_name(e->code), e->msg);
+    return 1;
+}
+
+static void print_info(const char *key, const store_info *info)
+{
+    json_t *o = json_pack("{s:s, s:I, s:s}", "key", key, "size_bytes", (json_int_t)info->size_bytes,
+                          "sha256", info->sha256);
+    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    json_decref(o);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int cmd_put(store *s, const char *key, const char *path, sw_err *err)
+{
+    int fd = 0, rc = -1;
+    char *buf = NULL;
+    store_writer *w = NULL;
+    store_info info;
+    if (strcmp(path, "-") != 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return sw_errf(err, SW_E_INTERNAL, false, "open %s: %s", path, strerror(errno));
+    if (!(w = store_put_begin(s, key, err))) goto out;
+    buf = xmalloc(IO_CHUNK);
+    for (;;) {
+        ssize_t got = read(fd, buf, IO_CHUNK);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            sw_errf(err, SW_E_INTERNAL, false, "read %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (got == 0) break;
+        if (store_put_write(w, buf, (size_t)got, err) < 0) goto out;
+    }
+    store_writer *done = w;
+    w = NULL;
+    if (store_put_commit(done, &info, err) < 0) goto out;
+    print_info(key, &info);
+    rc = 0;
+out:
+    store_put_abort(w);
+    free(buf);
+    if (fd > 0) close(fd);
+    return rc;
+}
+
+static int cmd_get(store *s, const char *key, const char *path, sw_err *err)
+{
+    bool to_stdout = strcmp(path, "-") == 0;
+    int fd = 1, rc = -1;
+    char *buf = NULL;
+    store_reader *r = store_get_open(s, key, NULL, err);
+    if (!r) return -1;
+    if (!to_stdout && (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0) {
+        sw_errf(err, SW_E_INTERNAL, false, "open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    buf = xmalloc(IO_CHUNK);
+    ssize_t got;
+    while ((got = store_get_read(r, buf, IO_CHUNK, err)) > 0) {
+        if (write_all(fd, buf, (size_t)got) < 0) {
+            sw_errf(err, SW_E_INTERNAL, false, "write %s: %s", path, strerror(errno));
+            goto out;
+        }
+    }
+    if (got < 0) goto out;
+    rc = 0;
+out:
+    if (!to_stdout && fd >= 0) {
+        if (close(fd) < 0 && rc == 0) rc = sw_errf(err, SW_E_INTERNAL, false, "close %s: %s", path,
+                                                   strerror(errno));
+        if (rc < 0) unlink(path);   /* never leave a partial download behind */
+    }
+    free(buf);
+    store_get_close(r);
+    return rc;
+}
+
+static int print_entry(void *arg, const char *key, int64_t size)
+{
+    (void)arg;
+    printf("%s\t%lld\n", key, (long long)size);
+    return 0;
+}
+
 int cli_store_main(const cfg *c, int argc, char **argv)
 {
-    (void)c; (void)argc; (void)argv;
-    fprintf(stderr, "snapworker store: not built yet\n");
-    return 2;
+    if (argc < 2) return usage();
+    const char *cmd = argv[1];
+    const char *a1 = argc > 2 ? argv[2] : NULL, *a2 = argc > 3 ? argv[3] : "-";
+    bool needs_key = strcmp(cmd, "ls") != 0;
+    int max_args = !strcmp(cmd, "put") || !strcmp(cmd, "get") ? 4 : 3;
+    if ((needs_key && !a1) || argc > max_args) return usage();
+    if (strcmp(cmd, "put") && strcmp(cmd, "get") && strcmp(cmd, "head") && strcmp(cmd, "rm") &&
+        strcmp(cmd, "ls"))
+        return usage();
+    sw_err err = {0};
+    int rc = -1;
+    store *s = store_open(c, &err);
+    if (!s) return fail(&err);
+    if (!strcmp(cmd, "put")) {
+        rc = cmd_put(s, a1, a2, &err);
+    } else if (!strcmp(cmd, "get")) {
+        rc = cmd_get(s, a1, a2, &err);
+    } else if (!strcmp(cmd, "head")) {
+        store_info info;
+        rc = store_head(s, a1, &info, &err);
+        if (rc == 0) print_info(a1, &info);
+    } else if (!strcmp(cmd, "rm")) {
+        rc = store_delete(s, a1, &err);
+    } else {
+        rc = store_list(s, a1 ? a1 : "", print_entry, NULL, &err);
+    }
+    store_close(s);
+    if (fflush(stdout) != 0 && rc == 0) rc = sw_errf(&err, SW_E_INTERNAL, false, "write stdout");
+    return rc < 0 ? fail(&err) : 0;
 }

@@ -1,0 +1,115 @@
+/* common/store_s3_priv.h — what the two halves of the S3 backend share.
+ * Owns: the backend state, one HTTP exchange (s3i_xfer), the request description,
+ * the retry budget and the outcome of an attempt. store_s3_http.c implements the
+ * transport (signing inputs, multi loop, retries, error mapping); store_s3.c the
+ * store operations on top (multipart put, streaming get, head, delete, list).
+ * Private to those two files: nothing else includes it. */
+#ifndef SW_COMMON_STORE_S3_PRIV_H
+#define SW_COMMON_STORE_S3_PRIV_H
+#include <curl/curl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define S3I_POOL_MAX 4                  /* idle easy handles kept for reuse */
+#define S3I_MAX_PARTS 10000             /* S3 limit on part numbers */
+#define S3I_ERRBODY_MAX (16 * 1024)     /* bytes of an error answer kept for its <Code> */
+
+typedef struct s3i_buf {
+    char *p;                            /* NUL-terminated when non-NULL */
+    size_t len, cap;
+} s3i_buf;
+
+typedef struct s3 s3;
+typedef struct s3_reader s3_reader;
+
+struct s3 {
+    CURLM *multi;                       /* one connection cache for every handle */
+    CURL *pool[S3I_POOL_MAX];
+    int npool;
+    char *bucket, *prefix;              /* prefix "" or "a/b" (no trailing '/') */
+    char *endpoint, *region;            /* endpoint "" = AWS virtual-host */
+    char *access_key, *secret_key, *token_hdr;  /* secrets: never in a message */
+    char *sigv4;                        /* "aws:amz:REGION:s3" */
+    int64_t part_size;                  /* bytes, >= 5 MiB */
+    int budget_s, timeout_s;            /* retry budget per request; connect/stall limit */
+    uint64_t rng;                       /* xorshift state for jitter */
+    const atomic_int *cancel;           /* borrowed, may be NULL */
+};
+
+/* One HTTP exchange on one easy handle; set up again for each attempt. */
+typedef struct s3i_xfer {
+    s3 *s;
+    CURL *e;                            /* from the pool, NULL when none held */
+    struct curl_slist *hdrs;
+    char *url;
+    bool in_multi, done;
+    CURLcode result;
+    long status;                        /* of the last final response line */
+    bool headers_done;                  /* blank line after a final (>= 200) status */
+    char etag[128];
+    char content_range[128];
+    int64_t content_length;             /* -1 when absent */
+    const unsigned char *up;            /* request body, borrowed */
+    size_t up_len, up_off;
+    s3i_buf body;                       /* answer body when not streamed, capped */
+    size_t body_max;
+    s3_reader *sink;                    /* streaming reader taking 2xx bodies */
+    char errbuf[CURL_ERROR_SIZE];
+} s3i_xfer;
+
+typedef struct s3i_req {
+    const char *method;                 /* GET PUT POST DELETE HEAD */
+    const char *key;                    /* relative to the store prefix; NULL = bucket */
+    const char *query;                  /* canonical: sorted, encoded, "name=" for no value */
+    const unsigned char *body;          /* PUT/POST body, borrowed */
+    size_t body_len;
+    const char *body_sha;               /* hex of body; NULL = computed */
+    const char *ctype;                  /* Content-Type or NULL */
+    const char *range;                  /* "bytes=N-" or NULL */
+    const char *if_match;               /* ETag or NULL */
+    size_t resp_max;                    /* answer body kept (0 = S3I_ERRBODY_MAX) */
+    const char *what;                   /* "UploadPart 3", for messages */
+    int attempts;                       /* out: attempts made by the last s3i_call */
+} s3i_req;
+
+typedef enum { R_OK, R_NOTFOUND, R_RETRY, R_FAIL } s3i_outcome;
+
+typedef struct s3i_budget {
+    int64_t started_ms, deadline_ms;    /* monotonic */
+    int attempt;                        /* retries done so far */
+} s3i_budget;
+
+/* ---- helpers ---- */
+int64_t s3i_now_ms(void);                                   /* CLOCK_MONOTONIC */
+uint64_t s3i_rnd64(s3 *s);
+bool s3i_cancelled(const s3 *s);
+char *s3i_encode_dup(const char *s, bool keep_slash);       /* caller frees */
+char *s3i_full_key(const s3 *s, const char *key);           /* PREFIX/KEY; caller frees */
+void s3i_target(const s3 *s, const char *key, char *out, size_t n); /* "s3://bucket/key" */
+void s3i_buf_add(s3i_buf *b, const void *p, size_t n, size_t max);
+/* Raw span of the next <tag>…</tag> at or after *pos; *pos moves past it. */
+bool s3i_xml_span(const char *xml, size_t n, size_t *pos, const char *tag, size_t *start, size_t *len);
+
+/* ---- transfers ---- */
+/* Prepare x for one attempt of rq (x is overwritten). 0, or -1 with err. */
+int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err);
+int s3i_start(s3i_xfer *x, sw_err *err);                    /* add to the multi */
+bool s3i_wait(s3i_xfer *x);             /* drive until done; false when cancelled first */
+void s3i_release(s3i_xfer *x);          /* detach, return the handle; x may be set up again */
+void s3i_pump(s3 *s, int wait_ms);      /* one round of curl work, then wait up to wait_ms */
+/* What a finished attempt means; err filled unless R_OK. */
+s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, const s3i_req *rq, sw_err *err);
+/* One request with retries; on R_OK the caller owns *x and must s3i_release() it. */
+s3i_outcome s3i_call(s3 *s, s3i_req *rq, s3i_xfer *x, sw_err *err);
+void s3i_budget_start(const s3 *s, s3i_budget *b);
+/* Sleep before another attempt if the budget allows; false (err says why) if not. */
+bool s3i_budget_retry(s3 *s, s3i_budget *b, sw_err *err);
+
+/* store_s3.c: the write callback of a streaming reader (2xx bodies only). */
+size_t s3i_reader_take(s3_reader *r, const char *p, size_t n);
+
+#endif

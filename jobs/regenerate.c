@@ -1,0 +1,37 @@
+/* jobs/regenerate.c — the regenerate job (DESIGN.md §3): rewrite a session's derived config.
+ * Owns: the job's flow: find the session, parse the args, have the backend write the `files`
+ * link, AGENTS.md and opencode.json (each atomically), report what was written.
+ * Does not own: the bytes of the files (jobs/onyx.h), where and how they are written
+ * (the backend's write_config), or any database row (this job reads none).
+ * Secrets: llm_config.api_key reaches opencode.json only; errors name fields, never values. */
+#include "jobs/jobs.h"
+#include "jobs/sandbox.h"
+
+int job_regenerate_run(job_ctx *ctx, json_t **result, sw_err *err)
+{
+    const job_req *r = ctx->req;
+    sb_session s;
+    sb_config c = {0};
+    sb_state st;
+    json_t *written = NULL;
+    int rc = -1;
+    if (sb_session_init(&s, ctx->cfg, ctx, r->id, r->sandbox_id, r->session_id, err) != 0 ||
+        sb_config_parse(r->args, ctx->cfg, &c, err) != 0 || s.ops->state(&s, &st, err) != 0)
+        goto out;
+    if (st == SB_NO_SESSION) {
+        sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s.dir);
+        goto out;
+    }
+    if (job_cancelled(ctx)) {
+        sw_errc(err, SW_E_TIMEOUT, "regenerate cancelled");
+        goto out;
+    }
+    written = json_array();
+    if (s.ops->write_config(&s, &c, written, err) != 0) goto out;
+    *result = json_pack("{s:O}", "written", written);
+    rc = 0;
+out:
+    json_decref(written);
+    sb_config_free(&c);
+    return rc;
+}

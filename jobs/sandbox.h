@@ -1,0 +1,144 @@
+/* jobs/sandbox.h — the sandbox backend interface the snapshot, restore and regenerate jobs
+ * act on: one ops table per backend (sandbox_local.c; a kubernetes one would be another file).
+ * Owns: the session handle (ids, paths), the regenerate inputs parsed from job args, the
+ * staging/swap protocol of a restore, and the local dev-server helpers (webapp.c).
+ * Does not own: ports, rows and the store (the jobs call common/db.h and common/store.h),
+ * archive formats (common/arc.h), or the bytes of AGENTS.md/opencode.json (jobs/onyx.h).
+ * Why an ops table: the jobs are written once; a backend only says where a session lives and
+ * how its files are read, swapped and started (STYLE.md "one file per backend").
+ *
+ *   {SANDBOX_BASE_PATH}/{sandbox_id}/sessions/
+ *       {session_id}/            outputs/ attachments/ files@ AGENTS.md opencode.json
+ *                                nextjs.pid nextjs.pid.start nextjs.log
+ *       .staging-{session_id}-{job_id}/   a restore being extracted (removed on any exit) */
+#ifndef SW_JOBS_SANDBOX_H
+#define SW_JOBS_SANDBOX_H
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/arc.h"
+#include "common/cfg.h"
+#include "common/err.h"
+#include "common/ids.h"
+#include "jobs/job.h"
+#include "jobs/onyx.h"
+
+#define SB_PATH_MAX 4096
+
+typedef struct sb_ops sb_ops;
+
+typedef struct sb_session {
+    const cfg *cfg;                        /* borrowed, outlives the session */
+    const sb_ops *ops;                     /* the backend */
+    const job_ctx *ctx;                    /* borrowed, may be NULL (tests): cancel/deadline */
+    char job_id[129];                      /* names the staging folder */
+    char sandbox_id[SW_UUID_LEN + 1];      /* lowercased */
+    char session_id[SW_UUID_LEN + 1];      /* lowercased */
+    char sessions_dir[SB_PATH_MAX];        /* local: {base}/{sandbox}/sessions */
+    char dir[SB_PATH_MAX];                 /* local: {sessions_dir}/{session} */
+} sb_session;
+
+typedef enum sb_state {
+    SB_NO_SESSION,     /* no session directory */
+    SB_NO_OUTPUTS,     /* session directory without outputs/ */
+    SB_WORKSPACE,      /* outputs/ is a directory: "the workspace exists" */
+} sb_state;
+
+/* Regenerate inputs (DESIGN.md §3 "regenerate"); strings are borrowed from the args json. */
+typedef struct sb_config {
+    onyx_llm llm;                /* any field may be NULL */
+    int nextjs_port;             /* 0 = none */
+    bool use_demo_data;          /* default true, as Onyx's demo_data_enabled */
+    char **disabled_tools;       /* owned, NULL-terminated; the args' list or OPENCODE_DISABLED_TOOLS */
+    const char *user_name, *user_role; /* NULL = none */
+    bool include_org_info;       /* default false */
+    const char *files_target;    /* NULL = the backend's default target */
+} sb_config;
+
+typedef struct sb_stage sb_stage;  /* a restore being prepared next to the session */
+
+typedef struct sb_webapp {
+    pid_t pid;                   /* 0 = not started (no outputs/web/package.json) */
+    unsigned long long start_ticks; /* /proc/PID/stat starttime of pid */
+} sb_webapp;
+
+struct sb_ops {
+    const char *name;                                                   /* "local" */
+    /* Fill s->sessions_dir and s->dir from the validated ids. */
+    int (*locate)(sb_session *s, sw_err *err);
+    int (*state)(const sb_session *s, sb_state *out, sw_err *err);
+    /* Stream outputs/ (and non-empty attachments/) as tar.gz into sink (arc_write_session). */
+    int (*archive)(const sb_session *s, arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err);
+    /* A fresh, empty staging folder for this job (leftovers of the session removed first). */
+    sb_stage *(*stage_begin)(const sb_session *s, sw_err *err);
+    /* Extract an archive into the stage (arc_extract, the configured limits). */
+    int (*stage_extract)(sb_stage *g, arc_source_fn src, void *arg, arc_stats *st, sw_err *err);
+    /* Lay out a fresh workspace in the stage: outputs/ from the template (or empty). */
+    int (*stage_fresh)(sb_stage *g, sw_err *err);
+    /* Move outputs/ and attachments/ into the session (created when missing). */
+    int (*stage_swap)(sb_stage *g, sw_err *err);
+    /* Undo a swap: the session's outputs/ and attachments/ as they were before it. */
+    int (*stage_unswap)(sb_stage *g, sw_err *err);
+    void (*stage_end)(sb_stage *g);    /* remove the staging folder and free g; NULL-safe */
+    /* Write files@, AGENTS.md, opencode.json (each atomically); appends names to 'written'. */
+    int (*write_config)(const sb_session *s, const sb_config *c, json_t *written, sw_err *err);
+    /* Start the dev server on 'port' (stopping a recorded previous one first). */
+    int (*webapp_start)(const sb_session *s, int port, sb_webapp *out, sw_err *err);
+    /* Stop a server this job started (after a failed restore); NULL-safe no-op for pid 0. */
+    void (*webapp_stop)(const sb_session *s, const sb_webapp *w);
+};
+
+extern const sb_ops sb_local_ops;
+
+/* Fill 's' for the job's backend and ids (revalidated and lowercased here); ctx may be NULL.
+ * 0, or -1 with SW_E_INVALID_PAYLOAD (bad id), SW_E_BACKEND permanent (unsupported backend,
+ * path too long). */
+int sb_session_init(sb_session *s, const cfg *c, const job_ctx *ctx, const char *job_id,
+                    const char *sandbox_id, const char *session_id, sw_err *err);
+bool sb_cancelled(const sb_session *s);        /* job_cancelled(ctx); false without ctx */
+
+/* Parse the regenerate args of 'args' (object or NULL) into 'out' (free with
+ * sb_config_free). Wrong types, a port outside 0..65535 or a bad files_target are
+ * SW_E_INVALID_PAYLOAD naming the field (never its value). */
+int sb_config_parse(const json_t *args, const cfg *c, sb_config *out, sw_err *err);
+void sb_config_free(sb_config *sc);            /* frees disabled_tools only; NULL-safe */
+/* 0 when 't' may be a files link target: absolute, no "." or ".." segment, no control
+ * characters, shorter than SB_PATH_MAX; else -1 with SW_E_INVALID_PAYLOAD. */
+int sb_files_target_check(const char *t, sw_err *err);
+/* The default files link target for the local backend into out (size n): demo data or the
+ * user's files with {sandbox_id} substituted. 0, or -1 with SW_E_BACKEND when too long. */
+int sb_local_files_default(const cfg *c, const char *sandbox_id, bool demo, char *out, size_t n,
+                           sw_err *err);
+/* Write 'len' bytes to dir/name atomically: a temp file in dir, fsync, rename. 0 or -1 with
+ * SW_E_BACKEND naming the path. */
+int sb_write_atomic(int dirfd, const char *dir, const char *name, const char *data, size_t len,
+                    mode_t mode, sw_err *err);
+/* Point dir/name at 'target' atomically (temp symlink + rename); a dangling target is fine. */
+int sb_symlink_atomic(int dirfd, const char *dir, const char *name, const char *target,
+                      sw_err *err);
+/* Fill 'err' with SW_E_BACKEND (retryable) "OP PATH: strerror(e)"; returns -1. */
+int sb_errno(sw_err *err, int e, const char *op, const char *path);
+
+/* ---- local dev server (webapp.c) ------------------------------------------------ */
+/* Split 'cmd' on runs of spaces/tabs and replace each "{port}" with the port. Returns an
+ * owned NULL-terminated argv (free with onyx_strv_free), or NULL when cmd has no word. */
+char **sb_webapp_argv(const char *cmd, int port);
+/* A copy of 'env' (NULL-terminated "K=V" strings) without secrets: AWS_*, DATABASE_URL,
+ * REDIS_URL, CELERY_*, SNAPWORKER_*. Caller frees with onyx_strv_free. */
+char **sb_webapp_envp(char *const *env);
+/* /proc/PID/stat starttime (clock ticks since boot) into *out; -1 when no such process. */
+int sb_proc_start_ticks(pid_t pid, unsigned long long *out);
+/* Start the configured dev server in session_dir/outputs/web (see webapp.c): out->pid 0 when
+ * there is no package.json. 0, or -1 with SW_E_BACKEND (spawn failed, npm install failed,
+ * server exited or did not answer within SNAPWORKER_WEBAPP_WAIT_S) or SW_E_TIMEOUT. */
+int sb_webapp_start(const sb_session *s, int port, sb_webapp *out, sw_err *err);
+/* Stop the server recorded in session_dir/nextjs.pid when its start time still matches
+ * nextjs.pid.start: SIGTERM to its process group, SIGKILL after 5 s. 0 = nothing left
+ * running (or nothing recorded), -1 with SW_E_BACKEND when it would not die. */
+int sb_webapp_stop_recorded(const char *session_dir, sw_err *err);
+/* Stop 'w' (only if /proc still shows its start time) and remove the pid files naming it. */
+void sb_webapp_stop(const sb_session *s, const sb_webapp *w);
+
+#endif

@@ -1,0 +1,311 @@
+#!/usr/bin/python3
+"""A verifying, fault-injecting HTTP proxy in front of s3rver (which checks no signature).
+
+Owns: recomputing every request's AWS SigV4 with botocore (the signed headers the
+client claims, its x-amz-date, method, raw path and query) and refusing mismatches
+with 403 SignatureDoesNotMatch as S3 does; checking x-amz-content-sha256 against the
+body; injecting faults chosen per test; counting what it saw. Does not own S3
+semantics: everything that passes is forwarded to s3rver unchanged.
+
+Run with Debian's python (botocore):
+    /usr/bin/python3 s3proxy.py --upstream http://127.0.0.1:PORT \
+        --access-key S3RVER --secret-key S3RVER [--region us-east-1] [--token T]
+It prints "PORT=<n>" once listening. Control endpoints (not signed):
+    POST /__proxy/rules   JSON list of rules, replacing the current ones:
+        {"method": "GET", "query": "partNumber=2", "path": "substr", "suffix": ".tar.gz",
+         "header": "range",
+         "action": "status|drop|stall", "status": 503, "code": "SlowDown",
+         "count": N (-1 = every time), "after_bytes": B (drop), "stall_s": S}
+    POST /__proxy/reset   clear rules and statistics
+    GET  /__proxy/stats   JSON: connections, requests, sig_failures, faults, log[]
+"""
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
+UNSIGNED = "UNSIGNED-PAYLOAD"
+
+
+class ClaimedHeadersSigner(S3SigV4Auth):
+    """S3SigV4Auth over exactly the headers the client signed, as AWS verifies."""
+
+    def __init__(self, creds, region, signed):
+        super().__init__(creds, "s3", region)
+        self._signed = signed
+
+    def headers_to_sign(self, request):
+        hm = super().headers_to_sign(request)  # HTTPHeaders, may drop blacklisted names
+        for name in list(hm.keys()):
+            if name.lower() not in self._signed:
+                del hm[name]
+        for name in self._signed:  # e.g. "expect", which botocore would leave out
+            if name not in hm and name in request.headers:
+                hm[name] = request.headers[name]
+        return hm
+
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.rules = []
+            self.connections = 0
+            self.requests = 0
+            self.sig_failures = 0
+            self.faults = 0
+            self.log = []
+
+
+def s3_error(status, code, message):
+    body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code><Message>%s</Message>"
+            "</Error>" % (code, message)).encode()
+    return status, body
+
+
+def parse_auth(value):
+    """AWS4-HMAC-SHA256 Credential=AK/DATE/REGION/s3/aws4_request, SignedHeaders=a;b, Signature=x"""
+    if not value or not value.startswith("AWS4-HMAC-SHA256 "):
+        return None
+    out = {}
+    for part in value[len("AWS4-HMAC-SHA256 "):].split(","):
+        k, _, v = part.strip().partition("=")
+        out[k] = v
+    if not {"Credential", "SignedHeaders", "Signature"} <= set(out):
+        return None
+    cred = out["Credential"].split("/")
+    if len(cred) != 5:
+        return None
+    return {"access_key": cred[0], "date": cred[1], "region": cred[2], "service": cred[3],
+            "terminal": cred[4], "signed": out["SignedHeaders"].split(";"), "signature": out["Signature"]}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "s3proxy"
+
+    def log_message(self, fmt, *a):  # quiet
+        pass
+
+    def setup(self):
+        super().setup()
+        self.conn_no = 0  # numbered at its first S3 request (control calls do not count)
+
+    # ---- plumbing ------------------------------------------------------
+    def send_simple(self, status, body, ctype="application/xml", close=False):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return None
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    # ---- control endpoints -----------------------------------------------
+    def control(self, body):
+        st = self.server.state
+        if self.path == "/__proxy/stats":
+            with st.lock:
+                data = {"connections": st.connections, "requests": st.requests,
+                        "sig_failures": st.sig_failures, "faults": st.faults, "log": st.log}
+            return self.send_simple(200, json.dumps(data).encode(), "application/json")
+        if self.path == "/__proxy/reset":
+            st.reset()
+            return self.send_simple(200, b"{}", "application/json")
+        if self.path == "/__proxy/rules":
+            rules = json.loads(body or b"[]")
+            with st.lock:
+                st.rules = rules
+            return self.send_simple(200, b"{}", "application/json")
+        return self.send_simple(404, b"{}", "application/json")
+
+    # ---- verification ----------------------------------------------------
+    def verify(self, body):
+        """None when the request is correctly signed, else (status, body) to answer."""
+        a = self.server.state.args
+        auth = parse_auth(self.headers.get("Authorization"))
+        if auth is None:
+            return s3_error(403, "AccessDenied", "missing or malformed Authorization")
+        if auth["access_key"] != a.access_key:
+            return s3_error(403, "InvalidAccessKeyId", "unknown access key")
+        amz_date = self.headers.get("x-amz-date") or ""
+        if (auth["service"] != "s3" or auth["terminal"] != "aws4_request"
+                or auth["region"] != a.region or auth["date"] != amz_date[:8]):
+            return s3_error(403, "AuthorizationHeaderMalformed", "bad credential scope")
+        signed = auth["signed"]
+        for must in ("host", "x-amz-date", "x-amz-content-sha256"):
+            if must not in signed:
+                return s3_error(403, "AccessDenied", "header %s not signed" % must)
+        token = self.headers.get("x-amz-security-token")
+        if token is not None and "x-amz-security-token" not in signed:
+            return s3_error(403, "AccessDenied", "x-amz-security-token not signed")
+        if a.token and token != a.token:
+            return s3_error(403, "InvalidToken", "missing or wrong session token")
+        claimed = self.headers.get("x-amz-content-sha256") or ""
+        if claimed != UNSIGNED and claimed != hashlib.sha256(body).hexdigest():
+            return s3_error(400, "XAmzContentSHA256Mismatch", "payload hash mismatch")
+        headers = {}
+        for name in signed:
+            vals = self.headers.get_all(name)
+            if vals is None:
+                return s3_error(403, "SignatureDoesNotMatch", "signed header %s absent" % name)
+            headers[name] = ",".join(vals)
+        req = AWSRequest(method=self.command, url="http://%s%s" % (self.headers["Host"], self.path),
+                         headers=headers, data=body)
+        req.context["timestamp"] = amz_date
+        signer = ClaimedHeadersSigner(Credentials(a.access_key, a.secret_key), a.region, set(signed))
+        canonical = signer.canonical_request(req)
+        expected = signer.signature(signer.string_to_sign(req, canonical), req)
+        if not hmac.compare_digest(expected, auth["signature"]):
+            return s3_error(403, "SignatureDoesNotMatch",
+                            "The request signature we calculated does not match the signature you "
+                            "provided.")
+        return None
+
+    # ---- faults ------------------------------------------------------------
+    def pick_rule(self):
+        st = self.server.state
+        with st.lock:
+            for r in st.rules:
+                if r.get("count", -1) == 0:
+                    continue
+                if r.get("method") and r["method"] != self.command:
+                    continue
+                path, _, query = self.path.partition("?")
+                if r.get("query") and r["query"] not in query:
+                    continue
+                if r.get("path") and r["path"] not in urllib.parse.unquote(path):
+                    continue
+                if r.get("suffix") and not urllib.parse.unquote(path).endswith(r["suffix"]):
+                    continue
+                if r.get("header") and self.headers.get(r["header"]) is None:
+                    continue
+                if r.get("count", -1) > 0:
+                    r["count"] -= 1
+                st.faults += 1
+                return dict(r)
+        return None
+
+    # ---- the request ---------------------------------------------------------
+    def handle_any(self):
+        body = self.read_body()
+        if self.path.startswith("/__proxy/"):
+            return self.control(body)
+        st = self.server.state
+        if not self.conn_no:
+            with st.lock:
+                st.connections += 1
+                self.conn_no = st.connections
+        entry = {"method": self.command, "path": self.path, "conn": self.conn_no,
+                 "token": self.headers.get("x-amz-security-token"),
+                 "range": self.headers.get("Range"),
+                 "signed": (parse_auth(self.headers.get("Authorization")) or {}).get("signed", [])}
+        with st.lock:
+            st.requests += 1
+            st.log.append(entry)
+        if body is None:
+            entry["result"] = "chunked"
+            return self.send_simple(*s3_error(411, "MissingContentLength", "chunked body refused"))
+        bad = self.verify(body)
+        if bad:
+            entry["result"] = "refused %d" % bad[0]
+            if bad[0] == 403:
+                with st.lock:
+                    st.sig_failures += 1
+            return self.send_simple(*bad)
+        rule = self.pick_rule()
+        if rule and rule.get("action", "status") == "status":
+            entry["result"] = "fault %d" % rule.get("status", 503)
+            return self.send_simple(*s3_error(rule.get("status", 503), rule.get("code", "SlowDown"),
+                                              "injected"))
+        if rule and rule["action"] == "stall":
+            entry["result"] = "stall"
+            time.sleep(rule.get("stall_s", 30))
+            self.close_connection = True
+            return
+        entry["result"] = "forwarded"
+        self.forward(body, rule if rule and rule["action"] == "drop" else None)
+
+    def forward(self, body, drop):
+        up = urllib.parse.urlsplit(self.server.state.args.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        try:
+            conn.request(self.command, self.path, body=body if body else None, headers=headers)
+            resp = conn.getresponse()
+            self.send_response(resp.status)
+            length = resp.getheader("Content-Length")
+            data = None
+            if length is None and self.command != "HEAD":
+                data = resp.read()
+                length = str(len(data))
+            for k, v in resp.getheaders():
+                if k.lower() not in HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            sent, limit = 0, (drop.get("after_bytes", 0) if drop else None)
+            while True:
+                chunk = data if data is not None else resp.read(256 * 1024)
+                data = b"" if data is not None else None
+                if not chunk:
+                    break
+                if limit is not None and sent + len(chunk) >= limit:
+                    self.wfile.write(chunk[:limit - sent])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        finally:
+            conn.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--access-key", default="S3RVER")
+    p.add_argument("--secret-key", default="S3RVER")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--token", default="")
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args()
+    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    srv.daemon_threads = True
+    srv.state = State(args)
+    print("PORT=%d" % srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
