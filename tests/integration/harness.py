@@ -4,12 +4,15 @@ Owns: starting/stopping the throwaway servers (through scripts/services), spawni
 snapworker processes with a per-test queue, the redis client, polling helpers, and
 the runner that prints "N passed, N failed". Run a module with:
     /usr/bin/python3 tests/integration/harness.py tests/integration/test_10_queue.py
-Under ASan (SNAPWORKER_ASAN=1) every worker's stderr is scanned for sanitizer reports
+A module with FAST = True runs whole in the fast subset (scripts/run-integration
+--fast, also run under ASan); FAST_TESTS = ["test_x", ...] names the tests of a
+module that join it. Under ASan (SNAPWORKER_ASAN=1) every worker's stderr is scanned for sanitizer reports
 and any report fails the test that owned the worker.
 """
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +49,8 @@ class Services:
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts/services"), "stop", self.dir], check=False)
+        if os.environ.get("SW_KEEP_TMP") != "1":  # set it to keep logs and data for a look
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def new_uuid():
@@ -208,6 +213,17 @@ def main(path):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     spec.loader.exec_module(mod)
     suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
+    fast_names = getattr(mod, "FAST_TESTS", None)
+    if os.environ.get("SW_FAST") == "1" and not getattr(mod, "FAST", False) and fast_names:
+        def pick(s):
+            out = unittest.TestSuite()
+            for t in s:
+                if isinstance(t, unittest.TestSuite):
+                    out.addTests(pick(t))
+                elif t._testMethodName in fast_names:
+                    out.addTest(t)
+            return out
+        suite = pick(suite)
     res = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
     if res.skipped:  # skipping is not allowed: a skipped test counts as failed

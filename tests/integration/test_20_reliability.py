@@ -11,6 +11,15 @@ from collections import Counter
 from harness import SLOW, SWTestCase, new_uuid, wait_for
 
 
+# run under ASan too (scripts/run-integration --fast)
+FAST_TESTS = [
+    "test_fail_attempts_2_fails_twice_with_growing_backoff_then_succeeds_at_attempt_3",
+    "test_the_same_job_id_enqueued_while_running_and_after_it_ended_starts_once",
+    "test_kill_9_mid_job_then_another_worker_completes_it_after_the_lease",
+    "test_sigterm_lets_running_jobs_finish_and_exits_0",
+    "test_redis_unreachable_for_10_s_then_back_the_worker_resumes",
+]
+
 def ts_of(events, status):
     return [int(e["ts"]) for e in events if e["status"] == status]
 

@@ -43,6 +43,15 @@ def free_port_block(n):
     raise AssertionError("no free port block")
 
 
+# run under ASan too (scripts/run-integration --fast)
+FAST_TESTS = [
+    "test_snapshot_then_restore_gives_back_the_identical_tree_and_config",
+    "test_regenerate_rewrites_config_and_reports_what_it_wrote",
+    "test_restore_without_any_snapshot_lays_out_a_fresh_workspace_from_the_template",
+    "test_hostile_or_corrupt_archives_end_dead_and_leave_nothing_behind",
+    "test_restore_starts_the_dev_server_records_its_pid_and_the_port_answers",
+]
+
 class JobsCase(SWTestCase):
     SERVICES = ("redis", "postgres")
 
