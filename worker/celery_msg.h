@@ -1,0 +1,82 @@
+/* worker/celery_msg.h — the pure half of the Celery ingress (DESIGN.md §5): parse one kombu
+ * Redis-transport message into a canonical job payload, build result-backend metas the way
+ * Celery 5.2 writes them, name kombu's priority lists, decode C escapes in config values.
+ * Owns: the Celery wire formats. Does not own Redis I/O, the Lua move, delays or the
+ * decision to write a result (worker/worker.c does). Nothing here blocks or logs.
+ * The formats, with references into the installed celery/kombu, are in docs/celery.md. */
+#ifndef SW_WORKER_CELERY_MSG_H
+#define SW_WORKER_CELERY_MSG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64). */
+#define CELERY_MAX_RAW_BYTES (32 * 1024 * 1024)
+
+typedef struct celery_msg {
+    char task_id[129];     /* headers.id (else properties.correlation_id; protocol v1: body.id),
+                              valid as a job id; "" when unknown or invalid */
+    char task[160];        /* headers.task as given ("" when unknown or longer than 159) */
+    char *payload;         /* owned canonical payload JSON (DESIGN §3) when parse succeeded:
+                              {"v":1,"id","type","tenant_id","sandbox_id","session_id","args",
+                              ["max_attempts"],["timeout_s"],"origin":"celery","retries",
+                              ["expires_ms"],["ignore_result":true]}; NULL on failure */
+    int64_t eta_ms;        /* epoch ms from headers.eta (naive = UTC), 0 = none */
+    int64_t expires_ms;    /* epoch ms from headers.expires, 0 = none */
+    int retries;           /* headers.retries (>= 0): the job starts at attempt retries+1 */
+    bool ignore_result;    /* headers.ignore_result: Celery writes no result for such a task */
+    char exc_type[64], exc_module[64]; /* on failure: "NotRegistered"/"celery.exceptions" for an
+                                          unknown task name, else e.g. "InvalidPayload"/"snapworker" */
+    char exc_message[256]; /* on failure: the exc_message Celery would write: the task name for
+                              NotRegistered (as Celery's consumer does), else err->msg */
+} celery_msg;
+
+/* Parse one kombu Redis-transport message (the JSON envelope send_task LPUSHes: body,
+ * content-encoding, content-type, headers, properties{body_encoding base64, ...}). Protocol v2
+ * only; body = [args, kwargs, embed] (base64 unless properties.body_encoding is absent); a body
+ * of [[obj], {}] uses obj as the kwargs; other positional args -> invalid. JSON content only.
+ * Kwargs outside {tenant_id, sandbox_id, session_id, args, max_attempts, timeout_s} are merged
+ * into args (a clash with a different value in the "args" kwarg is invalid). headers.timelimit
+ * gives timeout_s when the kwargs give none. Task names are "snapworker.<type>" for a type
+ * registered in jobs/ (job_lookup). 'm' is zeroed first. Returns 0, or -1 with 'err' (may be
+ * NULL) set to SW_E_INVALID_PAYLOAD or SW_E_UNKNOWN_JOB_TYPE and m->exc_* filled; m->task_id is
+ * filled whenever it could be read. The payload passed payload_parse(). Free with
+ * celery_msg_free() in both cases. */
+int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err);
+void celery_msg_free(celery_msg *m);   /* NULL-safe; frees payload */
+
+/* The Celery meta JSON for 'status' (SUCCESS, STARTED, RETRY, FAILURE or REVOKED), byte for byte
+ * as Celery 5.2's Redis backend writes it from a worker (Python json.dumps, ", "/": "
+ * separators, ASCII-only with \uXXXX escapes, float repr):
+ *   {"status": S, "result": R, "traceback": null, "children": [], "date_done": D, "task_id": ID}
+ * R: SUCCESS/STARTED: 'result_json' reformatted (NULL -> null for SUCCESS, {} for STARTED);
+ * RETRY/FAILURE: {"exc_type": sw_code_exc_type(code), "exc_message": [message],
+ * "exc_module": "snapworker"}; REVOKED: the same with TaskRevokedError/celery.exceptions (pass
+ * message "expired" as Celery does for an expired task); the overrides replace exc_type /
+ * exc_module when non-NULL; message NULL -> []. D: datetime.utcnow().isoformat() for the ready
+ * states (SUCCESS, FAILURE, REVOKED), null for STARTED and RETRY.
+ * Returns an owned string (caller frees), or NULL for an unknown status, an invalid task id,
+ * or a result_json that is not JSON. */
+char *celery_meta_json(const char *task_id, const char *status, const char *result_json,
+                       sw_code code, const char *message, const char *exc_type_override,
+                       const char *exc_module_override);
+/* true for the states Celery treats as final (READY_STATES: SUCCESS, FAILURE, REVOKED). */
+bool celery_state_ready(const char *status);
+
+/* The list names kombu uses for one queue, in pop order: for each step of 'steps_csv'
+ * (ascending integers 0-255, "0,3,6,9"), the queue itself for step 0 and queue+sep+step
+ * otherwise (kombu _q_for_pri). With the step lists starting at 0, as kombu's default and
+ * Onyx's do, that is "the queue first, then queue+sep+step for each step but the first".
+ * Returns a NULL-terminated owned array (free with celery_strv_free), or NULL when an argument
+ * is NULL or the steps are malformed. 'sep' may hold any bytes but NUL. */
+char **celery_priority_lists(const char *queue, const char *sep, const char *steps_csv);
+void celery_strv_free(char **v);       /* NULL-safe */
+
+/* Decode C escapes (\xHH, \ooo, \n \t \r \a \b \f \v \\ \' \" \?) in a config value such as
+ * SNAPWORKER_CELERY_PRIORITY_SEP ("\x06\x16") into raw bytes. Returns an owned string, or NULL
+ * when an escape is malformed or would produce a NUL byte. */
+char *celery_unescape(const char *s);
+
+#endif
