@@ -114,6 +114,16 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     if (get_int(root, "timeout_s", 1, 7 * 86400, &r->timeout_s, err) < 0) goto out;
     r->celery = json_is_string(json_object_get(root, "origin")) &&
                 strcmp(json_string_value(json_object_get(root, "origin")), "celery") == 0;
+    if (r->celery) {
+        json_t *x = json_object_get(root, "retries");
+        r->celery_retries = json_is_integer(x) && json_integer_value(x) >= 0 &&
+                                    json_integer_value(x) < 1000
+                                ? (int)json_integer_value(x)
+                                : 0;
+        x = json_object_get(root, "expires_ms");
+        r->celery_expires_ms = json_is_integer(x) ? (int64_t)json_integer_value(x) : 0;
+        r->celery_ignore_result = json_is_true(json_object_get(root, "ignore_result"));
+    }
     rc = 0;
 out:
     json_decref(root);

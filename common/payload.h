@@ -26,6 +26,9 @@ typedef struct job_req {
     int max_attempts;                  /* 0 = not given */
     int timeout_s;                     /* 0 = not given */
     bool celery;                       /* "origin": "celery": results go to Celery's backend */
+    bool celery_ignore_result;         /* "ignore_result": true: write no Celery result */
+    int celery_retries;                /* "retries": Celery's headers.retries (attempt base) */
+    int64_t celery_expires_ms;         /* "expires_ms": epoch ms after which it is REVOKED */
 } job_req;
 
 /* Parse 'len' bytes of JSON into 'r' (zeroed first). Returns 0, or -1 with

@@ -18,6 +18,13 @@
 #include "worker/worker_priv.h"
 #include "worker/celery_msg.h"
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- Celery results (DESIGN §5) -------------------------------------------
  * A Celery-origin item writes its result meta to the result backend before its
  * finish script acks it, so a crash in between repeats the write (guarded: a
@@ -87,6 +94,43 @@ void wk_set_meta(item *it, const char *state, const char *result_json, sw_code c
 }
 
 /* Result meta for a finished run of a Celery-origin item. */
+/* An expired task (headers.expires passed) is not run: REVOKED, then dead with
+ * `timeout`. Checked when the message arrives and again when a deferred one is due.
+ * Returns 1 when the item was handled so. */
+int wk_celery_expired(worker *w, item *it)
+{
+    int64_t now = wall_ms();
+    if (it->req.celery_expires_ms <= 0 || it->req.celery_expires_ms > now) return 0;
+    char msg[96];
+    snprintf(msg, sizeof msg, "task expired %lld ms before it could start",
+             (long long)(now - it->req.celery_expires_ms));
+    if (it->celery) wk_set_meta(it, "REVOKED", NULL, SW_E_TIMEOUT, "expired", NULL, NULL);
+    wk_reject(w, it, SW_E_TIMEOUT, msg);
+    return 1;
+}
+
+/* A delivery of a Celery job that already ended: write its final result again (the
+ * write is skipped when a ready state is there), closing the window where a crash
+ * came between the job hash and the result. */
+void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
+{
+    if (!it->celery || !w->res.ready) return;
+    char *m;
+    if (strcmp(status, "succeeded") == 0) {
+        m = celery_meta_json(it->req.id, "SUCCESS", data, SW_OK, NULL, NULL, NULL);
+    } else {
+        json_t *e = json_loads(data, 0, NULL);
+        sw_code code = SW_E_INTERNAL;
+        sw_code_from_name(json_string_value(json_object_get(e, "code")), &code);
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        m = celery_meta_json(it->req.id, "FAILURE", NULL, code, msg ? msg : "", NULL, NULL);
+        json_decref(e);
+    }
+    cmdv v = wk_meta_cmd(w, it->req.id, m);
+    free(m);
+    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+}
+
 void wk_celery_started(worker *w, item *it)
 {
     if (!w->res.ready) return; /* best effort: STARTED is informational */
@@ -111,12 +155,6 @@ void wk_meta_for_outcome(item *it)
 }
 
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A Celery message moved into the stream by the ingress: map it (worker/celery_msg.c).
  * Returns 1 when it should start now; 0 when it was rejected (FAILURE or REVOKED
@@ -135,8 +173,8 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
         snprintf(it->req.id, sizeof it->req.id, "%s", m.task_id);
         snprintf(it->req.type, sizeof it->req.type, "%s", "celery");
         if (m.task_id[0])
-            wk_set_meta(it, "FAILURE", NULL, err.code, err.msg, m.exc_type[0] ? m.exc_type : NULL,
-                     m.exc_module[0] ? m.exc_module : NULL);
+            wk_set_meta(it, "FAILURE", NULL, err.code, m.exc_message[0] ? m.exc_message : err.msg,
+                        m.exc_type[0] ? m.exc_type : NULL, m.exc_module[0] ? m.exc_module : NULL);
         wk_reject(w, it, err.code, err.msg);
         celery_msg_free(&m);
         return 0;
@@ -148,22 +186,18 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     sw_err perr;
     if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0 ||
         !(it->type = job_lookup(it->req.type))) {
-        wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, "unknown task", "NotRegistered",
-                 "celery.exceptions");
+        wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, m.task, "NotRegistered",
+                    "celery.exceptions");
         wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, "unknown task");
         celery_msg_free(&m);
         return 0;
     }
-    int64_t now = wall_ms();
-    if (m.expires_ms > 0 && m.expires_ms <= now) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "task expired %lld ms before it could start",
-                 (long long)(now - m.expires_ms));
-        wk_set_meta(it, "REVOKED", NULL, SW_E_TIMEOUT, msg, NULL, NULL);
-        wk_reject(w, it, SW_E_TIMEOUT, msg);
+    it->celery = !it->req.celery_ignore_result;
+    if (wk_celery_expired(w, it)) {
         celery_msg_free(&m);
         return 0;
     }
+    int64_t now = wall_ms();
     if (m.eta_ms > now) {
         it->outcome = "defer";
         it->delay_ms = m.eta_ms - now;

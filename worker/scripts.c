@@ -79,7 +79,7 @@ static const char start_lua[] = LUA_COMMON
     "  if st == 'succeeded' or st == 'dead' then\n"
     "    local data = (st == 'succeeded') and (h.result or '{}') or (h.error or '{}')\n"
     "    emit(KEYS[2], evmax, id, h.type or typ, st, h.attempt or '0', data, h.worker or '')\n"
-    "    ackdel(entry); return {'ended', attempt, deliveries}\n"
+    "    ackdel(entry); return {'ended', attempt, deliveries, st, data}\n"
     "  end\n"
     "  local live = st == 'running' and (tonumber(h.lease_until) or 0) > now\n"
     "  local mine = h.worker == me and h.entry == entry\n"

@@ -278,6 +278,8 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             else run = it;
             run_tail = it;
         } else {
+            if (strcmp(act, "ended") == 0 && e->elements >= 5 && e->element[3]->str && e->element[4]->str)
+                wk_celery_replay(w, it, e->element[3]->str, e->element[4]->str);
             log_line l;
             log_begin(&l, LOG_DEBUG, "job_not_started");
             log_str(&l, "job", it->req.id);
@@ -410,7 +412,11 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
             }
             wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, msg);
         } else {
-            it->celery = it->req.celery;
+            if (it->req.celery) {
+                it->celery = !it->req.celery_ignore_result;
+                it->attempt_base = it->req.celery_retries;
+                if (wk_celery_expired(w, it)) continue; /* expired while deferred: REVOKED */
+            }
             it->state = IT_STARTING;
             if (tail) tail->next = it;
             else batch = it;
