@@ -30,59 +30,90 @@ static int64_t wall_ms(void)
  * finish script acks it, so a crash in between repeats the write (guarded: a
  * ready state is never overwritten) rather than losing it. */
 
-static void send_meta(worker *w, item *it);
 
+/* Result writes are batched: one script call for up to 256 items, then their
+ * finish scripts. A batch that could not be written goes back to the queue. */
 static void meta_cb(worker *w, redisReply *r, void *ud)
 {
-    item *it = ud;
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        if (r) log_msg(LOG_WARN, "celery_result_failed", "job", it->req.id, "error", r->str, NULL);
-        it->next = w->meta_wait;
-        w->meta_wait = it;
+    item *batch = ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r) log_msg(LOG_WARN, "celery_result_failed", "error", r->str ? r->str : "?", NULL);
+        item *last = batch;
+        while (last->next) last = last->next;
+        last->next = w->meta_wait;
+        w->meta_wait = batch;
         if (r) {
             struct timeval tv = {1, 0};
             evtimer_add(w->t_finish_retry, &tv);
         }
         return;
     }
-    free(it->meta);
-    it->meta = NULL;
-    wk_queue_finish(w, it);
+    for (item *it = batch; it;) {
+        item *nx = it->next;
+        free(it->meta);
+        it->meta = NULL;
+        wk_queue_finish(w, it);
+        it = nx;
+    }
     wk_flush_finish(w);
 }
 
+/* A result-write call for one meta (the caller adds nothing). */
 cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta)
 {
     cmdv v;
     wk_script_begin(&v, SCR_CELERY_RESULT, 1);
     cv_addf(&v, "celery-task-meta-%s", task_id);
-    cv_add(&v, meta);
     cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
+    cv_add(&v, meta);
     return v;
 }
 
-static void send_meta(worker *w, item *it)
+/* Send one call writing the metas of 'list' (linked by next, n items). */
+static void send_metas(worker *w, item *list, int n, reply_fn fn)
 {
-    cmdv v = wk_meta_cmd(w, it->req.id, it->meta);
-    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, meta_cb, it);
+    cmdv keys, metas, v;
+    cv_init(&keys);
+    cv_init(&metas);
+    for (item *it = list; it; it = it->next) {
+        cv_addf(&keys, "celery-task-meta-%s", it->req.id);
+        cv_add(&metas, it->meta);
+    }
+    wk_script_begin(&v, SCR_CELERY_RESULT, n);
+    cv_cat(&v, &keys);
+    cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
+    cv_cat(&v, &metas);
+    cv_free(&keys);
+    cv_free(&metas);
+    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, fn, fn ? list : NULL);
 }
 
 void wk_retry_meta(worker *w)
 {
-    item *l = w->meta_wait;
-    w->meta_wait = NULL;
-    while (l) {
-        item *nx = l->next;
-        send_meta(w, l);
-        l = nx;
+    while (w->meta_wait && w->res.ready) {
+        item *batch = w->meta_wait, *tail = batch;
+        int n = 1;
+        while (tail->next && n < 256) {
+            tail = tail->next;
+            n++;
+        }
+        w->meta_wait = tail->next;
+        tail->next = NULL;
+        send_metas(w, batch, n, meta_cb);
     }
 }
 
 /* The item's outcome is known: its Celery result first (if any), then finish. */
 void wk_complete(worker *w, item *it)
 {
-    if (it->meta && w->celery_on) send_meta(w, it);
-    else wk_queue_finish(w, it);
+    if (!(it->meta && w->celery_on)) {
+        wk_queue_finish(w, it);
+        return;
+    }
+    it->next = NULL; /* appended: results keep the order of completion */
+    item **p = &w->meta_wait;
+    while (*p) p = &(*p)->next;
+    *p = it;
 }
 
 void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
@@ -131,16 +162,31 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
     wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
 }
 
-void wk_celery_started(worker *w, item *it)
+void wk_celery_started(worker *w, item *list)
 {
     if (!w->res.ready) return; /* best effort: STARTED is informational */
     char started[256];
     snprintf(started, sizeof started, "{\"pid\": %d, \"hostname\": \"%s\"}", (int)getpid(),
              w->name);
-    char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
-    cmdv v = wk_meta_cmd(w, it->req.id, m);
-    free(m);
-    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+    cmdv keys, metas, v;
+    cv_init(&keys);
+    cv_init(&metas);
+    for (item *it = list; it; it = it->next) {
+        if (!it->celery || it->poison) continue;
+        char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
+        cv_addf(&keys, "celery-task-meta-%s", it->req.id);
+        cv_add(&metas, m);
+        free(m);
+    }
+    if (keys.argc > 0) {
+        wk_script_begin(&v, SCR_CELERY_RESULT, keys.argc);
+        cv_cat(&v, &keys);
+        cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
+        cv_cat(&v, &metas);
+        wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+    }
+    cv_free(&keys);
+    cv_free(&metas);
 }
 
 void wk_meta_for_outcome(item *it)
@@ -184,8 +230,13 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     m.payload = NULL;
     it->attempt_base = m.retries;
     sw_err perr;
-    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0 ||
-        !(it->type = job_lookup(it->req.type))) {
+    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0) {
+        wk_set_meta(it, "FAILURE", NULL, perr.code, perr.msg, NULL, NULL);
+        wk_reject(w, it, perr.code, perr.msg);
+        celery_msg_free(&m);
+        return 0;
+    }
+    if (!(it->type = job_lookup(it->req.type))) {
         wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, m.task, "NotRegistered",
                     "celery.exceptions");
         wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, "unknown task");

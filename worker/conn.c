@@ -25,7 +25,7 @@ static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
     call *cl = priv;
     conn *c = cl->c;
     redisReply *r = reply;
-    c->pending--;
+    if (c->pending > 0) c->pending--; /* lost() may have reset it already */
     c->progress_ms = job_now_ms();
     if (r && cl->script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         cv_set(&cl->args, 0, "EVAL");
@@ -56,6 +56,7 @@ void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
     cv_init(args);
     if (!c->ac || redisAsyncCommandArgv(c->ac, call_cb, cl, cl->args.argc,
                                         cv_argv(&cl->args), cl->args.lens) != REDIS_OK) {
+        c->ready = 0; /* a context that refuses commands is going away: wait for it */
         if (fn) fn(c->w, NULL, ud);
         cv_free(&cl->args);
         free(cl);
@@ -75,7 +76,7 @@ void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
 
 static void schedule_reconnect(conn *c)
 {
-    if (c->closing || c->w->stopping) {
+    if (c->closing) { /* only the reader closes at a drain: results must still go out */
         wk_check_exit(c->w);
         return;
     }

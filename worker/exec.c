@@ -199,8 +199,8 @@ static void *thread_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->run_head && !p->stopping) pthread_cond_wait(&p->cv, &p->mu);
-        item *it = p->run_head;
-        if (!it) { /* stopping and nothing left */
+        item *it = p->stopping ? NULL : p->run_head;
+        if (!it) { /* stopping: queued items stay with the loop, which owns them */
             p->exited++;
             pthread_mutex_unlock(&p->mu);
             break;
@@ -325,11 +325,8 @@ int exec_free(exec_pool *p, int wait_ms)
         nanosleep(&d, NULL);
     }
     for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
-    for (item *it = p->done_head; it;) {
-        item *nx = it->next;
-        item_free(it);
-        it = nx;
-    }
+    /* items still on the done or run lists belong to the worker's in-flight list,
+     * which frees them */
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->threads);

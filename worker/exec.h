@@ -30,7 +30,7 @@ typedef struct item {
     size_t raw_len;
     job_req req;              /* parsed payload (valid when type != NULL) */
     const job_type *type;     /* NULL for rejects */
-    item_state state;
+    _Atomic item_state state; /* written by the executor under its mutex, read by the loop */
     int attempt, deliveries, max_attempts;
     int poison;               /* delivered too often: skip run, go dead */
     json_t *memo;             /* object name -> string, owned */
@@ -59,8 +59,9 @@ item *exec_take_done(exec_pool *p);                /* whole done list (linked by
 item *exec_take_queued(exec_pool *p);              /* not yet started items (drain) */
 int exec_busy(exec_pool *p);                       /* items queued or running */
 void exec_stop(exec_pool *p);                      /* ask threads to stop after current job */
-/* Join the threads if all are idle within 'wait_ms', then free; returns 0, or -1
- * when a thread is still busy (then nothing is freed: the process exits). */
+/* Join the threads if all are idle within 'wait_ms', then free the pool (not the
+ * items: the caller owns them); returns 0, or -1 when a thread is still busy (then
+ * nothing is freed: the process exits around it). */
 int exec_free(exec_pool *p, int wait_ms);
 void item_free(item *it);                          /* NULL-safe */
 /* Set the item's outcome from an error (retry with backoff or dead). */

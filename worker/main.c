@@ -28,7 +28,9 @@ static void usage(FILE *f)
             SNAPWORKER_VERSION);
 }
 
-static int cmd_run(const cfg *c)
+/* Returns the exit code; *busy is set when a job thread outlived the drain (then
+ * the config must stay allocated: that thread may still read it). */
+static int cmd_run(const cfg *c, bool *busy)
 {
     if (strcmp(c->sandbox_backend, "local") != 0) {
         fprintf(stderr, "snapworker: configuration error: SANDBOX_BACKEND: expected local "
@@ -39,7 +41,7 @@ static int cmd_run(const cfg *c)
     worker *w = worker_new(c);
     if (!w) return 1;
     int rc = worker_run(w);
-    worker_free(w);
+    *busy = worker_free(w) < 0;
     return rc;
 }
 
@@ -59,6 +61,7 @@ int main(int argc, char **argv)
     log_init(lvl, 2);
     const char *cmd = argi < argc ? argv[argi] : NULL;
     int rc = 2;
+    bool busy = false;
     if (help || !cmd) {
         usage(help ? stdout : stderr);
         fflush(help ? stdout : stderr);
@@ -68,7 +71,7 @@ int main(int argc, char **argv)
         printf("snapworker %s\n", SNAPWORKER_VERSION);
         rc = 0;
     } else if (!strcmp(cmd, "run")) {
-        rc = argi + 1 == argc ? cmd_run(&c) : 2;
+        rc = argi + 1 == argc ? cmd_run(&c, &busy) : 2;
         if (rc == 2 && argi + 1 != argc) fprintf(stderr, "snapworker run: unexpected argument '%s'\n", argv[argi + 1]);
     } else if (!strcmp(cmd, "enqueue")) {
         rc = cli_enqueue_main(&c, argc - argi, argv + argi);
@@ -85,6 +88,7 @@ int main(int argc, char **argv)
     } else {
         fprintf(stderr, "snapworker: unknown command '%s' (try --help)\n", cmd);
     }
+    if (busy) _exit(rc); /* a job thread may still read the config: do not free it */
     cfg_free(&c);
     return rc;
 }

@@ -170,6 +170,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
 
 void wk_flush_finish(worker *w)
 {
+    if (w->meta_wait) wk_retry_meta(w);
     while (w->finish_q && w->cmd.ready) {
         item *batch = NULL, *tail = NULL;
         int n = 0;
@@ -272,7 +273,6 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             if (e->elements > 3 && !it->memo) it->memo = json_object();
             for (size_t k = 3; k + 1 < e->elements; k += 2)
                 json_object_set_new(it->memo, e->element[k]->str, json_string(e->element[k + 1]->str));
-            if (it->celery && !it->poison) wk_celery_started(w, it);
             it->next = NULL;
             if (run_tail) run_tail->next = it;
             else run = it;
@@ -290,7 +290,19 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         }
         it = nx;
     }
-    if (run) exec_submit(w->pool, run);
+    if (run && w->stopping) {
+        /* SIGTERM came while the start script was in flight: hand them back */
+        for (item *it = run; it;) {
+            item *nx = it->next;
+            it->outcome = "release";
+            wk_queue_finish(w, it);
+            it = nx;
+        }
+        wk_flush_finish(w);
+    } else if (run) {
+        if (w->celery_on) wk_celery_started(w, run);
+        exec_submit(w->pool, run);
+    }
     wk_maybe_read(w);
 }
 
@@ -584,6 +596,7 @@ worker *worker_new(const cfg *c)
     w->base = event_base_new();
     if (!w->base || pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
         log_msg(LOG_ERROR, "startup_failed", "error", "event loop or pipe", NULL);
+        if (w->base) event_base_free(w->base);
         free(w);
         return NULL;
     }
@@ -666,15 +679,15 @@ static void release_consumer(worker *w)
     redisFree(rc);
 }
 
-void worker_free(worker *w)
+int worker_free(worker *w)
 {
-    if (!w) return;
+    if (!w) return 0;
     int busy = 0;
     if (w->pool) {
         exec_stop(w->pool);
         busy = exec_free(w->pool, 200) < 0;
     }
-    if (busy) return; /* a job is still running: the process exits around it */
+    if (busy) return -1; /* a job is still running: the process exits around it */
     if (w->inflight == 0) release_consumer(w);
     w->rd.closing = w->cmd.closing = w->res.closing = 1;
     if (w->rd.ac) redisAsyncFree(w->rd.ac);
@@ -696,4 +709,5 @@ void worker_free(worker *w)
     close(w->pipefd[0]);
     close(w->pipefd[1]);
     free(w);
+    return 0;
 }

@@ -10,6 +10,8 @@ typedef struct worker worker;
 
 worker *worker_new(const cfg *c);   /* NULL on a fatal setup error (logged) */
 int worker_run(worker *w);          /* until SIGTERM/SIGINT and drain; 0 = clean */
-void worker_free(worker *w);        /* NULL-safe */
+/* NULL-safe. Returns -1 (and frees nothing) when a job thread is still running
+ * after the drain: the caller must then exit without freeing what jobs may read. */
+int worker_free(worker *w);
 
 #endif

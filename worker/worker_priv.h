@@ -112,12 +112,12 @@ int wk_celery_setup(worker *w);                         /* 0, or -1 on a bad res
 /* Map a `celery` stream entry into it: 1 = start it now, 0 = handled (rejected/deferred). */
 int wk_take_celery(worker *w, item *it, const char *raw, size_t len);
 cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta); /* result-write script */
-void wk_retry_meta(worker *w);                          /* resend result writes that failed */
+void wk_retry_meta(worker *w);                          /* send queued result writes, batched */
 void wk_complete(worker *w, item *it);                  /* result (if any), then finish */
 void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
                  const char *msg, const char *exc_type, const char *exc_module);
 void wk_meta_for_outcome(item *it);                     /* Celery meta from the item's outcome */
-void wk_celery_started(worker *w, item *it);            /* STARTED result, fire and forget */
+void wk_celery_started(worker *w, item *list);          /* STARTED results, fire and forget */
 int wk_celery_expired(worker *w, item *it);             /* 1: expired, REVOKED and rejected */
 /* Rewrite the final result of an ended job seen again ("succeeded" | "dead", data JSON). */
 void wk_celery_replay(worker *w, item *it, const char *status, const char *data);
