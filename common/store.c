@@ -17,14 +17,18 @@
  * new object without sidecar: both read back fine (unverified), neither mismatches. */
 #include "common/store.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/sha256.h"
 #include "common/xmalloc.h"
 
 #define SIDECAR_MAX 256   /* bytes read from a KEY.sha256 before calling it corrupt */
+#define PUT_CHUNK (256 * 1024)   /* bytes per read when store.c pulls a source itself */
 
 struct store {
     const store_ops *ops;
@@ -287,6 +291,170 @@ void store_put_abort(store_writer *w)
     if (!w) return;
     w->s->ops->put_abort(w->bw);
     writer_free(w);
+}
+
+/* ---- known-length put --------------------------------------------------------
+ * The backend pulls the source; a wrapper hashes and counts what it hands out, and
+ * starts both again on rewind, so the sidecar describes the attempt that was
+ * published. Without a backend put_sized (file://, fakes) or above its limit, the
+ * source is streamed through the ordinary writer. */
+
+typedef struct hashed_src {
+    const store_source *src;
+    sha256_ctx *sha;
+    int64_t got;              /* bytes handed out since the last rewind */
+} hashed_src;
+
+static ssize_t hashed_read(void *arg, void *buf, size_t n, sw_err *err)
+{
+    hashed_src *h = arg;
+    ssize_t r = h->src->read(h->src->arg, buf, n, err);
+    if (r > 0) {
+        sha256_update(h->sha, buf, (size_t)r);
+        h->got += r;
+    }
+    return r;
+}
+
+static int hashed_rewind(void *arg, sw_err *err)
+{
+    hashed_src *h = arg;
+    if (h->src->rewind(h->src->arg, err) < 0) return -1;
+    sha256_reset(h->sha);
+    h->got = 0;
+    return 0;
+}
+
+static int size_mismatch(store *s, const char *key, int64_t got, int64_t size, sw_err *err)
+{
+    if (got > size)
+        return sw_errf(err, SW_E_INVALID_PAYLOAD, false,
+                       "%s/%.120s: the source holds more than the %lld bytes declared", s->desc, key,
+                       (long long)size);
+    return sw_errf(err, SW_E_INVALID_PAYLOAD, false,
+                   "%s/%.120s: the source ended at byte %lld of the %lld declared", s->desc, key,
+                   (long long)got, (long long)size);
+}
+
+/* Through the push writer: read exactly size bytes, then make sure nothing follows. */
+static int put_sized_streamed(store *s, const char *key, int64_t size, const store_source *src,
+                              store_info *out, sw_err *err)
+{
+    store_writer *w = store_put_begin(s, key, err);
+    if (!w) return -1;
+    char *buf = xmalloc(PUT_CHUNK);
+    int64_t left = size;
+    for (;;) {
+        size_t want = left == 0 ? 1 : left < PUT_CHUNK ? (size_t)left : PUT_CHUNK;
+        ssize_t r = src->read(src->arg, buf, want, err);
+        if (r < 0) goto fail;
+        if (r == 0 && left > 0) {
+            size_mismatch(s, key, size - left, size, err);
+            goto fail;
+        }
+        if (r == 0) break;
+        if (left == 0) {
+            size_mismatch(s, key, size + r, size, err);
+            goto fail;
+        }
+        if (store_put_write(w, buf, (size_t)r, err) < 0) goto fail;
+        left -= r;
+    }
+    free(buf);
+    return store_put_commit(w, out, err);
+fail:
+    free(buf);
+    store_put_abort(w);
+    return -1;
+}
+
+int store_put_sized(store *s, const char *key, int64_t size, const store_source *src,
+                    store_info *out, sw_err *err)
+{
+    if (store_key_check(key, err) < 0) return -1;
+    if (size < 0) return sw_errf(err, SW_E_INTERNAL, false, "store_put_sized: negative size");
+    if (!s->ops->put_sized || size > s->ops->put_sized_max)
+        return put_sized_streamed(s, key, size, src, out, err);
+    hashed_src h = {src, sha256_new(), 0};
+    store_source hs = {hashed_read, src->rewind ? hashed_rewind : NULL, &h};
+    char *sk = sidecar_key(key);
+    char hex[SHA256_HEX_LEN + 1];
+    int rc = -1;
+    if (s->ops->del(s->impl, sk, err) < 0) goto out;
+    if (s->ops->put_sized(s->impl, key, size, &hs, err) < 0) goto out;
+    if (h.got != size) {   /* the backend must have refused this: a bug, say so */
+        sw_errf(err, SW_E_INTERNAL, false, "%s/%.120s: published %lld bytes of %lld declared",
+                s->desc, key, (long long)h.got, (long long)size);
+        goto out;
+    }
+    sha256_final_hex(h.sha, hex);
+    if (put_sidecar(s, key, hex, err) < 0) goto out;
+    if (out) {
+        out->size_bytes = size;
+        memcpy(out->sha256, hex, sizeof hex);
+    }
+    rc = 0;
+out:
+    free(sk);
+    sha256_free(h.sha);
+    return rc;
+}
+
+typedef struct fd_src {
+    int fd;
+    off_t start, off;
+} fd_src;
+
+static ssize_t fd_pread(void *arg, void *buf, size_t n, sw_err *err)
+{
+    fd_src *f = arg;
+    for (;;) {
+        ssize_t r = pread(f->fd, buf, n, f->off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return sw_errf(err, SW_E_INTERNAL, false, "read: %s", strerror(errno));
+        f->off += r;
+        return r;
+    }
+}
+
+static int fd_rewind(void *arg, sw_err *err)
+{
+    (void)err;
+    fd_src *f = arg;
+    f->off = f->start;
+    return 0;
+}
+
+int store_put_fd(store *s, const char *key, int fd, store_info *out, sw_err *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) return sw_errf(err, SW_E_INTERNAL, false, "fstat: %s", strerror(errno));
+    off_t start = S_ISREG(st.st_mode) ? lseek(fd, 0, SEEK_CUR) : -1;
+    if (start >= 0) {
+        fd_src f = {fd, start, start};
+        store_source src = {fd_pread, fd_rewind, &f};
+        int64_t size = st.st_size > start ? (int64_t)(st.st_size - start) : 0;
+        return store_put_sized(s, key, size, &src, out, err);
+    }
+    store_writer *w = store_put_begin(s, key, err);
+    if (!w) return -1;
+    char *buf = xmalloc(PUT_CHUNK);
+    for (;;) {
+        ssize_t got = read(fd, buf, PUT_CHUNK);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            sw_errf(err, SW_E_INTERNAL, false, "read: %s", strerror(errno));
+            goto fail;
+        }
+        if (got == 0) break;
+        if (store_put_write(w, buf, (size_t)got, err) < 0) goto fail;
+    }
+    free(buf);
+    return store_put_commit(w, out, err);
+fail:
+    free(buf);
+    store_put_abort(w);
+    return -1;
 }
 
 /* ---- get -------------------------------------------------------------------- */

@@ -58,6 +58,32 @@ int store_put_write(store_writer *w, const void *buf, size_t n, sw_err *err);
 int store_put_commit(store_writer *w, store_info *out, sw_err *err);
 void store_put_abort(store_writer *w);      /* frees w; nothing becomes visible; NULL-safe */
 
+/* ---- known-length upload ---------------------------------------------------
+ * A pull source of exactly 'size' bytes. read: >0 bytes, 0 at the end, -1 with
+ * err. rewind: start again from the first byte (0, or -1 with err); NULL when the
+ * source cannot (a pipe): a failed attempt after bytes were read is then not
+ * retried (SW_E_STORAGE, retryable). */
+typedef struct store_source {
+    ssize_t (*read)(void *arg, void *buf, size_t n, sw_err *err);
+    int (*rewind)(void *arg, sw_err *err);
+    void *arg;
+} store_source;
+#define STORE_SINGLE_PUT_MAX ((int64_t)5 * 1024 * 1024 * 1024)   /* S3's single-PUT limit */
+
+/* Upload exactly 'size' bytes pulled from src to 'key', then KEY.sha256 (the
+ * sidecar protocol of store_put_commit). S3 sends one streaming PUT with
+ * Content-Length = size up to STORE_SINGLE_PUT_MAX (multipart above); retries
+ * restart from the first byte through src->rewind. If src ends before 'size'
+ * bytes or has more, fails with SW_E_INVALID_PAYLOAD (non-retryable) and nothing
+ * becomes visible. 0 with *out (may be NULL) filled, or -1 with err, as commit. */
+int store_put_sized(store *s, const char *key, int64_t size, const store_source *src,
+                    store_info *out, sw_err *err);
+/* Upload what fd holds from its current offset on. A regular file goes through
+ * store_put_sized() (size from fstat, read with pread, so retries rewind);
+ * anything else (pipe, socket, tty) streams to EOF through store_put_begin().
+ * fd's offset is left unspecified. 0 or -1 with err as store_put_sized(). */
+int store_put_fd(store *s, const char *key, int fd, store_info *out, sw_err *err);
+
 /* Open 'key' for streaming. Returns an owned reader (free with store_get_close())
  * with *info_out (may be NULL) filled: size from the object, sha256 from
  * KEY.sha256 ("" when there is none). NULL with err: SW_E_SNAPSHOT_NOT_FOUND on
@@ -106,6 +132,12 @@ typedef struct store_ops {
     int (*list)(void *impl, const char *prefix,
                 int (*cb)(void *arg, const char *key, int64_t size), void *arg, sw_err *err);
     void (*set_cancel)(void *impl, const atomic_int *cancel);   /* may be NULL */
+    /* Optional known-length put (NULL = store.c streams src through put_begin):
+     * publish 'key' only if exactly 'size' bytes came from src, else fail with
+     * SW_E_INVALID_PAYLOAD and publish nothing. Used up to put_sized_max bytes. */
+    int (*put_sized)(void *impl, const char *key, int64_t size, const store_source *src,
+                     sw_err *err);
+    int64_t put_sized_max;
 } store_ops;
 
 /* Wrap a backend: takes ownership of 'impl' (released through ops->close).

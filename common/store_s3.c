@@ -1,6 +1,7 @@
 /* common/store_s3.c — the s3://BUCKET[/PREFIX] backend: the store operations over S3.
  * Owns: multipart uploads with one part in flight while the next fills, the single
- * PUT for small objects, the pull-style download that pauses between reads and
+ * PUT for small objects, the streaming single PUT of a known length (up to 5 GiB,
+ * body pulled from the caller's source, UNSIGNED-PAYLOAD), the pull-style download that pauses between reads and
  * resumes a dropped connection with Range (If-Match the first ETag), head, delete
  * and ListObjectsV2. Does not own the transport (store_s3_http.c: signing inputs,
  * retries, error mapping), whole-object hashing or the sidecar (store.c), nor key
@@ -393,6 +394,79 @@ out:
     return rc;
 }
 
+/* ---- known-length put: one streaming PUT -------------------------------------------------
+ * Content-Length = size, x-amz-content-sha256: UNSIGNED-PAYLOAD, the body pulled from
+ * the source by curl's read callback (no buffer of ours: curl's upload buffer is the
+ * only copy). A retry rewinds the source; one that cannot be rewound fails once it
+ * was read from. A source of the wrong size aborts the request mid-body, so S3 never
+ * stores it (a PUT is all or nothing). */
+static int s3_put_sized(void *impl, const char *key, int64_t size, const store_source *src,
+                        sw_err *err)
+{
+    s3 *s = impl;
+    s3i_stream st = {.src = src, .len = size};
+    s3i_req rq = {.method = "PUT", .key = key, .stream = &st, .ctype = "application/octet-stream",
+                  .what = "PUT"};
+    char where[200];
+    s3i_target(s, key, where, sizeof where);
+    if (size == 0) {            /* curl reads nothing for an empty body: probe here */
+        char extra;
+        ssize_t more = src->read(src->arg, &extra, 1, err);
+        if (more < 0) return -1;
+        if (more > 0)
+            return sw_errf(err, SW_E_INVALID_PAYLOAD, false,
+                           "PUT %s: the source holds more than the 0 bytes declared", where);
+    }
+    s3i_budget b;
+    s3i_budget_start(s, &b);
+    for (;;) {
+        s3i_xfer x;
+        if (s3i_stream_rewind(&st, err) < 0) return -1;
+        st.fail = 0;
+        if (s3i_setup(s, &x, &rq, err) < 0 || s3i_start(&x, err) < 0) {
+            s3i_release(&x);
+            return -1;
+        }
+        if (!s3i_wait(&x)) {
+            s3i_release(&x);
+            return sw_errf(err, SW_E_TIMEOUT, true, "store operation cancelled");
+        }
+        if (st.fail) {
+            s3i_release(&x);
+            if (st.fail == 1) {
+                if (err) *err = st.e;
+                return -1;
+            }
+            if (st.fail == 2)
+                return sw_errf(err, SW_E_INVALID_PAYLOAD, false,
+                               "PUT %s: the source ended at byte %lld of the %lld declared", where,
+                               (long long)st.off, (long long)size);
+            return sw_errf(err, SW_E_INVALID_PAYLOAD, false,
+                           "PUT %s: the source holds more than the %lld bytes declared", where,
+                           (long long)size);
+        }
+        s3i_outcome o = s3i_classify(s, &x, &rq, err);
+        s3i_release(&x);
+        if (o == R_OK) {
+            if (st.off != size)     /* curl said done without sending it all: never trust it */
+                return sw_errf(err, SW_E_STORAGE, true, "PUT %s: sent %lld of %lld bytes", where,
+                               (long long)st.off, (long long)size);
+            return 0;
+        }
+        if (o != R_RETRY) return -1;
+        if (st.touched && !src->rewind) {
+            if (err) {
+                char prev[sizeof err->msg];
+                snprintf(prev, sizeof prev, "%s", err->msg);
+                sw_errf(err, SW_E_STORAGE, true, "%s (not retried: the source cannot be rewound)",
+                        prev);
+            }
+            return -1;
+        }
+        if (!s3i_budget_retry(s, &b, err)) return -1;
+    }
+}
+
 /* ---- get: a GET paused between reads, resumed with Range ------------------------------ */
 
 struct s3_reader {
@@ -710,4 +784,6 @@ const store_ops store_s3_ops = {
     .del = s3_del,
     .list = s3_list,
     .set_cancel = s3_set_cancel,
+    .put_sized = s3_put_sized,
+    .put_sized_max = STORE_SINGLE_PUT_MAX,
 };

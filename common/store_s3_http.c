@@ -244,6 +244,8 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud);
 static size_t on_body(char *p, size_t sz, size_t nm, void *ud);
 static size_t on_read(char *p, size_t sz, size_t nm, void *ud);
 static int on_seek(void *ud, curl_off_t off, int origin);
+static size_t on_stream_read(char *p, size_t sz, size_t nm, void *ud);
+static int on_stream_seek(void *ud, curl_off_t off, int origin);
 
 static CURL *pool_get(s3 *s)
 {
@@ -299,7 +301,8 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
     x->url = store_s3_url(s->endpoint, s->region, s->bucket, fk, rq->query);
     free(fk);
     char sha[SHA256_HEX_LEN + 1], line[256];
-    if (rq->body_sha) snprintf(sha, sizeof sha, "%s", rq->body_sha);
+    if (rq->stream) snprintf(sha, sizeof sha, "UNSIGNED-PAYLOAD");   /* SigV4 allows it */
+    else if (rq->body_sha) snprintf(sha, sizeof sha, "%s", rq->body_sha);
     else if (rq->body_len == 0) snprintf(sha, sizeof sha, "%s", EMPTY_SHA256);
     else sha256_hex(rq->body, rq->body_len, sha);
     snprintf(line, sizeof line, "x-amz-content-sha256: %s", sha);
@@ -341,6 +344,15 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
     const char *m = rq->method;
     if (!strcmp(m, "HEAD")) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (!strcmp(m, "PUT") && rq->stream) {
+        x->stream = rq->stream;
+        rq->stream->off = 0;
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->stream->len);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_stream_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, x);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_stream_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
     } else if (!strcmp(m, "PUT")) {
         x->up = rq->body;
         x->up_len = rq->body_len;
@@ -376,6 +388,62 @@ static int on_seek(void *ud, curl_off_t off, int origin)
     if (origin != SEEK_SET || off < 0 || (size_t)off > x->up_len) return CURL_SEEKFUNC_CANTSEEK;
     x->up_off = (size_t)off;
     return CURL_SEEKFUNC_OK;
+}
+
+/* Start the source again from its first byte (a retry, or curl resending on a
+ * fresh connection). -1 when it cannot: not rewindable, or the rewind failed. */
+int s3i_stream_rewind(s3i_stream *st, sw_err *err)
+{
+    if (st->touched) {
+        if (!st->src->rewind)
+            return sw_errf(err, SW_E_STORAGE, true, "the upload source cannot be rewound to retry");
+        if (st->src->rewind(st->src->arg, err) < 0) return -1;
+    }
+    st->touched = false;
+    st->off = 0;
+    return 0;
+}
+
+/* Pull the next piece of a streamed PUT body straight into curl's upload buffer.
+ * Before the piece that completes Content-Length leaves, probe one byte more: a
+ * source longer than declared aborts the request, as does a short one, so the
+ * server never receives a complete body of the wrong content. */
+static size_t on_stream_read(char *p, size_t sz, size_t nm, void *ud)
+{
+    s3i_xfer *x = ud;
+    s3i_stream *st = x->stream;
+    int64_t left = st->len - st->off;
+    size_t n = sz * nm;
+    if (left <= 0) return 0;
+    if ((int64_t)n > left) n = (size_t)left;
+    st->touched = true;
+    ssize_t got = st->src->read(st->src->arg, p, n, &st->e);
+    if (got < 0) {
+        st->fail = 1;
+        return CURL_READFUNC_ABORT;
+    }
+    if (got == 0) {
+        st->fail = 2;
+        return CURL_READFUNC_ABORT;
+    }
+    st->off += got;
+    if (st->off == st->len) {
+        char extra;
+        ssize_t more = st->src->read(st->src->arg, &extra, 1, &st->e);
+        if (more != 0) {
+            st->fail = more < 0 ? 1 : 3;
+            return CURL_READFUNC_ABORT;
+        }
+    }
+    return (size_t)got;
+}
+
+static int on_stream_seek(void *ud, curl_off_t off, int origin)
+{
+    s3i_xfer *x = ud;
+    if (origin != SEEK_SET || off != 0) return CURL_SEEKFUNC_CANTSEEK;
+    sw_err ignore = {0};
+    return s3i_stream_rewind(x->stream, &ignore) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_CANTSEEK;
 }
 
 /* Copy a header value (trimmed) into out. */

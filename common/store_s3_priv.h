@@ -25,6 +25,19 @@ typedef struct s3i_buf {
 
 typedef struct s3 s3;
 typedef struct s3_reader s3_reader;
+typedef struct store_source store_source;
+
+/* A PUT body pulled from a store_source while it travels (the known-length put):
+ * exactly len bytes; one byte more is probed before the last chunk leaves, so a
+ * source of the wrong size aborts the request before the server has it all. */
+typedef struct s3i_stream {
+    const store_source *src;
+    int64_t len;                        /* Content-Length */
+    int64_t off;                        /* bytes handed to curl by this attempt */
+    bool touched;                       /* bytes were read from src since its last rewind */
+    int fail;                           /* 0; 1 src failed (e); 2 src too short; 3 too long */
+    sw_err e;
+} s3i_stream;
 
 struct s3 {
     CURLM *multi;                       /* one connection cache for every handle */
@@ -58,6 +71,7 @@ typedef struct s3i_xfer {
     s3i_buf body;                       /* answer body when not streamed, capped */
     size_t body_max;
     s3_reader *sink;                    /* streaming reader taking 2xx bodies */
+    s3i_stream *stream;                 /* streamed PUT body, borrowed (from the req) */
     char errbuf[CURL_ERROR_SIZE];
 } s3i_xfer;
 
@@ -67,6 +81,7 @@ typedef struct s3i_req {
     const char *query;                  /* canonical: sorted, encoded, "name=" for no value */
     const unsigned char *body;          /* PUT/POST body, borrowed */
     size_t body_len;
+    s3i_stream *stream;                 /* PUT body pulled from here instead (UNSIGNED-PAYLOAD) */
     const char *body_sha;               /* hex of body; NULL = computed */
     const char *ctype;                  /* Content-Type or NULL */
     const char *range;                  /* "bytes=N-" or NULL */
@@ -108,6 +123,10 @@ s3i_outcome s3i_call(s3 *s, s3i_req *rq, s3i_xfer *x, sw_err *err);
 void s3i_budget_start(const s3 *s, s3i_budget *b);
 /* Sleep before another attempt if the budget allows; false (err says why) if not. */
 bool s3i_budget_retry(s3 *s, s3i_budget *b, sw_err *err);
+
+/* Rewind st's source for another attempt (a no-op when nothing was read yet). 0, or
+ * -1 with err: SW_E_STORAGE retryable when the source cannot be rewound. */
+int s3i_stream_rewind(s3i_stream *st, sw_err *err);
 
 /* store_s3.c: the write callback of a streaming reader (2xx bodies only). */
 size_t s3i_reader_take(s3_reader *r, const char *p, size_t n);

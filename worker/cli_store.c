@@ -4,7 +4,9 @@
  * Why: operators inspect and repair snapshots with it, and the integration tests
  * and bench/store drive both stores through it.
  *
- *   snapworker store put KEY [FILE|-]   upload (stdin by default); prints the head JSON
+ *   snapworker store put KEY [FILE|-]   upload (stdin by default); prints the head JSON.
+ *                                       A regular file (or stdin redirected from one) is
+ *                                       one sized PUT; a pipe goes up multipart
  *   snapworker store get KEY [FILE|-]   download (stdout by default), sha256 verified
  *   snapworker store head KEY           {"key": …, "size_bytes": N, "sha256": "…"|""}
  *   snapworker store rm KEY             missing is fine
@@ -65,36 +67,19 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* A regular file goes up as one known-length PUT (store_put_fd picks it from
+ * fstat); stdin and pipes stream through the multipart writer. */
 static int cmd_put(store *s, const char *key, const char *path, sw_err *err)
 {
-    int fd = 0, rc = -1;
-    char *buf = NULL;
-    store_writer *w = NULL;
+    int fd = 0;
     store_info info;
     if (strcmp(path, "-") != 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return sw_errf(err, SW_E_INTERNAL, false, "open %s: %s", path, strerror(errno));
-    if (!(w = store_put_begin(s, key, err))) goto out;
-    buf = xmalloc(IO_CHUNK);
-    for (;;) {
-        ssize_t got = read(fd, buf, IO_CHUNK);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            sw_errf(err, SW_E_INTERNAL, false, "read %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (got == 0) break;
-        if (store_put_write(w, buf, (size_t)got, err) < 0) goto out;
-    }
-    store_writer *done = w;
-    w = NULL;
-    if (store_put_commit(done, &info, err) < 0) goto out;
-    print_info(key, &info);
-    rc = 0;
-out:
-    store_put_abort(w);
-    free(buf);
+    int rc = store_put_fd(s, key, fd, &info, err);
     if (fd > 0) close(fd);
-    return rc;
+    if (rc < 0) return -1;
+    print_info(key, &info);
+    return 0;
 }
 
 static int cmd_get(store *s, const char *key, const char *path, sw_err *err)

@@ -14,8 +14,12 @@ It prints "PORT=<n>" once listening. Control endpoints (not signed):
     POST /__proxy/rules   JSON list of rules, replacing the current ones:
         {"method": "GET", "query": "partNumber=2", "path": "substr", "suffix": ".tar.gz",
          "header": "range",
-         "action": "status|drop|stall", "status": 503, "code": "SlowDown",
-         "count": N (-1 = every time), "after_bytes": B (drop), "stall_s": S}
+         "action": "status|drop|stall|delay_body", "status": 503, "code": "SlowDown",
+         "count": N (-1 = every time), "after_bytes": B (drop), "stall_s": S (stall and
+         delay_body: wait S seconds before reading the request body, then go on)}
+    A body shorter than its Content-Length (the client died or gave up mid-body) is
+    answered 400 IncompleteBody and never forwarded, as S3 does (s3rver would store
+    the bytes that did arrive).
     POST /__proxy/reset   clear rules and statistics
     GET  /__proxy/stats   JSON: connections, requests, sig_failures, faults, log[]
 """
@@ -123,7 +127,11 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return None
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        try:
+            return self.rfile.read(n) if n else b""
+        except OSError:  # reset mid-body: what arrived does not matter, it is incomplete
+            self.close_connection = True
+            return b""
 
     # ---- control endpoints -----------------------------------------------
     def control(self, body):
@@ -187,11 +195,13 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
     # ---- faults ------------------------------------------------------------
-    def pick_rule(self):
+    def pick_rule(self, before_body=False):
         st = self.server.state
         with st.lock:
             for r in st.rules:
                 if r.get("count", -1) == 0:
+                    continue
+                if (r.get("action") == "delay_body") != before_body:
                     continue
                 if r.get("method") and r["method"] != self.command:
                     continue
@@ -212,6 +222,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- the request ---------------------------------------------------------
     def handle_any(self):
+        if not self.path.startswith("/__proxy/"):
+            early = self.pick_rule(before_body=True)
+            if early:
+                time.sleep(early.get("stall_s", 1))
         body = self.read_body()
         if self.path.startswith("/__proxy/"):
             return self.control(body)
@@ -223,6 +237,9 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"method": self.command, "path": self.path, "conn": self.conn_no,
                  "token": self.headers.get("x-amz-security-token"),
                  "range": self.headers.get("Range"),
+                 "payload": self.headers.get("x-amz-content-sha256"),
+                 "length": int(self.headers.get("Content-Length") or 0),
+                 "received": len(body) if body is not None else None,
                  "signed": (parse_auth(self.headers.get("Authorization")) or {}).get("signed", [])}
         with st.lock:
             st.requests += 1
@@ -230,6 +247,10 @@ class Handler(BaseHTTPRequestHandler):
         if body is None:
             entry["result"] = "chunked"
             return self.send_simple(*s3_error(411, "MissingContentLength", "chunked body refused"))
+        if len(body) < entry["length"]:
+            entry["result"] = "incomplete"
+            return self.send_simple(*s3_error(400, "IncompleteBody", "body shorter than "
+                                              "Content-Length"), close=True)
         bad = self.verify(body)
         if bad:
             entry["result"] = "refused %d" % bad[0]

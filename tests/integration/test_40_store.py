@@ -1,7 +1,9 @@
 """The snapshot store (issue 4) through `snapworker store`: file:// and s3:// round trips,
 odd keys, 404 and delete semantics, SigV4 verified independently by tests/integration/
 s3proxy.py (botocore) in front of s3rver, injected faults (503s, dropped and stalled
-connections), no partial object ever visible, connection reuse, bounded memory."""
+connections), no partial object ever visible, connection reuse, bounded memory.
+Both upload paths: a regular file goes up as one known-length PUT (UNSIGNED-PAYLOAD,
+retries rewind the file), a pipe as a multipart upload."""
 import hashlib
 import json
 import os
@@ -99,6 +101,33 @@ class StoreCase(SWTestCase):
             f.write(data)
         return path
 
+    def full_env(self, env):
+        full = dict(os.environ)
+        full.update({k: str(v) for k, v in self.env(**env).items()})
+        full.pop("SW_TMP", None)
+        if ASAN:
+            full.setdefault("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
+        return full
+
+    def put_pipe(self, env, key, data):
+        """`store put KEY -` with data on a pipe (the multipart path)."""
+        p = subprocess.run([BIN, "store", "put", key, "-"], env=self.full_env(env), input=data,
+                           capture_output=True, timeout=120 * SLOW)
+        err = p.stderr.decode(errors="replace")
+        self.assertNotIn("AddressSanitizer", err)
+        self.assertNotIn("runtime error:", err)
+        self.assertEqual(p.returncode, 0, f"store put {key} -: {err}")
+        return p
+
+    def wait_for_result(self, result, timeout=15):
+        """The proxy log once an entry with this result is in it."""
+        deadline = time.time() + timeout * SLOW
+        while True:
+            st = self.stats()
+            if any(e.get("result") == result for e in st["log"]) or time.time() > deadline:
+                return st
+            time.sleep(0.1)
+
     def keys(self, env, prefix):
         p = self.ok(env, "ls", prefix)
         return [line.split("\t")[0] for line in p.stdout.splitlines()]
@@ -109,10 +138,14 @@ class StoreCase(SWTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("snapshot_not_found", p.stderr)
 
-    def round_trip(self, env, key, data):
+    def round_trip(self, env, key, data, via="file"):
+        """put (from a regular file, or from a pipe with via="pipe"), head, get, compare."""
         want = hashlib.sha256(data).hexdigest()
         src = self.write("src-" + uuid.uuid4().hex, data)
-        info = json.loads(self.ok(env, "put", key, src).stdout)
+        if via == "pipe":
+            info = json.loads(self.put_pipe(env, key, data).stdout)
+        else:
+            info = json.loads(self.ok(env, "put", key, src).stdout)
         self.assertEqual((info["size_bytes"], info["sha256"]), (len(data), want))
         head = json.loads(self.ok(env, "head", key).stdout)
         self.assertEqual((head["size_bytes"], head["sha256"]), (len(data), want))
@@ -140,10 +173,17 @@ class RoundTrips(StoreCase):
         with open(os.path.join(self.tmp, "store", self.ns, "obj-1.tar.gz.sha256")) as f:
             self.assertEqual(f.read(), hashlib.sha256(data_of(1, "1")).hexdigest() + "\n")
 
-    def test_objects_of_every_boundary_size_round_trip_through_s3_with_verified_signatures(self):
+    def test_objects_of_every_boundary_size_round_trip_through_the_file_store_from_a_pipe(self):
+        env = self.file()
+        for size in SIZES:
+            self.round_trip(env, f"{self.ns}/obj-{size}.tar.gz", data_of(size, str(size)), via="pipe")
+        listed = dict(line.split("\t") for line in self.ok(env, "ls", self.ns + "/").stdout.splitlines())
+        self.assertEqual(listed, {f"{self.ns}/obj-{s}.tar.gz": str(s) for s in SIZES})
+
+    def test_piped_objects_of_every_boundary_size_go_up_multipart_with_verified_signatures(self):
         env = self.s3()
         for size in SIZES:
-            self.round_trip(env, f"{self.ns}/obj-{size}.tar.gz", data_of(size, str(size)))
+            self.round_trip(env, f"{self.ns}/obj-{size}.tar.gz", data_of(size, str(size)), via="pipe")
         st = self.stats()
         self.assertEqual(st["sig_failures"], 0)
         results = {e["result"] for e in st["log"]}
@@ -160,8 +200,33 @@ class RoundTrips(StoreCase):
         # 5 MiB exactly is one PUT; 5 MiB + 1 is two parts; 50 MiB is ten
         parts = [e["path"] for e in st["log"] if "partNumber=" in e["path"]]
         self.assertEqual(len(parts), 2 + 10)
+        # every body of this path is hashed into its signature
+        self.assertFalse([e for e in st["log"] if e["payload"] == "UNSIGNED-PAYLOAD"])
         listed = dict(line.split("\t") for line in self.ok(env, "ls", self.ns + "/").stdout.splitlines())
         self.assertEqual(listed, {f"{self.ns}/obj-{s}.tar.gz": str(s) for s in SIZES})
+
+    def test_files_of_every_boundary_size_go_up_as_one_unsigned_payload_put_with_verified_signatures(self):
+        env = self.s3()
+        sizes = SIZES + [64 * MiB]
+        for size in sizes:
+            self.round_trip(env, f"{self.ns}/obj-{size}.tar.gz", data_of(size, str(size)))
+        st = self.stats()
+        self.assertEqual(st["sig_failures"], 0)
+        self.assertEqual({e["result"] for e in st["log"]}, {"forwarded"})
+        self.assertFalse([e["path"] for e in st["log"]
+                          if "uploads=" in e["path"] or "uploadId=" in e["path"]], "no multipart")
+        puts = [e for e in st["log"] if e["method"] == "PUT" and e["path"].endswith(".tar.gz")]
+        self.assertEqual(sorted(e["length"] for e in puts), sorted(sizes))
+        for e in puts:  # one streamed PUT each: Content-Length = size, signed UNSIGNED-PAYLOAD
+            self.assertEqual(e["payload"], "UNSIGNED-PAYLOAD", e)
+            self.assertIn("x-amz-content-sha256", e["signed"], e)
+            self.assertEqual(e["received"], e["length"], e)
+        sidecars = [e for e in st["log"] if e["method"] == "PUT" and e["path"].endswith(".sha256")]
+        self.assertEqual(len(sidecars), len(sizes))
+        for e in sidecars:  # small bodies keep their signed sha256
+            self.assertRegex(e["payload"], "^[0-9a-f]{64}$")
+        listed = dict(line.split("\t") for line in self.ok(env, "ls", self.ns + "/").stdout.splitlines())
+        self.assertEqual(listed, {f"{self.ns}/obj-{s}.tar.gz": str(s) for s in sizes})
 
     def test_keys_with_spaces_plus_and_unicode_are_distinct_objects_in_both_stores(self):
         for env in (self.file(), self.s3()):
@@ -242,16 +307,25 @@ class Signatures(StoreCase):
         token = "FwoGZXIvYXdzEJr//////////wEaDH+token=="
         env = self.s3(AWS_SESSION_TOKEN=token)
         self.round_trip(env, f"{self.ns}/tok.tar.gz", data_of(6 * MiB, "tok"))
+        self.round_trip(env, f"{self.ns}/tok-mp.tar.gz", data_of(6 * MiB, "tok"), via="pipe")
         st = self.stats()
         self.assertEqual(st["sig_failures"], 0)
-        self.assertGreater(len(st["log"]), 5)
+        self.assertGreater(len(st["log"]), 12)
+        self.assertTrue(any(e["payload"] == "UNSIGNED-PAYLOAD" for e in st["log"]))
+        self.assertTrue(any("partNumber=" in e["path"] for e in st["log"]))
         for e in st["log"]:
             self.assertEqual(e["token"], token, e)
             self.assertIn("x-amz-security-token", e["signed"], e)
 
     def test_requests_reuse_one_connection_within_a_process(self):
         env = self.s3()
-        self.ok(env, "put", f"{self.ns}/r.tar.gz", self.write("r", data_of(16 * MiB, "r")))
+        self.ok(env, "put", f"{self.ns}/rf.tar.gz", self.write("rf", data_of(16 * MiB, "rf")))
+        st = self.stats()
+        # DELETE sidecar, the one PUT, PUT sidecar: one connection
+        self.assertEqual([e["method"] for e in st["log"]], ["DELETE", "PUT", "PUT"])
+        self.assertEqual(st["connections"], 1)
+        self.ctl("reset")
+        self.put_pipe(env, f"{self.ns}/r.tar.gz", data_of(16 * MiB, "r"))
         st = self.stats()
         # DELETE sidecar, create, 4 parts, complete, PUT sidecar: 8 requests; one part
         # may travel while another request runs, so at most two connections
@@ -286,14 +360,114 @@ class Faults(StoreCase):
         key = f"{self.ns}/mp.tar.gz"
         self.rules({"method": "PUT", "query": "partNumber=2", "action": "status", "status": 500,
                     "code": "InternalError", "count": -1})
-        p = self.store(env, "put", key, self.write("mp", data_of(12 * MiB, "mp")))
+        p = subprocess.run([BIN, "store", "put", key, "-"], env=self.full_env(env),
+                           input=data_of(12 * MiB, "mp"), capture_output=True, timeout=60 * SLOW)
         self.assertEqual(p.returncode, 1)
+        p.stderr = p.stderr.decode()
         self.assertIn("storage_error", p.stderr)
         st = self.stats()
         self.assertTrue(any(e["method"] == "DELETE" and "uploadId=" in e["path"] for e in st["log"]),
                         "the upload was aborted (s3rver answers 405, which is tolerated)")
         self.assertFalse(any(e["method"] == "POST" and "uploadId=" in e["path"] for e in st["log"]))
         self.rules()
+        self.assert_absent(env, key)
+
+    def test_a_503_on_the_one_put_restarts_it_from_the_first_byte_and_succeeds(self):
+        env = self.s3()
+        key = f"{self.ns}/r503.tar.gz"
+        data = data_of(20 * MiB, "r503")
+        self.rules({"method": "PUT", "suffix": ".tar.gz", "action": "status", "status": 503,
+                    "code": "SlowDown", "count": 2})
+        self.round_trip(env, key, data)
+        st = self.stats()
+        puts = [e for e in st["log"] if e["method"] == "PUT" and e["path"].endswith(".tar.gz")]
+        # the proxy read every attempt's whole body before answering: each retry sent
+        # all 20 MiB again from the start of the file
+        self.assertEqual([e["result"] for e in puts], ["fault 503", "fault 503", "forwarded"])
+        self.assertEqual([e["received"] for e in puts], [len(data)] * 3)
+        self.assertEqual(st["sig_failures"], 0)
+        self.assertEqual(json.loads(self.ok(env, "head", key).stdout)["sha256"],
+                         hashlib.sha256(data).hexdigest())
+
+    def test_500_on_every_put_of_a_file_fails_retryable_and_leaves_nothing_visible(self):
+        env = self.s3(SNAPWORKER_STORE_RETRY_BUDGET_S=2)
+        key = f"{self.ns}/r500.tar.gz"
+        self.rules({"method": "PUT", "suffix": ".tar.gz", "action": "status", "status": 500,
+                    "code": "InternalError", "count": -1})
+        p = self.store(env, "put", key, self.write("r500", data_of(6 * MiB, "r500")))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("storage_error", p.stderr)
+        self.assertIn("500", p.stderr)
+        self.assertIn("gave up after", p.stderr)
+        self.assertGreater(self.stats()["faults"], 2)
+        self.rules()
+        self.assert_absent(env, key)
+
+    def start_put_of_file(self, env, key, path):
+        return subprocess.Popen([BIN, "store", "put", key, path], env=self.full_env(env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def test_a_file_that_shrinks_during_its_put_fails_and_the_old_object_stays(self):
+        env = self.s3()
+        key = f"{self.ns}/shrink.tar.gz"
+        self.round_trip(env, key, b"old" * 1000)
+        self.ctl("reset")
+        # the proxy reads the body late, so the upload blocks a few MiB in while the
+        # file is cut short under it
+        self.rules({"method": "PUT", "suffix": ".tar.gz", "action": "delay_body",
+                    "stall_s": 1.5 * SLOW, "count": 1})
+        src = self.write("shrink", data_of(64 * MiB, "shrink"))
+        proc = self.start_put_of_file(env, key, src)
+        time.sleep(0.5 * SLOW)
+        os.truncate(src, MiB)
+        out, err = proc.communicate(timeout=60 * SLOW)
+        err = err.decode()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("invalid_payload", err)
+        self.assertIn("ended at byte", err)
+        self.assertNotIn("AddressSanitizer", err)
+        st = self.wait_for_result("incomplete")
+        self.assertIn("incomplete", [e["result"] for e in st["log"]])
+        # the old object is still the one stored (its sidecar went first, as always)
+        head = json.loads(self.ok(env, "head", key).stdout)
+        self.assertEqual(head, {"key": key, "size_bytes": 3000, "sha256": ""})
+        dst = os.path.join(self.tmp, "shrink.out")
+        self.ok(env, "get", key, dst)
+        with open(dst, "rb") as f:
+            self.assertEqual(f.read(), b"old" * 1000)
+
+    def test_a_file_that_grows_during_its_put_fails_before_the_last_byte_leaves(self):
+        env = self.s3()
+        key = f"{self.ns}/grow.tar.gz"
+        self.rules({"method": "PUT", "suffix": ".tar.gz", "action": "delay_body",
+                    "stall_s": 1.5 * SLOW, "count": 1})
+        src = self.write("grow", data_of(64 * MiB, "grow"))
+        proc = self.start_put_of_file(env, key, src)
+        time.sleep(0.5 * SLOW)
+        with open(src, "ab") as f:
+            f.write(b"more")
+        out, err = proc.communicate(timeout=60 * SLOW)
+        err = err.decode()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("invalid_payload", err)
+        self.assertIn("more than the 67108864 bytes declared", err)
+        st = self.wait_for_result("incomplete")
+        self.assertIn("incomplete", [e["result"] for e in st["log"]])
+        self.assert_absent(env, key)
+
+    def test_a_put_of_a_file_killed_midway_leaves_nothing_visible(self):
+        env = self.s3()
+        key = f"{self.ns}/killed.tar.gz"
+        self.rules({"method": "PUT", "suffix": ".tar.gz", "action": "delay_body",
+                    "stall_s": 1.5 * SLOW, "count": 1})
+        proc = self.start_put_of_file(env, key, self.write("killed", data_of(64 * MiB, "killed")))
+        time.sleep(0.5 * SLOW)
+        proc.kill()
+        proc.communicate()
+        st = self.wait_for_result("incomplete")
+        puts = [e for e in st["log"] if e["method"] == "PUT"]
+        self.assertEqual([e["result"] for e in puts], ["incomplete"])
+        self.assertLess(puts[0]["received"], puts[0]["length"])
         self.assert_absent(env, key)
 
     def test_a_get_dropped_mid_body_resumes_with_a_range_request(self):
@@ -390,10 +564,9 @@ class Memory(StoreCase):
     def test_a_300_mib_upload_from_a_pipe_peaks_under_32_mib_rss(self):
         env = self.s3(direct=True, SNAPWORKER_S3_PART_SIZE=8 * MiB)
         key = f"{self.ns}/big.tar.gz"
-        full = dict(os.environ)
-        full.update({k: str(v) for k, v in self.env(**env).items()})
-        proc = subprocess.Popen([BIN, "store", "put", key, "-"], env=full, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([BIN, "store", "put", key, "-"], env=self.full_env(env),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         peak = [0]
         stop = threading.Event()
 
@@ -427,4 +600,31 @@ class Memory(StoreCase):
         self.assertLess(peak_mib, 32 * (8 if ASAN else 1), f"peak RSS {peak_mib:.1f} MiB")
         head = json.loads(self.ok(env, "head", key).stdout)
         self.assertEqual(head["sha256"], h.hexdigest())
+        self.ok(env, "rm", key)
+
+    def test_a_300_mib_upload_from_a_file_streams_through_curls_buffer_alone(self):
+        env = self.s3(direct=True, SNAPWORKER_S3_PART_SIZE=8 * MiB)
+        key = f"{self.ns}/bigf.tar.gz"
+        h = hashlib.sha256()
+        src = os.path.join(self.tmp, "bigf")
+        with open(src, "wb") as f:
+            block = os.urandom(MiB)
+            for i in range(300):
+                chunk = i.to_bytes(4, "big") + block[4:]
+                h.update(chunk)
+                f.write(chunk)
+        proc = subprocess.Popen([BIN, "store", "put", key, src], env=self.full_env(env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, vm_hwm_kib(proc.pid) or 0)
+            time.sleep(0.02)
+        out, err = proc.communicate()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual(json.loads(out)["sha256"], h.hexdigest())
+        peak_mib = peak / 1024
+        self.assertGreater(peak_mib, 4)  # the sampler did see the process
+        # no part buffers: the process baseline plus curl's buffers
+        self.assertLess(peak_mib, 20 * (8 if ASAN else 1), f"peak RSS {peak_mib:.1f} MiB")
+        os.unlink(src)
         self.ok(env, "rm", key)

@@ -577,6 +577,195 @@ static void test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_n
     store_close(s);
 }
 
+/* ------------------------------------------------------------------ known-length puts */
+
+/* A memory source: 'len' bytes of 'data'; 'rewindable' picks whether rewind exists. */
+typedef struct mem_src {
+    const unsigned char *data;
+    size_t len, off;
+    int rewinds;
+} mem_src;
+
+static ssize_t mem_read(void *arg, void *buf, size_t n, sw_err *err)
+{
+    (void)err;
+    mem_src *m = arg;
+    size_t take = m->len - m->off < n ? m->len - m->off : n;
+    if (take > 7777) take = 7777;               /* short reads, as pipes give */
+    memcpy(buf, m->data + m->off, take);
+    m->off += take;
+    return (ssize_t)take;
+}
+
+static int mem_rewind(void *arg, sw_err *err)
+{
+    (void)err;
+    mem_src *m = arg;
+    m->off = 0;
+    m->rewinds++;
+    return 0;
+}
+
+static void test_put_sized_through_the_file_store_checks_the_size_both_ways(void **state)
+{
+    fx *f = *state;
+    size_t n = 3 * MiB + 11;
+    unsigned char *data = pattern(n, 7);
+    char want[65];
+    sha256_hex(data, n, want);
+    sw_err err = {0};
+    store_info info = {0};
+    mem_src m = {data, n, 0, 0};
+    store_source src = {mem_read, NULL, &m};
+    assert_int_equal(store_put_sized(f->s, "s/ok.tar.gz", (int64_t)n, &src, &info, &err), 0);
+    assert_int_equal(info.size_bytes, (int64_t)n);
+    assert_string_equal(info.sha256, want);
+    size_t got = 0;
+    unsigned char *back = get_bytes(f->s, "s/ok.tar.gz", &got, NULL, &err);
+    assert_non_null(back);
+    assert_int_equal(got, n);
+    assert_memory_equal(back, data, n);
+    free(back);
+    /* one byte short, one byte long, and empty-but-not: refused, nothing visible */
+    int64_t declared[] = {(int64_t)n + 1, (int64_t)n - 1, 0};
+    const char *why[] = {"ended at byte", "more than", "more than"};
+    for (int i = 0; i < 3; i++) {
+        m.off = 0;
+        sw_err e2 = {0};
+        assert_int_equal(store_put_sized(f->s, "s/bad.tar.gz", declared[i], &src, NULL, &e2), -1);
+        assert_int_equal(e2.code, SW_E_INVALID_PAYLOAD);
+        assert_false(e2.retryable);
+        assert_non_null(strstr(e2.msg, why[i]));
+        assert_int_equal(store_head(f->s, "s/bad.tar.gz", NULL, &e2), -1);
+        assert_int_equal(e2.code, SW_E_SNAPSHOT_NOT_FOUND);
+    }
+    m.len = 0;
+    m.off = 0;
+    assert_int_equal(store_put_sized(f->s, "s/empty.tar.gz", 0, &src, &info, &err), 0);
+    assert_string_equal(info.sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    free(data);
+}
+
+static void test_put_fd_sends_a_regular_file_from_its_offset_and_a_pipe_to_eof(void **state)
+{
+    fx *f = *state;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/src.bin", f->base);
+    size_t n = MiB + 5;
+    unsigned char *data = pattern(n, 3);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    assert_int_equal(lseek(fd, 5, SEEK_SET), 5);     /* from the current offset on */
+    sw_err err = {0};
+    store_info info = {0};
+    char want[65];
+    sha256_hex(data + 5, n - 5, want);
+    assert_int_equal(store_put_fd(f->s, "fd/file.tar.gz", fd, &info, &err), 0);
+    assert_int_equal(info.size_bytes, (int64_t)(n - 5));
+    assert_string_equal(info.sha256, want);
+    close(fd);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    assert_int_equal(write(pfd[1], data, 4096), 4096);
+    close(pfd[1]);
+    sha256_hex(data, 4096, want);
+    assert_int_equal(store_put_fd(f->s, "fd/pipe.tar.gz", pfd[0], &info, &err), 0);
+    assert_int_equal(info.size_bytes, 4096);
+    assert_string_equal(info.sha256, want);
+    close(pfd[0]);
+    free(data);
+}
+
+/* A fake put_sized that reads half, "loses the connection", rewinds and sends it all,
+ * as the S3 backend does on a retry. */
+static int fk_put_sized(void *impl, const char *key, int64_t size, const store_source *src, sw_err *err)
+{
+    unsigned char buf[4096];
+    int64_t got = 0;
+    while (got < size / 2) {
+        ssize_t r = src->read(src->arg, buf, sizeof buf, err);
+        if (r <= 0) break;
+        got += r;
+    }
+    if (!src->rewind) return sw_errf(err, SW_E_STORAGE, true, "HTTP 503 (not retried: the source cannot be rewound)");
+    if (src->rewind(src->arg, err) < 0) return -1;
+    got = 0;
+    for (;;) {
+        ssize_t r = src->read(src->arg, buf, sizeof buf, err);
+        if (r < 0) return -1;
+        if (r == 0) break;
+        got += r;
+    }
+    if (got != size) return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "size");
+    logop(impl, "publish", key);
+    return 0;
+}
+
+static void test_a_rewound_sized_put_hashes_only_the_attempt_that_was_published(void **state)
+{
+    (void)state;
+    store_ops ops = fake_ops;
+    ops.put_sized = fk_put_sized;
+    ops.put_sized_max = 1000 * 1000;
+    fake f = {0};
+    store *s = store_new(&ops, &f, NULL);
+    size_t n = 100000;
+    unsigned char *data = pattern(n, 9);
+    char want[65];
+    sha256_hex(data, n, want);
+    mem_src m = {data, n, 0, 0};
+    store_source src = {mem_read, mem_rewind, &m};
+    sw_err err = {0};
+    store_info info = {0};
+    assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), 0);
+    assert_int_equal(m.rewinds, 1);
+    assert_string_equal(info.sha256, want);
+    assert_string_equal(f.log, "delete r.tar.gz.sha256;publish r.tar.gz;publish r.tar.gz.sha256");
+    /* not rewindable: the failed attempt is final and retryable, no sidecar */
+    f.log[0] = '\0';
+    m.off = 0;
+    src.rewind = NULL;
+    assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), -1);
+    assert_int_equal(err.code, SW_E_STORAGE);
+    assert_true(err.retryable);
+    assert_string_equal(f.log, "delete r.tar.gz.sha256");
+    /* above put_sized_max: streamed through the ordinary writer */
+    f.log[0] = '\0';
+    m.off = 0;
+    ops.put_sized_max = 10;
+    assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), 0);
+    assert_string_equal(info.sha256, want);
+    assert_string_equal(f.log, "delete r.tar.gz.sha256;publish r.tar.gz;publish r.tar.gz.sha256");
+    store_close(s);
+    free(data);
+}
+
+static void test_a_sized_put_to_an_unreachable_s3_endpoint_is_retryable(void **state)
+{
+    (void)state;
+    cfg c;
+    memset(&c, 0, sizeof c);
+    char url[] = "s3://b", akid[] = "AKID", secret[] = "SECRET", ep[] = "http://127.0.0.1:1";
+    c.store_url = url;
+    c.aws_access_key_id = akid;
+    c.aws_secret_access_key = secret;
+    c.aws_endpoint_url = ep;
+    c.store_retry_budget_s = 1;
+    c.store_timeout_s = 2;
+    sw_err err = {0};
+    store *s = store_open(&c, &err);
+    assert_non_null(s);
+    unsigned char data[100] = {0};
+    mem_src m = {data, sizeof data, 0, 0};
+    store_source src = {mem_read, NULL, &m};      /* never read: connecting fails first */
+    assert_int_equal(store_put_sized(s, "k.tar.gz", sizeof data, &src, NULL, &err), -1);
+    assert_int_equal(err.code, SW_E_STORAGE);
+    assert_true(err.retryable);
+    assert_null(strstr(err.msg, "SECRET"));
+    store_close(s);
+}
+
 /* ------------------------------------------------------------------ S3 helpers */
 
 static void test_uri_encoding_is_sigv4_uppercase_with_optional_slash(void **state)
@@ -705,6 +894,10 @@ int main(void)
         cmocka_unit_test(test_store_open_refuses_bad_urls_missing_bucket_and_missing_credentials),
         cmocka_unit_test(test_an_unreachable_s3_endpoint_is_a_retryable_storage_error),
         cmocka_unit_test(test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_new_one),
+        cmocka_unit_test_setup_teardown(test_put_sized_through_the_file_store_checks_the_size_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_fd_sends_a_regular_file_from_its_offset_and_a_pipe_to_eof, setup, teardown),
+        cmocka_unit_test(test_a_rewound_sized_put_hashes_only_the_attempt_that_was_published),
+        cmocka_unit_test(test_a_sized_put_to_an_unreachable_s3_endpoint_is_retryable),
         cmocka_unit_test(test_uri_encoding_is_sigv4_uppercase_with_optional_slash),
         cmocka_unit_test(test_urls_are_path_style_with_an_endpoint_else_virtual_host),
         cmocka_unit_test(test_part_size_bounds_the_largest_object),
