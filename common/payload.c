@@ -81,8 +81,8 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
         goto out;
     }
     if (get_str(root, "type", true, &s, err) < 0) goto out;
-    if (!*s || strlen(s) >= sizeof r->type) {
-        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'type' must be a job type name");
+    if (!id_valid_job(s) || strlen(s) >= sizeof r->type) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'type' must match [A-Za-z0-9_.:-]{1,32}");
         goto out;
     }
     snprintf(r->type, sizeof r->type, "%s", s);

@@ -6,6 +6,7 @@
  * frees the context (callbacks then see NULL) and a timer connects a new one.
  * Never frees a context inside its own connect callback (a use-after-free in 0.14). */
 #include <adapters/libevent.h>
+#include <malloc.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +233,12 @@ void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
     wk_conn_watch(&w->rd);
     wk_conn_watch(&w->cmd);
     if (w->celery_on) wk_conn_watch(&w->res);
+    /* back to idle after work: give freed heap back to the OS (idle RSS target) */
+    uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;
+    if (w->inflight == 0 && done != w->trimmed_at) {
+        malloc_trim(0);
+        w->trimmed_at = done;
+    }
     w->stats.inflight = w->inflight;
     w->stats.redis_up = w->rd.ready && w->cmd.ready;
     w->stats.draining = w->stopping;

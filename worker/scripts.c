@@ -17,8 +17,11 @@
  * renew   extend leases: XCLAIM ... JUSTID (no delivery-count bump) + hash + lock.
  * requeue_dead  move one dead entry back into the stream with a fresh job hash.
  *
- * Events are written with XADD (trimmed MAXLEN ~) and PUBLISHed on the events key
- * as one JSON object with `data` embedded (data is already JSON text). */
+ * Events are written with XADD (trimmed MAXLEN ~ by the promote tick) and PUBLISHed
+ * on the events key as one JSON object with `data` embedded (data is already JSON
+ * text). Ids, types and worker names are concatenated into that JSON unescaped:
+ * their grammars (common/ids.h, payload_parse, worker_new) admit no character that
+ * JSON would escape. */
 #include "worker/scripts.h"
 
 #include <openssl/evp.h>
@@ -31,17 +34,20 @@
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
     "local function int(x) return string.format('%d', x) end\n" \
     "local nows = int(now)\n" \
+    "local NONE = {}\n" \
     "local function hgetall(k)\n" \
-    "  local r = redis.call('HGETALL', k); local h = {}\n" \
+    "  local r = redis.call('HGETALL', k)\n" \
+    "  if #r == 0 then return NONE end\n" \
+    "  local h = {}\n" \
     "  for j = 1, #r, 2 do h[r[j]] = r[j + 1] end\n" \
     "  return h\n" \
     "end\n" \
     "local function emit(ev, evmax, id, typ, status, attempt, data, worker)\n" \
     "  redis.call('XADD', ev, '*', 'job_id', id, 'type', typ,\n" \
     "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', nows)\n" \
-    "  redis.call('PUBLISH', ev, '{\"job_id\":' .. cjson.encode(id) .. ',\"type\":' ..\n" \
-    "    cjson.encode(typ) .. ',\"status\":\"' .. status .. '\",\"attempt\":' .. attempt ..\n" \
-    "    ',\"data\":' .. data .. ',\"worker\":' .. cjson.encode(worker) .. ',\"ts\":' .. nows .. '}')\n" \
+    "  redis.call('PUBLISH', ev, '{\"job_id\":\"' .. id .. '\",\"type\":\"' .. typ ..\n" \
+    "    '\",\"status\":\"' .. status .. '\",\"attempt\":' .. attempt .. ',\"data\":' .. data ..\n" \
+    "    ',\"worker\":\"' .. worker .. '\",\"ts\":' .. nows .. '}')\n" \
     "end\n" \
     "local function payload_of(stream, entry)\n" \
     "  local e = redis.call('XRANGE', stream, entry, entry)\n" \
@@ -138,6 +144,7 @@ static const char finish_lua[] = LUA_COMMON
     "local evmax, deadmax, n = ARGV[4], ARGV[5], tonumber(ARGV[6])\n"
     "local out, acks = {}, {}\n"
     "local function ackdel(entry) acks[#acks + 1] = entry end\n"
+    "local function payload(raw, entry) if raw ~= '' then return raw end return payload_of(KEYS[1], entry) end\n"
     "local function to_dead(entry, id, data, attempt, p)\n"
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
     "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', nows)\n"
@@ -148,12 +155,11 @@ static const char finish_lua[] = LUA_COMMON
     "  local attempt, data, delay = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])\n"
     "  local hk, lk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]\n"
     "  local raw = ARGV[b + 8]\n"
-    "  local function payload() if raw ~= '' then return raw end return payload_of(KEYS[1], entry) end\n"
     "  if outcome == 'defer' then\n"
     "    if redis.call('EXISTS', hk) == 0 then\n"
     "      redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', attempt, 'updated_ms', nows)\n"
     "    end\n"
-    "    redis.call('ZADD', KEYS[3], now + delay, payload())\n"
+    "    redis.call('ZADD', KEYS[3], now + delay, payload(raw, entry))\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
     "  if outcome == 'reject' then\n"
@@ -163,7 +169,7 @@ static const char finish_lua[] = LUA_COMMON
     "    local live = h[1] == 'running' and (tonumber(h[2]) or 0) > now\n"
     "    local ended = h[1] == 'succeeded' or h[1] == 'dead'\n"
     "    if h[3] and tonumber(h[3]) and tonumber(h[3]) > tonumber(attempt) then attempt = h[3] end\n"
-    "    to_dead(entry, id, data, attempt, payload())\n"
+    "    to_dead(entry, id, data, attempt, payload(raw, entry))\n"
     "    if id ~= '' and not live and not ended then\n"
     "      redis.call('HSET', hk, 'status', 'dead', 'type', typ, 'attempt', attempt, 'error', data,\n"
     "        'worker', me, 'entry', entry, 'updated_ms', nows)\n"
@@ -174,30 +180,32 @@ static const char finish_lua[] = LUA_COMMON
     "  end\n"
     "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries', 'lease_until', 'locked')\n"
     "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
-    "  local function release() if h[6] == '1' then unlock(lk, id) end end\n"
+
     "  if outcome == 'release' then\n"
-    "    local p = payload()\n"
+    "    local p = payload(raw, entry)\n"
     "    if p then redis.call('XADD', KEYS[1], '*', 'job', p) end\n"
     "    redis.call('HSET', hk, 'status', 'queued', 'attempt', int(tonumber(attempt) - 1), 'deliveries',\n"
     "      int(math.max(0, (tonumber(h[4]) or 1) - 1)), 'lease_until', '0', 'updated_ms', nows)\n"
-    "    release(); ackdel(entry); return 'ok'\n"
+    "    if h[6] == '1' then unlock(lk, id) end\n"
+    "    ackdel(entry); return 'ok'\n"
     "  end\n"
     "  if outcome == 'succeeded' then\n"
     "    redis.call('HSET', hk, 'status', 'succeeded', 'result', data, 'updated_ms', nows)\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'succeeded', attempt, data, me)\n"
     "  elseif outcome == 'retry' then\n"
-    "    local p = payload()\n"
+    "    local p = payload(raw, entry)\n"
     "    if p then redis.call('ZADD', KEYS[3], now + delay, p) end\n"
     "    redis.call('HSET', hk, 'status', 'retrying', 'error', data, 'updated_ms', nows, 'lease_until', '0')\n"
     "    emit(KEYS[2], evmax, id, typ, 'failed', attempt, data, me)\n"
     "  else\n"
-    "    to_dead(entry, id, data, attempt, payload())\n"
+    "    to_dead(entry, id, data, attempt, payload(raw, entry))\n"
     "    redis.call('HSET', hk, 'status', 'dead', 'error', data, 'updated_ms', nows)\n"
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "  end\n"
-    "  release(); ackdel(entry); return 'ok'\n"
+    "  if h[6] == '1' then unlock(lk, id) end\n"
+    "  ackdel(entry); return 'ok'\n"
     "end\n"
     "for i = 1, n do out[i] = one(i) end\n"
     "if #acks > 0 then\n"

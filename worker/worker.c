@@ -16,10 +16,12 @@
 #include "worker/worker.h"
 
 #include <async.h>
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -583,6 +585,8 @@ worker *worker_new(const cfg *c)
     gethostname(host, sizeof host - 1);
     unsigned r = 0;
     if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned)getpid();
+    for (char *p = host; *p; p++) /* the name goes into JSON unescaped: keep it plain */
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_') *p = '-';
     snprintf(w->name, sizeof w->name, "%s:%d:%04x", host, (int)getpid(), r & 0xffff);
     rds_key(c, "stream", w->k_stream, sizeof w->k_stream);
     rds_key(c, "events", w->k_events, sizeof w->k_events);
@@ -593,6 +597,7 @@ worker *worker_new(const cfg *c)
     strcpy(w->recover_from, "0");
     w->recover = 1; /* a restarted worker has no pending entries, but be uniform */
     evthread_use_pthreads();
+    mallopt(M_ARENA_MAX, 2); /* executor threads share arenas: bounded idle RSS */
     w->base = event_base_new();
     if (!w->base || pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
         log_msg(LOG_ERROR, "startup_failed", "error", "event loop or pipe", NULL);

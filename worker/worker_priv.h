@@ -87,6 +87,7 @@ struct worker {
     int warned_policy;
     int exit_code;
     worker_stats stats;            /* served by worker/http.c */
+    uint64_t trimmed_at;           /* jobs done at the last malloc_trim */
     http_srv *http;
 };
 
