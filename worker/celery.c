@@ -162,17 +162,26 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
     wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
 }
 
-void wk_celery_started(worker *w, item *list)
+/* STARTED is informational (Celery itself writes it only with task_track_started),
+ * so it is written for jobs still running STARTED_AFTER_MS after they were handed to
+ * a thread, from the 1 s tick: a burst of quick jobs then costs no extra writes. */
+#define STARTED_AFTER_MS 500
+
+void wk_celery_started_due(worker *w)
 {
-    if (!w->res.ready) return; /* best effort: STARTED is informational */
+    if (!w->res.ready) return;
+    int64_t now = job_now_ms();
     char started[256];
     snprintf(started, sizeof started, "{\"pid\": %d, \"hostname\": \"%s\"}", (int)getpid(),
              w->name);
     cmdv keys, metas, v;
     cv_init(&keys);
     cv_init(&metas);
-    for (item *it = list; it; it = it->next) {
-        if (!it->celery || it->poison) continue;
+    for (item *it = w->all; it && keys.argc < 256; it = it->next_all) {
+        if (!it->celery || it->poison || it->started_meta || it->state != IT_RUNNING ||
+            now - it->submitted_ms < STARTED_AFTER_MS)
+            continue;
+        it->started_meta = 1;
         char *m = celery_meta_json(it->req.id, "STARTED", started, SW_OK, NULL, NULL, NULL);
         cv_addf(&keys, "celery-task-meta-%s", it->req.id);
         cv_add(&metas, m);
@@ -229,13 +238,8 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     it->raw_len = strlen(m.payload);
     m.payload = NULL;
     it->attempt_base = m.retries;
-    sw_err perr;
-    if (payload_parse(it->raw, it->raw_len, &it->req, &perr) < 0) {
-        wk_set_meta(it, "FAILURE", NULL, perr.code, perr.msg, NULL, NULL);
-        wk_reject(w, it, perr.code, perr.msg);
-        celery_msg_free(&m);
-        return 0;
-    }
+    it->req = m.req; /* parsed and validated by celery_parse: take it */
+    memset(&m.req, 0, sizeof m.req);
     if (!(it->type = job_lookup(it->req.type))) {
         wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, m.task, "NotRegistered",
                     "celery.exceptions");

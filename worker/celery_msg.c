@@ -404,13 +404,11 @@ static int parse_envelope(json_t *env, celery_msg *m, char **payload, sw_err *e)
     if (!kw || !(p = map_kwargs(m, type, kw, timelimit_s, e))) goto out;
     char *text = json_dumps(p, JSON_COMPACT);
     if (!text) abort();
-    job_req r;
-    if (payload_parse(text, strlen(text), &r, e) < 0) {
+    if (payload_parse(text, strlen(text), &m->req, e) < 0) {
         free(text);
-        payload_free(&r);
+        payload_free(&m->req);
         goto out;
     }
-    payload_free(&r);
     *payload = text;
     rc = 0;
 out:
@@ -461,6 +459,7 @@ void celery_msg_free(celery_msg *m)
     if (!m) return;
     free(m->payload);
     m->payload = NULL;
+    payload_free(&m->req);
 }
 
 /* ------------------------------------------------------------------------------------------

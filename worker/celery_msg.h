@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/payload.h"
 
 /* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64). */
 #define CELERY_MAX_RAW_BYTES (32 * 1024 * 1024)
@@ -23,6 +24,8 @@ typedef struct celery_msg {
                               {"v":1,"id","type","tenant_id","sandbox_id","session_id","args",
                               ["max_attempts"],["timeout_s"],"origin":"celery","retries",
                               ["expires_ms"],["ignore_result":true]}; NULL on failure */
+    job_req req;           /* that payload parsed (owned; freed by celery_msg_free), so the
+                              worker need not parse it again */
     int64_t eta_ms;        /* epoch ms from headers.eta (naive = UTC), 0 = none */
     int64_t expires_ms;    /* epoch ms from headers.expires, 0 = none */
     int retries;           /* headers.retries (>= 0): the job starts at attempt retries+1 */

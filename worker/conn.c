@@ -232,7 +232,10 @@ void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
     worker *w = arg;
     wk_conn_watch(&w->rd);
     wk_conn_watch(&w->cmd);
-    if (w->celery_on) wk_conn_watch(&w->res);
+    if (w->celery_on) {
+        wk_conn_watch(&w->res);
+        wk_celery_started_due(w);
+    }
     /* back to idle after work: give freed heap back to the OS (idle RSS target) */
     uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;
     if (w->inflight == 0 && done != w->trimmed_at) {

@@ -47,6 +47,8 @@ typedef struct item {
     int attempt_base;         /* headers.retries: the first run is attempt base+1 */
     char *meta;               /* result meta JSON to write before the finish script; owned */
     const char *meta_state;   /* "STARTED", "SUCCESS", ... for logs */
+    int started_meta;         /* STARTED written (loop thread only) */
+    int64_t submitted_ms;     /* monotonic, when handed to the executors (loop thread only) */
 } item;
 
 typedef struct exec_pool exec_pool;

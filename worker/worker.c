@@ -302,7 +302,8 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         }
         wk_flush_finish(w);
     } else if (run) {
-        if (w->celery_on) wk_celery_started(w, run);
+        int64_t now = job_now_ms();
+        for (item *it = run; it; it = it->next) it->submitted_ms = now;
         exec_submit(w->pool, run);
     }
     wk_maybe_read(w);

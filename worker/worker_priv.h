@@ -118,7 +118,7 @@ void wk_complete(worker *w, item *it);                  /* result (if any), then
 void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
                  const char *msg, const char *exc_type, const char *exc_module);
 void wk_meta_for_outcome(item *it);                     /* Celery meta from the item's outcome */
-void wk_celery_started(worker *w, item *list);          /* STARTED results, fire and forget */
+void wk_celery_started_due(worker *w);                  /* STARTED for jobs running > 0.5 s */
 int wk_celery_expired(worker *w, item *it);             /* 1: expired, REVOKED and rejected */
 /* Rewrite the final result of an ended job seen again ("succeeded" | "dead", data JSON). */
 void wk_celery_replay(worker *w, item *it, const char *status, const char *data);
