@@ -28,6 +28,15 @@ def data_of(size, seed):
     return random.Random(seed).randbytes(size)
 
 
+# run under ASan too (scripts/run-integration --fast)
+FAST_TESTS = [
+    "test_piped_objects_of_every_boundary_size_go_up_multipart_with_verified_signatures",
+    "test_files_of_every_boundary_size_go_up_as_one_unsigned_payload_put_with_verified_signatures",
+    "test_a_get_dropped_mid_body_resumes_with_a_range_request",
+    "test_503_slowdown_for_the_first_requests_is_retried_and_succeeds",
+    "test_a_failing_part_aborts_the_multipart_upload_and_leaves_nothing_visible",
+]
+
 class StoreCase(SWTestCase):
     SERVICES = ("redis", "s3rver")
     proxy = None

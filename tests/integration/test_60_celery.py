@@ -53,6 +53,14 @@ def c_escape(sep):
                    for b in sep.encode())
 
 
+# run under ASan too (scripts/run-integration --fast)
+FAST_TESTS = [
+    "test_send_task_get_returns_the_noop_result_written_like_celery_writes_it",
+    "test_a_transient_failure_shows_retry_then_success",
+    "test_countdown_runs_no_earlier_than_its_eta",
+    "test_malformed_list_entries_do_not_stop_the_ingress_and_fail_when_an_id_is_known",
+]
+
 class CeleryCase(SWTestCase):
     SERVICES = ("redis",)
     BROKER_DB = 0
