@@ -19,7 +19,8 @@
  *
  * Events are written with XADD (trimmed MAXLEN ~ by the promote tick) and PUBLISHed
  * on the events key as one JSON object with `data` embedded (data is already JSON
- * text). Ids, types and worker names are concatenated into that JSON unescaped:
+ * text). The PUBLISH is skipped when nobody listens (PUBSUB NUMSUB of the channel plus
+ * NUMPAT, asked once per script: a script is atomic, so nobody can subscribe midway). Ids, types and worker names are concatenated into that JSON unescaped:
  * their grammars (common/ids.h, payload_parse, worker_new) admit no character that
  * JSON would escape. */
 #include "worker/scripts.h"
@@ -42,9 +43,14 @@
     "  for j = 1, #r, 2 do h[r[j]] = r[j + 1] end\n" \
     "  return h\n" \
     "end\n" \
+    "local listeners = nil\n" \
     "local function emit(ev, evmax, id, typ, status, attempt, data, worker)\n" \
     "  redis.call('XADD', ev, '*', 'job_id', id, 'type', typ,\n" \
     "    'status', status, 'attempt', attempt, 'data', data, 'worker', worker, 'ts', nows)\n" \
+    "  if listeners == nil then\n" \
+    "    listeners = redis.call('PUBSUB', 'NUMSUB', ev)[2] + redis.call('PUBSUB', 'NUMPAT')\n" \
+    "  end\n" \
+    "  if listeners == 0 then return end\n" \
     "  redis.call('PUBLISH', ev, '{\"job_id\":\"' .. id .. '\",\"type\":\"' .. typ ..\n" \
     "    '\",\"status\":\"' .. status .. '\",\"attempt\":' .. attempt .. ',\"data\":' .. data ..\n" \
     "    ',\"worker\":\"' .. worker .. '\",\"ts\":' .. nows .. '}')\n" \
