@@ -65,6 +65,21 @@ class QueueBasics(SWTestCase):
         self.assertEqual(json.loads(ev["data"]), {"ok": True})
         self.assertEqual(set(ev), {"job_id", "type", "status", "attempt", "data", "worker", "ts"})
 
+    def test_pattern_subscribers_get_the_events_too(self):
+        ps = self.r.pubsub()
+        ps.psubscribe("snapworker:*")
+        self.start_worker()
+        p = self.payload()
+        self.xadd(p)
+        got = []
+        deadline = time.time() + 15
+        while time.time() < deadline and len(got) < 2:
+            m = ps.get_message(timeout=1)
+            if m and m["type"] == "pmessage":
+                got.append(json.loads(m["data"])["status"])
+        ps.close()
+        self.assertEqual(got, ["started", "succeeded"])
+
     def test_malformed_entries_go_dead_with_their_code_and_good_jobs_still_run(self):
         w = self.start_worker()
         sb, ss = new_uuid(), new_uuid()
