@@ -402,17 +402,9 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
         }
         sw_err err;
         sw_err_clear(&err);
+        int runnable = 0;
         if (!it->raw && celery) {
-            if (!wk_take_celery(w, it, celery->str, celery->len)) continue;
-            it->state = IT_STARTING;
-            if (tail) tail->next = it;
-            else batch = it;
-            tail = it;
-            if (++n == BATCH_MAX) {
-                send_start(w, batch, n, recover);
-                batch = tail = NULL;
-                n = 0;
-            }
+            runnable = wk_take_celery(w, it, celery->str, celery->len);
         } else if (!it->raw) {
             wk_reject(w, it, SW_E_INVALID_PAYLOAD, "stream entry has no 'job' field");
         } else if (payload_parse(it->raw, it->raw_len, &it->req, &err) < 0) {
@@ -423,24 +415,25 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
             if (it->req.celery) {
                 it->celery = 1;
                 wk_set_meta(it, "FAILURE", NULL, SW_E_UNKNOWN_JOB_TYPE, msg, "NotRegistered",
-                         "celery.exceptions");
+                            "celery.exceptions");
             }
             wk_reject(w, it, SW_E_UNKNOWN_JOB_TYPE, msg);
+        } else if (it->req.celery) {
+            it->celery = !it->req.celery_ignore_result;
+            it->attempt_base = it->req.celery_retries;
+            runnable = !wk_celery_expired(w, it); /* expired while deferred: REVOKED */
         } else {
-            if (it->req.celery) {
-                it->celery = !it->req.celery_ignore_result;
-                it->attempt_base = it->req.celery_retries;
-                if (wk_celery_expired(w, it)) continue; /* expired while deferred: REVOKED */
-            }
-            it->state = IT_STARTING;
-            if (tail) tail->next = it;
-            else batch = it;
-            tail = it;
-            if (++n == BATCH_MAX) {
-                send_start(w, batch, n, recover);
-                batch = tail = NULL;
-                n = 0;
-            }
+            runnable = 1;
+        }
+        if (!runnable) continue;
+        it->state = IT_STARTING;
+        if (tail) tail->next = it;
+        else batch = it;
+        tail = it;
+        if (++n == BATCH_MAX) {
+            send_start(w, batch, n, recover);
+            batch = tail = NULL;
+            n = 0;
         }
     }
     if (n) send_start(w, batch, n, recover);
