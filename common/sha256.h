@@ -21,4 +21,19 @@ void sha256_hex(const void *p, size_t n, char out[SHA256_HEX_LEN + 1]);
 /* True when s[0..n) is exactly 64 hex digits, optionally followed by whitespace. */
 int sha256_hex_valid(const char *s, size_t n);
 
+/* A streaming SHA-256 computed on a helper thread, so hashing overlaps whatever the
+ * caller does next (sending the bytes). update() copies into a ring of nslots slots
+ * of slot_size bytes and returns; it blocks only while the ring is full. Slots are
+ * hashed strictly in order. Memory is bounded by nslots * slot_size. One producer:
+ * the calls below must not race each other (the helper is internal). If the thread
+ * cannot be started, hashing happens inline in update(): same results. */
+typedef struct sha256_async sha256_async;
+
+sha256_async *sha256_async_new(size_t slot_size, int nslots);   /* never NULL */
+void sha256_async_free(sha256_async *a);          /* NULL-safe; drops pending bytes, joins */
+void sha256_async_reset(sha256_async *a);         /* drop everything so far, start a new digest */
+void sha256_async_update(sha256_async *a, const void *p, size_t n);
+/* Wait for every byte given so far, finish into out[65]; reset before reuse. */
+void sha256_async_final_hex(sha256_async *a, char out[SHA256_HEX_LEN + 1]);
+
 #endif

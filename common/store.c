@@ -296,12 +296,18 @@ void store_put_abort(store_writer *w)
 /* ---- known-length put --------------------------------------------------------
  * The backend pulls the source; a wrapper hashes and counts what it hands out, and
  * starts both again on rewind, so the sidecar describes the attempt that was
- * published. Without a backend put_sized (file://, fakes) or above its limit, the
+ * published. The hash runs on a helper thread (sha256_async: a copy of each piece
+ * goes into a small ring, HASH_SLOTS x HASH_SLOT bytes), so it overlaps the transfer
+ * instead of delaying every chunk; read() blocks only when the hasher is a whole ring
+ * behind. Without a backend put_sized (file://, fakes) or above its limit, the
  * source is streamed through the ordinary writer. */
+
+#define HASH_SLOT (512 * 1024)   /* = curl's upload buffer (store_s3_http.c) */
+#define HASH_SLOTS 8             /* 4 MiB of ring at most */
 
 typedef struct hashed_src {
     const store_source *src;
-    sha256_ctx *sha;
+    sha256_async *sha;
     int64_t got;              /* bytes handed out since the last rewind */
 } hashed_src;
 
@@ -310,7 +316,7 @@ static ssize_t hashed_read(void *arg, void *buf, size_t n, sw_err *err)
     hashed_src *h = arg;
     ssize_t r = h->src->read(h->src->arg, buf, n, err);
     if (r > 0) {
-        sha256_update(h->sha, buf, (size_t)r);
+        sha256_async_update(h->sha, buf, (size_t)r);
         h->got += r;
     }
     return r;
@@ -320,7 +326,7 @@ static int hashed_rewind(void *arg, sw_err *err)
 {
     hashed_src *h = arg;
     if (h->src->rewind(h->src->arg, err) < 0) return -1;
-    sha256_reset(h->sha);
+    sha256_async_reset(h->sha);
     h->got = 0;
     return 0;
 }
@@ -375,7 +381,7 @@ int store_put_sized(store *s, const char *key, int64_t size, const store_source 
     if (size < 0) return sw_errf(err, SW_E_INTERNAL, false, "store_put_sized: negative size");
     if (!s->ops->put_sized || size > s->ops->put_sized_max)
         return put_sized_streamed(s, key, size, src, out, err);
-    hashed_src h = {src, sha256_new(), 0};
+    hashed_src h = {src, sha256_async_new(HASH_SLOT, HASH_SLOTS), 0};
     store_source hs = {hashed_read, src->rewind ? hashed_rewind : NULL, &h};
     char *sk = sidecar_key(key);
     char hex[SHA256_HEX_LEN + 1];
@@ -387,7 +393,7 @@ int store_put_sized(store *s, const char *key, int64_t size, const store_source 
                 s->desc, key, (long long)h.got, (long long)size);
         goto out;
     }
-    sha256_final_hex(h.sha, hex);
+    sha256_async_final_hex(h.sha, hex);
     if (put_sidecar(s, key, hex, err) < 0) goto out;
     if (out) {
         out->size_bytes = size;
@@ -396,7 +402,7 @@ int store_put_sized(store *s, const char *key, int64_t size, const store_source 
     rc = 0;
 out:
     free(sk);
-    sha256_free(h.sha);
+    sha256_async_free(h.sha);
     return rc;
 }
 
