@@ -23,6 +23,7 @@
 
 struct exec_pool {
     const cfg *cfg;
+    char consumer[160];  /* this worker's consumer name: memo writes are fenced on it */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     item *run_head, *run_tail;
@@ -113,7 +114,19 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
         }
         rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
         snprintf(field, sizeof field, "m:%s", name);
-        redisReply *r = redisCommand(ts->rc, "HSET %s %s %s", key, field, value);
+        /* fenced like a finish: only while this worker still owns this delivery */
+        redisReply *r = redisCommand(
+            ts->rc,
+            "EVAL %s 1 %s %s %s %s %s",
+            "local h = redis.call('HMGET', KEYS[1], 'worker', 'entry', 'status')\n"
+            "if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] or h[3] ~= 'running' then return -1 end\n"
+            "redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) return 1",
+            key, ts->pool->consumer, it->entry, field, value);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+            freeReplyObject(r);
+            atomic_store(&it->cancel, 1);
+            return sw_errc(err, SW_E_INTERNAL, "lease lost before recording job memo '%s'", name);
+        }
         if (r && r->type != REDIS_REPLY_ERROR) {
             freeReplyObject(r);
             if (!it->memo) it->memo = json_object();
@@ -234,10 +247,11 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-exec_pool *exec_new(const cfg *c, int n, int notify_fd)
+exec_pool *exec_new(const cfg *c, const char *consumer, int n, int notify_fd)
 {
     exec_pool *p = xcalloc(1, sizeof *p);
     p->cfg = c;
+    snprintf(p->consumer, sizeof p->consumer, "%s", consumer);
     p->notify_fd = notify_fd;
     p->nthreads = n;
     pthread_mutex_init(&p->mu, NULL);

@@ -54,8 +54,8 @@ typedef struct item {
 typedef struct exec_pool exec_pool;
 
 /* Start 'n' threads. notify_fd is written (one byte) when the done queue turns
- * non-empty. Returns NULL on failure. */
-exec_pool *exec_new(const cfg *c, int n, int notify_fd);
+ * non-empty. 'consumer' (copied) fences memo writes. Returns NULL on failure. */
+exec_pool *exec_new(const cfg *c, const char *consumer, int n, int notify_fd);
 void exec_submit(exec_pool *p, item *list);        /* takes the items (linked by next) until done */
 item *exec_take_done(exec_pool *p);                /* whole done list (linked by next) */
 item *exec_take_queued(exec_pool *p);              /* not yet started items (drain) */

@@ -599,7 +599,7 @@ worker *worker_new(const cfg *c)
         free(w);
         return NULL;
     }
-    w->pool = exec_new(c, c->concurrency, w->pipefd[1]);
+    w->pool = exec_new(c, w->name, c->concurrency, w->pipefd[1]);
     if (!w->pool) {
         log_msg(LOG_ERROR, "startup_failed", "error", "cannot start executor threads", NULL);
         event_base_free(w->base);
