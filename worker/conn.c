@@ -8,6 +8,7 @@
 #include <adapters/libevent.h>
 #include <malloc.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +67,41 @@ void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
     if (c->pending++ == 0) c->progress_ms = job_now_ms();
 }
 
-/* Start a script call: argv = EVALSHA sha numkeys; the caller adds keys and args. */
+/* Start a script call: argv = EVALSHA sha numkeys (EVAL source numkeys until
+ * Redis reported the SHA); the caller adds keys and args. */
 void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
 {
     cv_init(v);
-    cv_add(v, "EVALSHA");
-    cv_add(v, scr_sha(sid));
+    const char *sha = scr_sha(sid);
+    cv_add(v, sha ? "EVALSHA" : "EVAL");
+    cv_add(v, sha ? sha : scr_source(sid));
     cv_addf(v, "%d", nkeys);
+}
+
+static void script_loaded(worker *w, redisReply *r, void *ud)
+{
+    (void)w;
+    scr_id sid = (scr_id)(intptr_t)ud;
+    if (!r) return; /* connection lost: the next connect loads it again */
+    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) return;
+    /* calls keep going out as EVAL, which works, only slower */
+    log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
+            r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
+}
+
+/* SCRIPT LOAD every script once (the SHA1 is the same on any server); until the
+ * replies arrive, calls go out as EVAL. */
+static void load_scripts(conn *c)
+{
+    for (int i = 0; i < SCR_COUNT; i++) {
+        if (scr_sha((scr_id)i)) continue;
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "SCRIPT");
+        cv_add(&v, "LOAD");
+        cv_add(&v, scr_source((scr_id)i));
+        wk_send(c, &v, 0, 0, script_loaded, (void *)(intptr_t)i);
+    }
 }
 
 static void schedule_reconnect(conn *c)
@@ -200,7 +229,10 @@ void wk_conn_connect(conn *c)
         cv_add(&v, "0");
         cv_add(&v, "MKSTREAM");
         wk_send(c, &v, 0, 0, wk_group_created, NULL);
-    } else if (c == &w->cmd && !w->warned_policy) {
+    } else if (c == &w->cmd) {
+        load_scripts(c);
+    }
+    if (c == &w->cmd && !w->warned_policy) {
         cv_init(&v);
         cv_add(&v, "CONFIG");
         cv_add(&v, "GET");

@@ -99,6 +99,7 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
             cv_add(&keys, k);
             cv_add(&args, it->entry);
             cv_add(&args, it->req.id);
+            cv_add(&args, it->type->session_lock ? "1" : "0");
             snprintf(b->entries[b->n++], 48, "%s", it->entry);
         }
         if (b->n == 0) {

@@ -4,8 +4,14 @@
  *   status       queued | running | retrying | succeeded | dead
  *   type, attempt (1-based), worker (consumer name), entry (stream id being run),
  *   lease_until (ms, Redis TIME; meaningful while running), deliveries (starts,
- *   incl. reclaims), locked (1 = holds the session lock), result / error (JSON),
- *   updated_ms, m:<name> (job memo)
+ *   incl. reclaims), result / error (JSON), updated_ms, m:<name> (job memo)
+ * Whether a job holds its session lock follows from its type (job_type.session_lock),
+ * so the worker passes that flag to every script instead of storing it.
+ *
+ * Cost model (measured, docs/benchmarks.md): on the hot path Redis spends most of
+ * its time moving strings across the Lua boundary (each KEYS/ARGV element, each
+ * redis.call argument and each reply element costs ~0.15-0.3 us), so the scripts
+ * keep per-job arguments, hash fields and reply elements few and flat.
  *
  * start   (batch) decide per delivered entry: ended -> re-emit terminal event + ack;
  *         running elsewhere under a live lease -> ack silently; session locked by
@@ -25,9 +31,6 @@
  * JSON would escape. */
 #include "worker/scripts.h"
 
-#include <openssl/evp.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 
 #define LUA_COMMON \
@@ -70,12 +73,16 @@
  * ARGV: group, consumer, lease_ms, events_maxlen, busy_delay_ms, recover, n,
  *       then per job: entry, id, type, uselock, max_deliveries, attempt_base, raw.
  * 'raw' is the canonical payload when the entry holds another form (Celery).
- * Returns per job {action, attempt, deliveries, memo k, v, ...}. */
+ * Returns one flat array: per job action, attempt, deliveries, npairs, then npairs
+ * (name, value) pairs: the memo for run/poison, (terminal status, data) for ended.
+ * (A nested table per job cost ~1 us more per job.) */
 static const char start_lua[] = LUA_COMMON
     "local group, me, lease, leases = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[3]\n"
     "local evmax, busy, recover, n = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])\n"
     "local until_s = int(now + lease)\n"
-    "local out = {}\n"
+    "local out, no = {}, 0\n"
+    "local function put(a, b, c, d) out[no + 1] = a; out[no + 2] = b; out[no + 3] = c; out[no + 4] = d; no = no + 4 end\n"
+    "local function put2(a, b) out[no + 1] = a; out[no + 2] = b; no = no + 2 end\n"
     "local function ackdel(entry)\n"
     "  redis.call('XACK', KEYS[1], group, entry); redis.call('XDEL', KEYS[1], entry)\n"
     "end\n"
@@ -91,15 +98,15 @@ static const char start_lua[] = LUA_COMMON
     "  if st == 'succeeded' or st == 'dead' then\n"
     "    local data = (st == 'succeeded') and (h.result or '{}') or (h.error or '{}')\n"
     "    emit(KEYS[2], evmax, id, h.type or typ, st, h.attempt or '0', data, h.worker or '')\n"
-    "    ackdel(entry); return {'ended', attempt, deliveries, st, data}\n"
+    "    ackdel(entry); put('ended', attempt, deliveries, 1); put2(st, data); return\n"
     "  end\n"
     "  local live = st == 'running' and (tonumber(h.lease_until) or 0) > now\n"
     "  local mine = h.worker == me and h.entry == entry\n"
     "  if live and not (recover == '1' and mine) then\n"
-    "    if h.entry == entry then return {'skip', attempt, deliveries} end\n"
-    "    ackdel(entry); return {'dup', attempt, deliveries}\n"
+    "    if h.entry == entry then put('skip', attempt, deliveries, 0); return end\n"
+    "    ackdel(entry); put('dup', attempt, deliveries, 0); return\n"
     "  end\n"
-    "  if st == 'retrying' and h.entry ~= entry then ackdel(entry); return {'dup', attempt, deliveries} end\n"
+    "  if st == 'retrying' and h.entry ~= entry then ackdel(entry); put('dup', attempt, deliveries, 0); return end\n"
     "  if uselock == '1' then\n"
     "    if not redis.call('SET', lk, id, 'NX', 'PX', leases) then\n"
     "      if redis.call('GET', lk) ~= id then\n"
@@ -112,7 +119,7 @@ static const char start_lua[] = LUA_COMMON
     "          redis.call('HSET', hk, 'status', 'queued', 'entry', '', 'worker', '', 'lease_until', '0',\n"
     "            'updated_ms', nows)\n"
     "        end\n"
-    "        ackdel(entry); return {'busy', attempt, deliveries}\n"
+    "        ackdel(entry); put('busy', attempt, deliveries, 0); return\n"
     "      end\n"
     "      redis.call('PEXPIRE', lk, leases)\n"
     "    end\n"
@@ -124,26 +131,31 @@ static const char start_lua[] = LUA_COMMON
     "  end\n"
     "  local as = int(attempt)\n"
     "  redis.call('HSET', hk, 'status', 'running', 'type', typ, 'attempt', as, 'worker', me,\n"
-    "    'entry', entry, 'lease_until', until_s, 'deliveries', int(deliveries), 'updated_ms', nows,\n"
-    "    'locked', uselock)\n"
-    "  local r = {'run', attempt, deliveries}\n"
-    "  if deliveries > maxdel then r[1] = 'poison' else\n"
+    "    'entry', entry, 'lease_until', until_s, 'deliveries', int(deliveries), 'updated_ms', nows)\n"
+    "  local act = 'run'\n"
+    "  if deliveries > maxdel then act = 'poison' else\n"
     "    emit(KEYS[2], evmax, id, typ, 'started', as, '{}', me)\n"
     "  end\n"
+    "  if h == NONE then put(act, attempt, deliveries, 0); return end\n"
+    "  local memo = {}\n"
     "  for k, v in pairs(h) do\n"
-    "    if string.sub(k, 1, 2) == 'm:' then r[#r + 1] = string.sub(k, 3); r[#r + 1] = v end\n"
+    "    if string.sub(k, 1, 2) == 'm:' then memo[#memo + 1] = string.sub(k, 3); memo[#memo + 1] = v end\n"
     "  end\n"
-    "  return r\n"
+    "  put(act, attempt, deliveries, #memo / 2)\n"
+    "  for j = 1, #memo, 2 do put2(memo[j], memo[j + 1]) end\n"
     "end\n"
-    "for i = 1, n do out[i] = one(i) end\n"
+    "for i = 1, n do one(i) end\n"
     "return out\n";
 
 /* KEYS: stream, events, delayed, dead, then per job: hash, lock.
  * ARGV: group, consumer, ttl_s, events_maxlen, dead_maxlen, n,
- *       then per job: entry, id, type, outcome, attempt, data, delay_ms, raw.
- * 'raw' is the canonical payload for every outcome but succeeded (the stream
- * copy is used when it is empty). 'defer' (a Celery ETA) parks the job in the
- * delayed zset without running it.
+ *       then per job: entry, id, type, outcome, attempt, data, uselock, and for
+ *       every outcome but succeeded two more: delay_ms, raw.
+ * 'raw' is the canonical payload (the stream copy is used when it is empty).
+ * 'defer' (a Celery ETA) parks the job in the delayed zset without running it.
+ * The session lock is deleted without reading it first while the lease is live
+ * by more than a second: lock and lease are set and renewed together with the
+ * same expiry, so nobody else can hold it then.
  * Returns per job 'ok' or 'lost'. */
 static const char finish_lua[] = LUA_COMMON
     "local group, me, ttl = ARGV[1], ARGV[2], ARGV[3]\n"
@@ -155,12 +167,19 @@ static const char finish_lua[] = LUA_COMMON
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
     "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', nows)\n"
     "end\n"
+    "local function release_lock(uselock, lease_until, lk, id)\n"
+    "  if uselock ~= '1' then return end\n"
+    "  if (tonumber(lease_until) or 0) > now + 1000 then redis.call('DEL', lk) else unlock(lk, id) end\n"
+    "end\n"
+    "local b = 6\n"
     "local function one(i)\n"
-    "  local b = 6 + (i - 1) * 8\n"
     "  local entry, id, typ, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
-    "  local attempt, data, delay = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])\n"
+    "  local attempt, data, uselock = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]\n"
+    "  local delay, raw = 0, ''\n"
+    "  if outcome == 'succeeded' then b = b + 7 else\n"
+    "    delay, raw = tonumber(ARGV[b + 8]), ARGV[b + 9]; b = b + 9\n"
+    "  end\n"
     "  local hk, lk = KEYS[3 + 2 * i], KEYS[4 + 2 * i]\n"
-    "  local raw = ARGV[b + 8]\n"
     "  if outcome == 'defer' then\n"
     "    if redis.call('EXISTS', hk) == 0 then\n"
     "      redis.call('HSET', hk, 'status', 'queued', 'type', typ, 'attempt', attempt, 'updated_ms', nows)\n"
@@ -184,15 +203,16 @@ static const char finish_lua[] = LUA_COMMON
     "    end\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
-    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'deliveries', 'lease_until', 'locked')\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'lease_until')\n"
     "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
 
     "  if outcome == 'release' then\n"
     "    local p = payload(raw, entry)\n"
     "    if p then redis.call('XADD', KEYS[1], '*', 'job', p) end\n"
+    "    local d = tonumber(redis.call('HGET', hk, 'deliveries')) or 1\n"
     "    redis.call('HSET', hk, 'status', 'queued', 'attempt', int(tonumber(attempt) - 1), 'deliveries',\n"
-    "      int(math.max(0, (tonumber(h[4]) or 1) - 1)), 'lease_until', '0', 'updated_ms', nows)\n"
-    "    if h[6] == '1' then unlock(lk, id) end\n"
+    "      int(math.max(0, d - 1)), 'lease_until', '0', 'updated_ms', nows)\n"
+    "    release_lock(uselock, h[4], lk, id)\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
     "  if outcome == 'succeeded' then\n"
@@ -210,7 +230,7 @@ static const char finish_lua[] = LUA_COMMON
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "  end\n"
-    "  if h[6] == '1' then unlock(lk, id) end\n"
+    "  release_lock(uselock, h[4], lk, id)\n"
     "  ackdel(entry); return 'ok'\n"
     "end\n"
     "for i = 1, n do out[i] = one(i) end\n"
@@ -242,22 +262,22 @@ static const char promote_lua[] = LUA_COMMON
     "return {#due, tonumber(nxt[2]) or -1, now}\n";
 
 /* KEYS: stream, then per job: hash, lock. ARGV: group, consumer, lease_ms, n,
- * then per job: entry, id. Returns per job 1 (renewed) or 0 (lost). */
+ * then per job: entry, id, uselock. Returns per job 1 (renewed) or 0 (lost). */
 static const char renew_lua[] = LUA_COMMON
     "local group, me, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local until_s = int(now + lease)\n"
     "local out = {}\n"
     "for i = 1, n do\n"
-    "  local entry, id = ARGV[3 + 2 * i], ARGV[4 + 2 * i]\n"
+    "  local entry, id, uselock = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]\n"
     "  local hk, lk = KEYS[2 * i], KEYS[2 * i + 1]\n"
-    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'locked')\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status')\n"
     "  out[i] = 0\n"
     "  if h[1] == me and h[2] == entry and h[3] == 'running' then\n"
     "    -- the entry must still be pending (not acked by a replica that took over)\n"
     "    local c = redis.call('XCLAIM', KEYS[1], group, me, 0, entry, 'JUSTID')\n"
     "    -- and the session lock ours: re-take it if it lapsed, else the lease is lost\n"
     "    local lockok = true\n"
-    "    if h[4] == '1' then\n"
+    "    if uselock == '1' then\n"
     "      local holder = redis.call('GET', lk)\n"
     "      if holder == id then redis.call('PEXPIRE', lk, ARGV[3])\n"
     "      elseif holder or not redis.call('SET', lk, id, 'NX', 'PX', ARGV[3]) then lockok = false end\n"
@@ -327,23 +347,25 @@ static const char celery_result_lua[] =
 static const char *const sources[SCR_COUNT] = {start_lua,        finish_lua,         promote_lua,
                                                renew_lua,        requeue_dead_lua,   celery_ingress_lua,
                                                celery_result_lua};
+/* SHA1s as Redis reported them (SCRIPT LOAD on connect). Not computed here: the
+ * first libcrypto call maps ~4 MiB (docs/decisions.md), and Redis knows the hash. */
 static char shas[SCR_COUNT][41];
-static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
 
-static void compute_shas(void)
-{
-    for (int i = 0; i < SCR_COUNT; i++) {
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int len = 0;
-        EVP_Digest(sources[i], strlen(sources[i]), md, &len, EVP_sha1(), NULL);
-        for (unsigned j = 0; j < len && j < 20; j++) snprintf(shas[i] + 2 * j, 3, "%02x", md[j]);
-    }
-}
+static const char *const names[SCR_COUNT] = {"start", "finish", "promote", "renew",
+                                             "requeue_dead", "celery_ingress", "celery_result"};
 
 const char *scr_source(scr_id id) { return sources[id]; }
 
-const char *scr_sha(scr_id id)
+const char *scr_name(scr_id id) { return names[id]; }
+
+const char *scr_sha(scr_id id) { return shas[id][0] ? shas[id] : NULL; }
+
+int scr_learn_sha(scr_id id, const char *sha, size_t len)
 {
-    pthread_once(&sha_once, compute_shas);
-    return shas[id];
+    if (id < 0 || id >= SCR_COUNT || len != 40) return -1;
+    for (size_t i = 0; i < len; i++)
+        if (!((sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f'))) return -1;
+    memcpy(shas[id], sha, 40);
+    shas[id][40] = '\0';
+    return 0;
 }

@@ -1,5 +1,5 @@
 /* worker/scripts.h — the Lua scripts that make each queue transition atomic.
- * Owns: script sources and their SHA1s (for EVALSHA with EVAL fallback).
+ * Owns: script sources and the SHA1s Redis reported (EVALSHA, EVAL fallback).
  * All keys of a queue share the hash tag {Q}, so every script touches one slot. */
 #ifndef SW_WORKER_SCRIPTS_H
 #define SW_WORKER_SCRIPTS_H
@@ -15,7 +15,13 @@ typedef enum scr_id {
     SCR_COUNT
 } scr_id;
 
+#include <stddef.h>
+
 const char *scr_source(scr_id id);   /* static Lua text */
-const char *scr_sha(scr_id id);      /* 40 hex chars, computed once (thread-safe) */
+const char *scr_name(scr_id id);     /* "start", "finish", ... for logs */
+/* The SHA1 Redis reported for a script (SCRIPT LOAD), or NULL before it answered;
+ * callers then send EVAL with the source. Event-loop thread only. */
+const char *scr_sha(scr_id id);
+int scr_learn_sha(scr_id id, const char *sha, size_t len); /* 0, or -1 if not a SHA1 */
 
 #endif

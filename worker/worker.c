@@ -165,8 +165,10 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
     cv_add(args, it->outcome);
     cv_addf(args, "%d", it->attempt);
     cv_add(args, it->data ? it->data : "{}");
+    cv_add(args, it->type && it->type->session_lock ? "1" : "0");
+    if (strcmp(it->outcome, "succeeded") == 0) return; /* no delay, no payload copy */
     cv_addf(args, "%lld", (long long)it->delay_ms);
-    if (strcmp(it->outcome, "succeeded") != 0 && it->raw) cv_addn(args, it->raw, it->raw_len);
+    if (it->raw) cv_addn(args, it->raw, it->raw_len);
     else cv_add(args, "");
 }
 
@@ -262,26 +264,37 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         evtimer_add(w->t_read_retry, &tv);
         return;
     }
+    /* flat reply: per job action, attempt, deliveries, npairs, then npairs pairs */
     size_t i = 0;
     item *run = NULL, *run_tail = NULL;
-    for (item *it = batch; it; i++) {
+    for (item *it = batch; it;) {
         item *nx = it->next;
-        redisReply *e = i < r->elements ? r->element[i] : NULL;
-        const char *act = (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 3) ? e->element[0]->str : "skip";
+        const char *act = "skip";
+        redisReply **e = NULL;
+        size_t npairs = 0;
+        if (i + 4 <= r->elements && r->element[i]->type == REDIS_REPLY_STRING) {
+            e = r->element + i;
+            act = e[0]->str;
+            npairs = (size_t)e[3]->integer;
+            if (i + 4 + 2 * npairs > r->elements) npairs = 0, act = "skip";
+            i += 4 + 2 * npairs;
+        } else {
+            i = r->elements; /* malformed: leave the rest pending for the reclaim */
+        }
         if (strcmp(act, "run") == 0 || strcmp(act, "poison") == 0) {
-            it->attempt = (int)e->element[1]->integer;
-            it->deliveries = (int)e->element[2]->integer;
+            it->attempt = (int)e[1]->integer;
+            it->deliveries = (int)e[2]->integer;
             it->poison = act[0] == 'p';
-            if (e->elements > 3 && !it->memo) it->memo = json_object();
-            for (size_t k = 3; k + 1 < e->elements; k += 2)
-                json_object_set_new(it->memo, e->element[k]->str, json_string(e->element[k + 1]->str));
+            if (npairs && !it->memo) it->memo = json_object();
+            for (size_t k = 0; k < npairs; k++)
+                json_object_set_new(it->memo, e[4 + 2 * k]->str, json_string(e[5 + 2 * k]->str));
             it->next = NULL;
             if (run_tail) run_tail->next = it;
             else run = it;
             run_tail = it;
         } else {
-            if (strcmp(act, "ended") == 0 && e->elements >= 5 && e->element[3]->str && e->element[4]->str)
-                wk_celery_replay(w, it, e->element[3]->str, e->element[4]->str);
+            if (strcmp(act, "ended") == 0 && npairs == 1 && e[4]->str && e[5]->str)
+                wk_celery_replay(w, it, e[4]->str, e[5]->str);
             log_line l;
             log_begin(&l, LOG_DEBUG, "job_not_started");
             log_str(&l, "job", it->req.id);
