@@ -1,4 +1,4 @@
-/* worker/cmdv.c — growable argv for redisAsyncCommandArgv, one buffer for all. */
+/* worker/cmdv.c — growable argv in one buffer, formatted to RESP in one pass. */
 #include "worker/cmdv.h"
 
 #include <stdarg.h>
@@ -19,7 +19,8 @@ void cv_free(cmdv *v)
     cv_init(v);
 }
 
-void cv_addn(cmdv *v, const char *s, size_t n)
+/* Append an argument of n bytes and return where to write them. */
+static char *push(cmdv *v, size_t n)
 {
     if (v->argc == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 32;
@@ -32,15 +33,45 @@ void cv_addn(cmdv *v, const char *s, size_t n)
         v->buf = xrealloc(v->buf, want);
         v->bcap = want;
     }
-    memcpy(v->buf + v->len, s, n);
-    v->buf[v->len + n] = '\0';
+    char *p = v->buf + v->len;
+    p[n] = '\0';
     v->offs[v->argc] = v->len;
     v->lens[v->argc] = n;
     v->len += n + 1;
     v->argc++;
+    return p;
 }
 
+void cv_addn(cmdv *v, const char *s, size_t n) { memcpy(push(v, n), s, n); }
+
 void cv_add(cmdv *v, const char *s) { cv_addn(v, s, strlen(s)); }
+
+void cv_addcat(cmdv *v, const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *p = push(v, na + nb);
+    memcpy(p, a, na);
+    memcpy(p + na, b, nb);
+}
+
+static size_t fmt_ull(char *out, unsigned long long x)
+{
+    char tmp[24];
+    size_t n = 0;
+    do tmp[n++] = (char)('0' + x % 10);
+    while ((x /= 10) != 0);
+    for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void cv_addll(cmdv *v, long long x)
+{
+    char s[24];
+    size_t n = 0;
+    if (x < 0) s[n++] = '-';
+    n += fmt_ull(s + n, x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x);
+    cv_addn(v, s, n);
+}
 
 void cv_addf(cmdv *v, const char *fmt, ...)
 {
@@ -75,6 +106,30 @@ void cv_set(cmdv *v, int i, const char *s)
     v->offs[i] = v->offs[argc];
     v->lens[i] = v->lens[argc];
     v->argc = argc;
+}
+
+char *cv_resp(const cmdv *v, size_t *len)
+{
+    /* *argc CRLF, then per argument $len CRLF bytes CRLF (at most 20 digits each) */
+    size_t cap = 1 + 20 + 2;
+    for (int i = 0; i < v->argc; i++) cap += 1 + 20 + 2 + v->lens[i] + 2;
+    char *out = xmalloc(cap), *p = out;
+    *p++ = '*';
+    p += fmt_ull(p, (unsigned long long)v->argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < v->argc; i++) {
+        *p++ = '$';
+        p += fmt_ull(p, (unsigned long long)v->lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, v->buf + v->offs[i], v->lens[i]);
+        p += v->lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *len = (size_t)(p - out);
+    return out;
 }
 
 const char **cv_argv(cmdv *v)

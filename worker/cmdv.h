@@ -17,9 +17,12 @@ void cv_init(cmdv *v);
 void cv_free(cmdv *v);                       /* frees everything; v reusable after cv_init */
 void cv_addn(cmdv *v, const char *s, size_t n);
 void cv_add(cmdv *v, const char *s);
+void cv_addcat(cmdv *v, const char *a, const char *b); /* one argument: a then b */
+void cv_addll(cmdv *v, long long x);         /* decimal, without printf */
 void cv_addf(cmdv *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cv_cat(cmdv *dst, const cmdv *src);     /* append all of src's arguments */
 void cv_set(cmdv *v, int i, const char *s);  /* replace argument i */
 const char **cv_argv(cmdv *v);               /* pointers for hiredis; valid until the next change */
+char *cv_resp(const cmdv *v, size_t *len);   /* the command in RESP (malloc'd) */
 
 #endif

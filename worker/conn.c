@@ -22,6 +22,18 @@
 #include "worker/worker_priv.h"
 
 
+static void call_cb(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Format the call's argv to RESP ourselves (one pass, no printf) and queue it. */
+static int send_call(redisAsyncContext *ac, call *cl)
+{
+    size_t len;
+    char *resp = cv_resp(&cl->args, &len);
+    int rc = redisAsyncFormattedCommand(ac, call_cb, cl, resp, len);
+    free(resp);
+    return rc;
+}
+
 static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     call *cl = priv;
@@ -33,8 +45,7 @@ static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
         cv_set(&cl->args, 0, "EVAL");
         cv_set(&cl->args, 1, scr_source(cl->sid));
         cl->script = 0;
-        if (redisAsyncCommandArgv(ac, call_cb, cl, cl->args.argc, cv_argv(&cl->args),
-                                  cl->args.lens) == REDIS_OK) {
+        if (send_call(ac, cl) == REDIS_OK) {
             c->pending++;
             return;
         }
@@ -56,8 +67,7 @@ void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
     cl->sid = sid;
     cl->args = *args;
     cv_init(args);
-    if (!c->ac || redisAsyncCommandArgv(c->ac, call_cb, cl, cl->args.argc,
-                                        cv_argv(&cl->args), cl->args.lens) != REDIS_OK) {
+    if (!c->ac || send_call(c->ac, cl) != REDIS_OK) {
         c->ready = 0; /* a context that refuses commands is going away: wait for it */
         if (fn) fn(c->w, NULL, ud);
         cv_free(&cl->args);
@@ -75,7 +85,7 @@ void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
     const char *sha = scr_sha(sid);
     cv_add(v, sha ? "EVALSHA" : "EVAL");
     cv_add(v, sha ? sha : scr_source(sid));
-    cv_addf(v, "%d", nkeys);
+    cv_addll(v, nkeys);
 }
 
 static void script_loaded(worker *w, redisReply *r, void *ud)

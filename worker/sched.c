@@ -90,13 +90,10 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
         cmdv keys, args;
         cv_init(&keys);
         cv_init(&args);
-        char k[400];
         for (; it && b->n < BATCH_MAX; it = it->next_all) {
             if (it->state == IT_STARTING || it->state == IT_FINISHING || !it->type) continue;
-            rds_job_key(w->cfg, it->req.id, k, sizeof k);
-            cv_add(&keys, k);
-            snprintf(k, sizeof k, "%s:{%s}:lock:session:%s", w->cfg->ns, w->cfg->queue, it->req.session_id);
-            cv_add(&keys, k);
+            cv_addcat(&keys, w->job_prefix, it->req.id);
+            cv_addcat(&keys, w->lock_prefix, it->req.session_id);
             cv_add(&args, it->entry);
             cv_add(&args, it->req.id);
             cv_add(&args, it->type->session_lock ? "1" : "0");

@@ -153,21 +153,17 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
 
 static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
 {
-    char k[400];
-    rds_job_key(w->cfg, it->req.id[0] ? it->req.id : "-", k, sizeof k);
-    cv_add(keys, k);
-    snprintf(k, sizeof k, "%s:{%s}:lock:session:%s", w->cfg->ns, w->cfg->queue,
-             it->req.session_id[0] ? it->req.session_id : "-");
-    cv_add(keys, k);
+    cv_addcat(keys, w->job_prefix, it->req.id[0] ? it->req.id : "-");
+    cv_addcat(keys, w->lock_prefix, it->req.session_id[0] ? it->req.session_id : "-");
     cv_add(args, it->entry);
     cv_add(args, it->req.id);
     cv_add(args, it->req.type);
     cv_add(args, it->outcome);
-    cv_addf(args, "%d", it->attempt);
+    cv_addll(args, it->attempt);
     cv_add(args, it->data ? it->data : "{}");
     cv_add(args, it->type && it->type->session_lock ? "1" : "0");
     if (strcmp(it->outcome, "succeeded") == 0) return; /* no delay, no payload copy */
-    cv_addf(args, "%lld", (long long)it->delay_ms);
+    cv_addll(args, it->delay_ms);
     if (it->raw) cv_addn(args, it->raw, it->raw_len);
     else cv_add(args, "");
 }
@@ -329,12 +325,9 @@ static void send_start(worker *w, item *batch, int n, int recover)
     cv_add(&v, w->k_stream);
     cv_add(&v, w->k_events);
     cv_add(&v, w->k_delayed);
-    char k[400];
     for (item *it = batch; it; it = it->next) {
-        rds_job_key(w->cfg, it->req.id, k, sizeof k);
-        cv_add(&v, k);
-        snprintf(k, sizeof k, "%s:{%s}:lock:session:%s", w->cfg->ns, w->cfg->queue, it->req.session_id);
-        cv_add(&v, k);
+        cv_addcat(&v, w->job_prefix, it->req.id);
+        cv_addcat(&v, w->lock_prefix, it->req.session_id);
     }
     cv_add(&v, GROUP);
     cv_add(&v, w->name);
@@ -349,8 +342,8 @@ static void send_start(worker *w, item *batch, int n, int recover)
         cv_add(&v, it->req.id);
         cv_add(&v, it->req.type);
         cv_add(&v, it->type->session_lock ? "1" : "0");
-        cv_addf(&v, "%d", cfg_max_deliveries(w->cfg, it->max_attempts));
-        cv_addf(&v, "%d", it->attempt_base);
+        cv_addll(&v, cfg_max_deliveries(w->cfg, it->max_attempts));
+        cv_addll(&v, it->attempt_base);
         if (it->celery) cv_addn(&v, it->raw, it->raw_len);
         else cv_add(&v, "");
     }
@@ -458,8 +451,16 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
 
 int wk_capacity(worker *w)
 {
-    int limit = w->cfg->concurrency + (w->ewma_ms < 20.0 ? w->cfg->prefetch : 0);
-    return limit - w->inflight;
+    /* Read ahead only while jobs are quick, and then about READ_AHEAD_MS of work
+     * (at most SNAPWORKER_PREFETCH jobs): a read-ahead job is marked running when
+     * read, so this bounds how early that can be (docs/queue.md). */
+    int ahead = 0;
+    if (w->ewma_ms < 20.0) {
+        double per_job_ms = w->ewma_ms > 0.05 ? w->ewma_ms : 0.05;
+        double n = READ_AHEAD_MS * w->cfg->concurrency / per_job_ms;
+        ahead = n < w->cfg->prefetch ? (int)n : w->cfg->prefetch;
+    }
+    return w->cfg->concurrency + ahead - w->inflight;
 }
 
 static void read_cb(worker *w, redisReply *r, void *ud)
@@ -600,6 +601,7 @@ worker *worker_new(const cfg *c)
     rds_key(c, "delayed", w->k_delayed, sizeof w->k_delayed);
     rds_key(c, "dead", w->k_dead, sizeof w->k_dead);
     rds_key(c, "job:", w->job_prefix, sizeof w->job_prefix);
+    rds_key(c, "lock:session:", w->lock_prefix, sizeof w->lock_prefix);
     strcpy(w->reclaim_cursor, "0-0");
     strcpy(w->recover_from, "0");
     w->recover = 1; /* a restarted worker has no pending entries, but be uniform */

@@ -28,6 +28,7 @@
 #define BLOCK_MS 5000
 #define REPLY_TIMEOUT_MS 10000
 #define BATCH_MAX 256
+#define READ_AHEAD_MS 50.0 /* read-ahead: about this much work per worker */
 #define BUSY_DELAY_MS 250
 
 typedef struct conn {
@@ -70,6 +71,7 @@ struct worker {
     item *meta_wait;               /* items whose result write must be retried */
     char name[160];                /* consumer name: host:pid:rand */
     char k_stream[200], k_events[200], k_delayed[200], k_dead[200], job_prefix[200];
+    char lock_prefix[200];         /* ns:{queue}:lock:session: */
     exec_pool *pool;
     int pipefd[2];
     struct event *pipe_ev, *sig_term, *sig_int, *t_promote, *t_renew, *t_reclaim, *t_watch,
