@@ -38,6 +38,7 @@ static void defaults_are_the_documented_ones(void **state)
     assert_string_equal(c.redis.host, "127.0.0.1");
     assert_int_equal(c.redis.port, 6379);
     assert_string_equal(c.queue, "default");
+    assert_int_equal(c.prefetch, 512);
     assert_int_equal(c.lease_s, 60);
     assert_int_equal(c.max_attempts, 5);
     assert_int_equal(cfg_max_deliveries(&c, 5), 7);
