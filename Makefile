@@ -2,14 +2,18 @@
 # Sources are found by folder, so adding a module needs no edit here.
 PREFIX ?= /usr/local
 CC     ?= cc
-PKGS    = hiredis libevent libevent_pthreads jansson libcurl libarchive libpq libcrypto
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+# libcurl, libarchive, libpq and libcrypto: headers only. They are dlopen()ed on first use
+# (common/lazylib.h) so an idle worker never maps them; nothing here (binary, unit tests,
+# asan) links them, since that would map them, and all they pull in, at start again.
+LINKED  = hiredis libevent libevent_pthreads jansson
+LAZY    = libcurl libarchive libpq libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(LINKED) $(LAZY))
+PKG_LIBS   := $(shell pkg-config --libs $(LINKED))
 WARN    = -Wall -Wextra -Werror -Wformat=2 -Wstrict-prototypes -Wwrite-strings -Wshadow \
           -Wno-missing-field-initializers
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -I. $(WARN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
-LDLIBS  = $(PKG_LIBS) -pthread -lm
+LDLIBS  = $(PKG_LIBS) -ldl -pthread -lm
 
 LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
 # Files compiled into the binary (common/embedded.h), sorted so lookups are stable.

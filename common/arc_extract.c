@@ -8,6 +8,7 @@
  * directory is opened O_DIRECTORY|O_NOFOLLOW one component at a time (docs/archive.md). */
 #include "common/arc.h"
 #include "common/arc_priv.h"
+#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 #include <archive.h>
@@ -464,6 +465,7 @@ static int do_entry(xctx *x, struct archive_entry *e, sw_err *err)
 
 static int open_reader(xctx *x, sw_err *err)
 {
+    if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;   /* loaded on first use */
     struct archive *a = x->a = archive_read_new();
     if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");
     if (archive_read_support_format_tar(a) != ARCHIVE_OK ||

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/ids.h"
+#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 /* Advisory lock keys, pg_advisory_*lock(int4 classid, int4 objid). The class ids spell
@@ -65,7 +66,9 @@ void db_describe_url(const char *url, char *out, size_t n, char **password)
 {
     const char *host = NULL, *port = NULL, *dbname = NULL, *user = NULL, *hostaddr = NULL;
     if (password) *password = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url ? url : "", NULL);
+    /* Without libpq there is no parser: "?", and the connect reports the missing library. */
+    PQconninfoOption *opts =
+        lazy_need(LAZY_PQ, NULL) == 0 ? PQconninfoParse(url ? url : "", NULL) : NULL;
     if (!opts) {
         snprintf(out, n, "?");
         return;
@@ -196,6 +199,7 @@ static int conn_ensure(db *d, bool *fresh, sw_err *err)
 {
     *fresh = false;
     if (d->conn && PQstatus(d->conn) == CONNECTION_OK) return 0;
+    if (lazy_need(LAZY_PQ, err) != 0) return -1;   /* libpq is loaded on first use */
     if (!d->url_ok) /* libpq's parse errors may quote the URL, password included */
         return sw_errf(err, SW_E_DATABASE, false,
                        "DATABASE_URL is not a valid libpq URI or key=value string");

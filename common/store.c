@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/lazylib.h"
 #include "common/sha256.h"
 #include "common/xmalloc.h"
 
@@ -188,6 +189,8 @@ out:
 store *store_open(const cfg *c, sw_err *err)
 {
     const char *url = c->store_url ? c->store_url : "";
+    /* Every store hashes what goes up and comes down (sha256.c): libcrypto, loaded now. */
+    if (lazy_need(LAZY_CRYPTO, err) != 0) return NULL;
     if (strncmp(url, "file://", 7) == 0) return open_file(url, err);
     if (strncmp(url, "s3://", 5) == 0) return open_s3(c, url, err);
     sw_errf(err, SW_E_STORAGE, false,
