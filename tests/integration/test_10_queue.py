@@ -125,6 +125,19 @@ class QueueBasics(SWTestCase):
         self.wait_status(p["id"], "succeeded")
         self.assertTrue(w.alive())
 
+    def test_a_worker_running_only_noop_jobs_never_loads_the_job_libraries(self):
+        # libpq, libcurl, libarchive and libcrypto are dlopen()ed on first use
+        # (docs/decisions.md); an EVP call at startup would map ~4 MiB, for example
+        w = self.start_worker()
+        p = self.payload()
+        self.xadd(p)
+        self.wait_status(p["id"], "succeeded")
+        with open(f"/proc/{w.proc.pid}/maps") as f:
+            maps = f.read()
+        for lib in ("libpq.so", "libcurl.so", "libarchive.so", "libcrypto.so"):
+            self.assertNotIn(lib, maps)
+        self.assertIn("libhiredis.so", maps)  # the check reads the right process
+
     def test_a_bad_configuration_value_exits_2_naming_it(self):
         for var, val in [("SNAPWORKER_LEASE_S", "soon"), ("REDIS_URL", "rediss://x:1"),
                          ("SNAPWORKER_CONCURRENCY", "0"), ("SANDBOX_BACKEND", "docker")]:
