@@ -6,6 +6,7 @@
  * workspace from many executor threads at once, with the same rules as extraction. */
 #include "common/arc.h"
 #include "common/arc_priv.h"
+#include "common/fdio.h"
 #include "common/xmalloc.h"
 
 #include <dirent.h>
@@ -176,20 +177,6 @@ int arc_rmtree(const char *path, sw_err *err)
 
 /* ------------------------------------------------------------------ arc_copytree */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* copy_file_range keeps the bytes in the kernel (and reflinks where the filesystem can);
  * fall back to read/write when it refuses this pair of files. */
 static int copy_bytes(int in, int out, const char *name, sw_err *err)
@@ -211,7 +198,7 @@ static int copy_bytes(int in, int out, const char *name, sw_err *err)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) { arc_errno(err, errno, "read", name); goto out; }
         if (n == 0) break;
-        if (write_all(out, buf, (size_t)n) != 0) { arc_errno(err, errno, "write", name); goto out; }
+        if (fd_write_all(out, buf, (size_t)n) != 0) { arc_errno(err, errno, "write", name); goto out; }
     }
     rc = 0;
 out:

@@ -8,6 +8,7 @@
  * directory is opened O_DIRECTORY|O_NOFOLLOW one component at a time (docs/archive.md). */
 #include "common/arc.h"
 #include "common/arc_priv.h"
+#include "common/fdio.h"
 #include "common/lazylib.h"
 #include "common/xmalloc.h"
 
@@ -260,13 +261,7 @@ static int apply_dirs(xctx *x, sw_err *err)
 
 static int put_bytes(xctx *x, int fd, const unsigned char *p, size_t n, sw_err *err)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return arc_errno(err, errno, "write", x->name);
-        p += w;
-        n -= (size_t)w;
-    }
+    if (fd_write_all(fd, p, n) < 0) return arc_errno(err, errno, "write", x->name);
     return 0;
 }
 

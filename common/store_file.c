@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fdio.h"
 #include "common/store.h"
 #include "common/xmalloc.h"
 
@@ -149,16 +150,7 @@ fail:
 static int fs_put_write(void *wp, const void *buf, size_t n, sw_err *err)
 {
     fwriter *w = wp;
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t got = write(w->fd, p, n);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return ferr(err, errno, "write", w->tmp);
-        }
-        p += got;
-        n -= (size_t)got;
-    }
+    if (fd_write_all(w->fd, buf, n) < 0) return ferr(err, errno, "write", w->tmp);
     return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fdio.h"
 #include "common/xmalloc.h"
 
 #define TEMPLATE_MAX_BYTES (1024 * 1024)  /* an AGENTS.md template larger than this is refused */
@@ -194,18 +195,6 @@ static void tmp_name(const char *name, char *out, size_t n)
     snprintf(out, n, ".%s.swtmp-%016llx", name, r);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int sb_write_atomic(int dirfd, const char *dir, const char *name, const char *data, size_t len,
                     mode_t mode, sw_err *err)
 {
@@ -215,7 +204,7 @@ int sb_write_atomic(int dirfd, const char *dir, const char *name, const char *da
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) return sb_errno(err, errno, "create", path);
     int rc = -1;
-    if (write_all(fd, data, len) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0) {
+    if (fd_write_all(fd, data, len) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0) {
         sb_errno(err, errno, "write", path);
         goto out;
     }

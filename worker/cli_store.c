@@ -22,6 +22,7 @@
 
 #include "common/cfg.h"
 #include "common/err.h"
+#include "common/fdio.h"
 #include "common/store.h"
 #include "common/xmalloc.h"
 
@@ -53,20 +54,6 @@ static void print_info(const char *key, const store_info *info)
     json_decref(o);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* A regular file goes up as one known-length PUT (store_put_fd picks it from
  * fstat); stdin and pipes stream through the multipart writer. */
 static int cmd_put(store *s, const char *key, const char *path, sw_err *err)
@@ -96,7 +83,7 @@ static int cmd_get(store *s, const char *key, const char *path, sw_err *err)
     buf = xmalloc(IO_CHUNK);
     ssize_t got;
     while ((got = store_get_read(r, buf, IO_CHUNK, err)) > 0) {
-        if (write_all(fd, buf, (size_t)got) < 0) {
+        if (fd_write_all(fd, buf, (size_t)got) < 0) {
             sw_errf(err, SW_E_INTERNAL, false, "write %s: %s", path, strerror(errno));
             goto out;
         }
