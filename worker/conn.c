@@ -174,12 +174,27 @@ void wk_retry_cb(evutil_socket_t fd, short ev, void *arg)
     wk_conn_connect(arg);
 }
 
-void wk_group_created(worker *w, redisReply *r, void *ud)
+static void group_created(worker *w, redisReply *r, void *ud)
 {
     (void)ud;
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
         log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
     (void)w;
+}
+
+/* On the reader: the consumer group at 0 with MKSTREAM (jobs added before any worker
+ * started are run); BUSYGROUP means it exists. */
+void wk_create_group(worker *w)
+{
+    cmdv v;
+    cv_init(&v);
+    cv_add(&v, "XGROUP");
+    cv_add(&v, "CREATE");
+    cv_add(&v, w->k_stream);
+    cv_add(&v, GROUP);
+    cv_add(&v, "0");
+    cv_add(&v, "MKSTREAM");
+    wk_send(&w->rd, &v, 0, 0, group_created, NULL);
 }
 
 static void policy_cb(worker *w, redisReply *r, void *ud)
@@ -231,14 +246,7 @@ void wk_conn_connect(conn *c)
         wk_send(c, &v, 0, 0, NULL, NULL);
     }
     if (c == &w->rd) {
-        cv_init(&v);
-        cv_add(&v, "XGROUP");
-        cv_add(&v, "CREATE");
-        cv_add(&v, w->k_stream);
-        cv_add(&v, GROUP);
-        cv_add(&v, "0");
-        cv_add(&v, "MKSTREAM");
-        wk_send(c, &v, 0, 0, wk_group_created, NULL);
+        wk_create_group(w);
     } else if (c == &w->cmd) {
         load_scripts(c);
     }

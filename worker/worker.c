@@ -470,17 +470,7 @@ static void read_cb(worker *w, redisReply *r, void *ud)
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
         log_msg(LOG_WARN, "redis_read_failed", "error", r->str, NULL);
-        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ac) {
-            cmdv v;
-            cv_init(&v);
-            cv_add(&v, "XGROUP");
-            cv_add(&v, "CREATE");
-            cv_add(&v, w->k_stream);
-            cv_add(&v, GROUP);
-            cv_add(&v, "0");
-            cv_add(&v, "MKSTREAM");
-            wk_send(&w->rd, &v, 0, 0, wk_group_created, NULL);
-        }
+        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ac) wk_create_group(w);
         /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
         struct timeval tv = {0, 200000};
         evtimer_add(w->t_read_retry, &tv);

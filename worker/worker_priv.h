@@ -103,7 +103,7 @@ void wk_conn_connect(conn *c);                          /* no-op when connected 
 void wk_conn_watch(conn *c);                            /* free it when a reply is overdue */
 void wk_retry_cb(evutil_socket_t fd, short ev, void *arg); /* reconnect timer */
 void wk_watch_cb(evutil_socket_t fd, short ev, void *arg); /* 1 s tick: watchdog + gauges */
-void wk_group_created(worker *w, redisReply *r, void *ud); /* XGROUP CREATE reply */
+void wk_create_group(worker *w);  /* XGROUP CREATE ... 0 MKSTREAM on the reader */
 
 /* ---- sched.c ---- */
 void wk_promote_timer(evutil_socket_t fd, short ev, void *arg);
