@@ -111,7 +111,7 @@ void cv_set(cmdv *v, int i, const char *s)
 char *cv_resp(const cmdv *v, size_t *len)
 {
     /* *argc CRLF, then per argument $len CRLF bytes CRLF (at most 20 digits each) */
-    size_t cap = 1 + 20 + 2;
+    size_t cap = 1 + 20 + 2 + 1; /* + a NUL after the command: hiredis peeks past args */
     for (int i = 0; i < v->argc; i++) cap += 1 + 20 + 2 + v->lens[i] + 2;
     char *out = xmalloc(cap), *p = out;
     *p++ = '*';
@@ -129,6 +129,7 @@ char *cv_resp(const cmdv *v, size_t *len)
         *p++ = '\n';
     }
     *len = (size_t)(p - out);
+    *p = '\0'; /* not counted in len */
     return out;
 }
 

@@ -90,21 +90,23 @@ void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
 
 static void script_loaded(worker *w, redisReply *r, void *ud)
 {
-    (void)w;
     scr_id sid = (scr_id)(intptr_t)ud;
     if (!r) return; /* connection lost: the next connect loads it again */
     if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) return;
-    /* calls keep going out as EVAL, which works, only slower */
+    /* e.g. LOADING right after a restart: the 1 s tick tries again; meanwhile calls
+     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL */
+    w->reload_scripts = 1;
     log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
 }
 
-/* SCRIPT LOAD every script once (the SHA1 is the same on any server); until the
- * replies arrive, calls go out as EVAL. */
-static void load_scripts(conn *c)
+/* SCRIPT LOAD every script on each connect of the command connection (a restarted
+ * Redis has none); queued ahead of every call on that connection, so EVALSHA finds
+ * them. The SHA1 is the same on any server; until the first replies arrive, calls
+ * go out as EVAL. */
+void wk_load_scripts(conn *c)
 {
     for (int i = 0; i < SCR_COUNT; i++) {
-        if (scr_sha((scr_id)i)) continue;
         cmdv v;
         cv_init(&v);
         cv_add(&v, "SCRIPT");
@@ -248,7 +250,8 @@ void wk_conn_connect(conn *c)
     if (c == &w->rd) {
         wk_create_group(w);
     } else if (c == &w->cmd) {
-        load_scripts(c);
+        w->reload_scripts = 0;
+        wk_load_scripts(c);
     }
     if (c == &w->cmd && !w->warned_policy) {
         cv_init(&v);
@@ -285,6 +288,10 @@ void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
     if (w->celery_on) {
         wk_conn_watch(&w->res);
         wk_celery_started_due(w);
+    }
+    if (w->reload_scripts && w->cmd.ready) {
+        w->reload_scripts = 0;
+        wk_load_scripts(&w->cmd);
     }
     /* back to idle after work: give freed heap back to the OS (idle RSS target) */
     uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;

@@ -153,9 +153,11 @@ static const char start_lua[] = LUA_COMMON
  *       every outcome but succeeded two more: delay_ms, raw.
  * 'raw' is the canonical payload (the stream copy is used when it is empty).
  * 'defer' (a Celery ETA) parks the job in the delayed zset without running it.
- * The session lock is deleted without reading it first while the lease is live
- * by more than a second: lock and lease are set and renewed together with the
- * same expiry, so nobody else can hold it then.
+ * The argument layout is checked before anything is written: a stride that does not
+ * match ARGV fails the whole call (the worker retries it) instead of misreading.
+ * The session lock is released by compare-and-delete (GET == id), even while the
+ * lease is live: should the key ever vanish early (eviction, an operator), a plain
+ * DEL would delete the next holder's lock and let a third job overlap.
  * Returns per job 'ok' or 'lost'. */
 static const char finish_lua[] = LUA_COMMON
     "local group, me, ttl = ARGV[1], ARGV[2], ARGV[3]\n"
@@ -167,11 +169,12 @@ static const char finish_lua[] = LUA_COMMON
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', deadmax, '*', 'job', string.sub(p or '', 1, 1048576),\n"
     "    'job_id', id, 'source_id', entry, 'error', data, 'attempts', attempt, 'worker', me, 'ts', nows)\n"
     "end\n"
-    "local function release_lock(uselock, lease_until, lk, id)\n"
-    "  if uselock ~= '1' then return end\n"
-    "  if (tonumber(lease_until) or 0) > now + 1000 then redis.call('DEL', lk) else unlock(lk, id) end\n"
-    "end\n"
     "local b = 6\n"
+    "for i = 1, n do\n"
+    "  if ARGV[b + 4] == 'succeeded' then b = b + 7 else b = b + 9 end\n"
+    "end\n"
+    "if b ~= #ARGV or #KEYS ~= 4 + 2 * n then return redis.error_reply('ERR finish: bad argument layout') end\n"
+    "b = 6\n"
     "local function one(i)\n"
     "  local entry, id, typ, outcome = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
     "  local attempt, data, uselock = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]\n"
@@ -203,7 +206,7 @@ static const char finish_lua[] = LUA_COMMON
     "    end\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
-    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status', 'lease_until')\n"
+    "  local h = redis.call('HMGET', hk, 'worker', 'entry', 'status')\n"
     "  if h[1] ~= me or h[2] ~= entry or h[3] ~= 'running' then return 'lost' end\n"
 
     "  if outcome == 'release' then\n"
@@ -212,7 +215,7 @@ static const char finish_lua[] = LUA_COMMON
     "    local d = tonumber(redis.call('HGET', hk, 'deliveries')) or 1\n"
     "    redis.call('HSET', hk, 'status', 'queued', 'attempt', int(tonumber(attempt) - 1), 'deliveries',\n"
     "      int(math.max(0, d - 1)), 'lease_until', '0', 'updated_ms', nows)\n"
-    "    release_lock(uselock, h[4], lk, id)\n"
+    "    if uselock == '1' then unlock(lk, id) end\n"
     "    ackdel(entry); return 'ok'\n"
     "  end\n"
     "  if outcome == 'succeeded' then\n"
@@ -230,7 +233,7 @@ static const char finish_lua[] = LUA_COMMON
     "    redis.call('EXPIRE', hk, ttl)\n"
     "    emit(KEYS[2], evmax, id, typ, 'dead', attempt, data, me)\n"
     "  end\n"
-    "  release_lock(uselock, h[4], lk, id)\n"
+    "  if uselock == '1' then unlock(lk, id) end\n"
     "  ackdel(entry); return 'ok'\n"
     "end\n"
     "for i = 1, n do out[i] = one(i) end\n"

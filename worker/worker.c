@@ -268,11 +268,14 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         const char *act = "skip";
         redisReply **e = NULL;
         size_t npairs = 0;
-        if (i + 4 <= r->elements && r->element[i]->type == REDIS_REPLY_STRING) {
+        if (i + 4 <= r->elements && r->element[i]->type == REDIS_REPLY_STRING &&
+            r->element[i + 1]->type == REDIS_REPLY_INTEGER &&
+            r->element[i + 2]->type == REDIS_REPLY_INTEGER &&
+            r->element[i + 3]->type == REDIS_REPLY_INTEGER && r->element[i + 3]->integer >= 0 &&
+            (size_t)r->element[i + 3]->integer <= (r->elements - i - 4) / 2) {
             e = r->element + i;
             act = e[0]->str;
             npairs = (size_t)e[3]->integer;
-            if (i + 4 + 2 * npairs > r->elements) npairs = 0, act = "skip";
             i += 4 + 2 * npairs;
         } else {
             i = r->elements; /* malformed: leave the rest pending for the reclaim */

@@ -87,6 +87,7 @@ struct worker {
     int stopping;
     double ewma_ms;                /* recent job duration, for read-ahead */
     int warned_policy;
+    int reload_scripts;            /* a SCRIPT LOAD failed: the 1 s tick retries */
     int exit_code;
     worker_stats stats;            /* served by worker/http.c */
     uint64_t trimmed_at;           /* jobs done at the last malloc_trim */
@@ -103,6 +104,7 @@ void wk_conn_connect(conn *c);                          /* no-op when connected 
 void wk_conn_watch(conn *c);                            /* free it when a reply is overdue */
 void wk_retry_cb(evutil_socket_t fd, short ev, void *arg); /* reconnect timer */
 void wk_watch_cb(evutil_socket_t fd, short ev, void *arg); /* 1 s tick: watchdog + gauges */
+void wk_load_scripts(conn *c);    /* SCRIPT LOAD all scripts (on each connect) */
 void wk_create_group(worker *w);  /* XGROUP CREATE ... 0 MKSTREAM on the reader */
 
 /* ---- sched.c ---- */

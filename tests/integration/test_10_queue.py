@@ -138,6 +138,22 @@ class QueueBasics(SWTestCase):
             self.assertNotIn(lib, maps)
         self.assertIn("libhiredis.so", maps)  # the check reads the right process
 
+    def test_scripts_are_called_by_sha_and_survive_a_script_flush(self):
+        def calls(name):
+            return self.r.info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0)
+
+        loads0, sha0 = calls("script|load"), calls("evalsha")
+        self.start_worker()
+        first = self.payload()
+        self.xadd(first)
+        self.wait_status(first["id"], "succeeded")
+        self.assertGreaterEqual(calls("script|load") - loads0, 7)  # every script, on connect
+        self.assertGreater(calls("evalsha") - sha0, 0)
+        self.r.script_flush()  # what a restarted Redis looks like: NOSCRIPT, then EVAL
+        second = self.payload()
+        self.xadd(second)
+        self.wait_status(second["id"], "succeeded")
+
     def test_a_bad_configuration_value_exits_2_naming_it(self):
         for var, val in [("SNAPWORKER_LEASE_S", "soon"), ("REDIS_URL", "rediss://x:1"),
                          ("SNAPWORKER_CONCURRENCY", "0"), ("SANDBOX_BACKEND", "docker")]:

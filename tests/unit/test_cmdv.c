@@ -35,6 +35,7 @@ static void resp_matches_hiredis(void **state)
     assert_true(rlen > 0);
     assert_int_equal(len, (size_t)rlen);
     assert_memory_equal(mine, ref, len);
+    assert_int_equal(mine[len], '\0'); /* hiredis peeks one byte past the first argument */
     assert_memory_equal(mine, "*308\r\n$7\r\nEVALSHA\r\n$0\r\n\r\n$5\r\na\0b\r\n\r\n$1\r\n0\r\n", 40);
     free(mine);
     redisFreeCommand(ref);
