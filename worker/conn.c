@@ -92,10 +92,16 @@ static void script_loaded(worker *w, redisReply *r, void *ud)
 {
     scr_id sid = (scr_id)(intptr_t)ud;
     if (!r) return; /* connection lost: the next connect loads it again */
-    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) return;
+    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) {
+        w->script_load_warned = 0;
+        return;
+    }
     /* e.g. LOADING right after a restart: the 1 s tick tries again; meanwhile calls
-     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL */
+     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL.
+     * Warned once per streak of failures (an ACL without SCRIPT would repeat). */
     w->reload_scripts = 1;
+    if (w->script_load_warned) return;
+    w->script_load_warned = 1;
     log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
 }

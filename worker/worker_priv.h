@@ -88,6 +88,7 @@ struct worker {
     double ewma_ms;                /* recent job duration, for read-ahead */
     int warned_policy;
     int reload_scripts;            /* a SCRIPT LOAD failed: the 1 s tick retries */
+    int script_load_warned;        /* logged this streak of SCRIPT LOAD failures */
     int exit_code;
     worker_stats stats;            /* served by worker/http.c */
     uint64_t trimmed_at;           /* jobs done at the last malloc_trim */
