@@ -5,7 +5,10 @@
  * Why not archive_write_disk: it chdir()s for long paths and resolves relative to the
  * process cwd, which breaks a multi-threaded worker, and it does not check where a
  * symlink points. Here no path is ever resolved by the kernel through a symlink: each
- * directory is opened O_DIRECTORY|O_NOFOLLOW one component at a time (docs/archive.md). */
+ * directory is opened O_DIRECTORY|O_NOFOLLOW one component at a time (docs/archive.md).
+ * Decompression runs on a thread of its own, like `tar -xz` runs gzip in a second process:
+ * inflating and writing the files each take about half of a restore, so on two cores the
+ * two halves overlap (docs/benchmarks.md). */
 #include "common/arc.h"
 #include "common/arc_priv.h"
 #include "common/fdio.h"
@@ -17,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,29 @@
 #define IN_CHUNK (256 * 1024)    /* bytes asked of the source per call */
 #define OUT_CHUNK (256 * 1024)   /* file bytes gathered per write(2) */
 #define CACHE_DEPTH 32           /* directory fds kept open per extraction */
+#define RING_SLOTS 4             /* inflated IN_CHUNKs between the two threads (1 MiB) */
+
+/* The decompressing side: a libarchive "raw" reader (gzip, zstd or none) over the source,
+ * filling a ring of buffers that the tar reader of the calling thread takes in order. */
+typedef struct inflater {
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned char *slot[RING_SLOTS];
+    size_t len[RING_SLOTS];
+    int head, count;             /* oldest filled slot; filled slots */
+    int held;                    /* the tar reader still uses slot[head] */
+    int eof, stop;
+    int failed;                  /* err says why (the source's error, or a corrupt stream) */
+    sw_err err;
+    struct archive *raw;
+    arc_source_fn source;
+    void *src_arg;
+    unsigned char *inbuf;        /* IN_CHUNK: compressed bytes from the source */
+    int src_failed;
+    sw_err src_err;
+} inflater;
 
 typedef struct dir_rec {         /* a directory whose mode/mtime is set at the end */
     char *name;                  /* member name, normalized */
@@ -35,12 +62,11 @@ typedef struct dir_rec {         /* a directory whose mode/mtime is set at the e
 } dir_rec;
 
 typedef struct xctx {
-    struct archive *a;
-    arc_source_fn source;
-    void *src_arg;
-    sw_err src_err;              /* the source's own error, passed through unchanged */
+    struct archive *a;           /* the tar reader, over the inflater's ring */
+    inflater inf;
+    sw_err src_err;              /* why the stream failed: the source's own error passed
+                                  * through unchanged, or the inflater's */
     int src_failed;
-    unsigned char *inbuf;        /* IN_CHUNK */
     unsigned char *obuf;         /* OUT_CHUNK */
     size_t olen;                 /* bytes waiting in obuf */
     int root;                    /* dirfd of dest_dir */
@@ -77,17 +103,151 @@ static int corrupt(xctx *x, const char *name, sw_err *err)
     return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: %s", s ? s : "unreadable");
 }
 
-static la_ssize_t read_cb(struct archive *a, void *p, const void **buf)
+/* ------------------------------------------------------------------ inflate thread */
+
+static la_ssize_t raw_read_cb(struct archive *a, void *p, const void **buf)
 {
-    xctx *x = p;
-    ssize_t n = x->source(x->src_arg, x->inbuf, IN_CHUNK, &x->src_err);
+    inflater *f = p;
+    ssize_t n = f->source(f->src_arg, f->inbuf, IN_CHUNK, &f->src_err);
     if (n < 0) {
-        x->src_failed = 1;
+        f->src_failed = 1;
         archive_set_error(a, EIO, "source failed");
         return -1;
     }
-    *buf = x->inbuf;
+    *buf = f->inbuf;
     return (la_ssize_t)n;
+}
+
+/* Inflate into the next free slot until the stream ends, fails, or stop is set. */
+static void *inflate_main(void *p)
+{
+    inflater *f = p;
+    struct archive_entry *e;
+    sw_err err;
+    sw_err_clear(&err);
+    int r = archive_read_next_header(f->raw, &e);
+    int done = r == ARCHIVE_EOF, failed = r != ARCHIVE_OK && r != ARCHIVE_EOF;
+    while (!done && !failed) {
+        pthread_mutex_lock(&f->mu);
+        while (f->count == RING_SLOTS && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
+        int stop = f->stop, i = (f->head + f->count) % RING_SLOTS;
+        pthread_mutex_unlock(&f->mu);
+        if (stop) break;
+        la_ssize_t n = archive_read_data(f->raw, f->slot[i], IN_CHUNK);
+        if (n < 0) {
+            failed = 1;
+            break;
+        }
+        if (n == 0) {
+            done = 1;
+            break;
+        }
+        pthread_mutex_lock(&f->mu);
+        f->len[i] = (size_t)n;
+        f->count++;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+    }
+    if (failed) {
+        if (f->src_failed) err = f->src_err;
+        if (!f->src_failed || err.code == SW_OK) {
+            const char *s = archive_error_string(f->raw);
+            sw_errf(&err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: %s", s ? s : "unreadable");
+        }
+    }
+    pthread_mutex_lock(&f->mu);
+    f->eof = done;
+    f->failed = failed;
+    f->err = err;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+static int inflate_start(xctx *x, arc_source_fn source, void *arg, sw_err *err)
+{
+    inflater *f = &x->inf;
+    f->source = source;
+    f->src_arg = arg;
+    f->inbuf = xmalloc(IN_CHUNK);
+    for (int i = 0; i < RING_SLOTS; i++) f->slot[i] = xmalloc(IN_CHUNK);
+    struct archive *a = f->raw = archive_read_new();
+    if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");
+    if (archive_read_support_format_raw(a) != ARCHIVE_OK ||
+        archive_read_support_filter_gzip(a) != ARCHIVE_OK ||
+        archive_read_support_filter_zstd(a) < ARCHIVE_WARN ||
+        archive_read_support_filter_none(a) != ARCHIVE_OK)
+        return sw_errf(err, SW_E_INTERNAL, true, "archive setup: %s", archive_error_string(a));
+    if (archive_read_open(a, f, NULL, raw_read_cb, NULL) != ARCHIVE_OK) {
+        if (f->src_failed) {
+            if (err) *err = f->src_err;
+            return -1;
+        }
+        const char *s = archive_error_string(a);
+        return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: %s", s ? s : "unreadable");
+    }
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 512 * 1024);
+    int rc = pthread_create(&f->th, &at, inflate_main, f);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        pthread_cond_destroy(&f->cv);
+        pthread_mutex_destroy(&f->mu);
+        return sw_errf(err, SW_E_INTERNAL, true, "cannot start the inflate thread: %s", strerror(rc));
+    }
+    f->started = 1;
+    return 0;
+}
+
+/* Stop the thread wherever it is (at most one more IN_CHUNK is read) and free it all. */
+static void inflate_stop(inflater *f)
+{
+    if (f->started) {
+        pthread_mutex_lock(&f->mu);
+        f->stop = 1;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        pthread_join(f->th, NULL);
+        pthread_cond_destroy(&f->cv);
+        pthread_mutex_destroy(&f->mu);
+        f->started = 0;
+    }
+    if (f->raw) archive_read_free(f->raw);
+    f->raw = NULL;
+    for (int i = 0; i < RING_SLOTS; i++) free(f->slot[i]);
+    free(f->inbuf);
+}
+
+/* The tar reader's source: the ring, in order. A slot handed out stays ours until the
+ * next call (libarchive's rule for read callbacks), then it goes back to the thread. */
+static la_ssize_t read_cb(struct archive *a, void *p, const void **buf)
+{
+    xctx *x = p;
+    inflater *f = &x->inf;
+    pthread_mutex_lock(&f->mu);
+    if (f->held) {
+        f->held = 0;
+        f->head = (f->head + 1) % RING_SLOTS;
+        f->count--;
+        pthread_cond_broadcast(&f->cv);
+    }
+    while (f->count == 0 && !f->eof && !f->failed) pthread_cond_wait(&f->cv, &f->mu);
+    la_ssize_t n = 0;
+    if (f->count > 0) {
+        f->held = 1;
+        *buf = f->slot[f->head];
+        n = (la_ssize_t)f->len[f->head];
+    } else if (f->failed) {
+        x->src_failed = 1;
+        x->src_err = f->err;
+        n = -1;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (n < 0) archive_set_error(a, EIO, "source failed");
+    return n;
 }
 
 /* ------------------------------------------------------------------ names */
@@ -458,14 +618,13 @@ static int do_entry(xctx *x, struct archive_entry *e, sw_err *err)
     return rc;
 }
 
-static int open_reader(xctx *x, sw_err *err)
+static int open_reader(xctx *x, arc_source_fn source, void *arg, sw_err *err)
 {
     if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;   /* loaded on first use */
+    if (inflate_start(x, source, arg, err) != 0) return -1;
     struct archive *a = x->a = archive_read_new();
     if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");
     if (archive_read_support_format_tar(a) != ARCHIVE_OK ||
-        archive_read_support_filter_gzip(a) != ARCHIVE_OK ||
-        archive_read_support_filter_zstd(a) < ARCHIVE_WARN ||
         archive_read_support_filter_none(a) != ARCHIVE_OK)
         return sw_errf(err, SW_E_INTERNAL, true, "archive setup: %s", archive_error_string(a));
     if (archive_read_open(a, x, NULL, read_cb, NULL) != ARCHIVE_OK) return corrupt(x, NULL, err);
@@ -492,15 +651,12 @@ int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc
     xctx *x = xcalloc(1, sizeof *x);
     arc_locale loc;
     int rc = -1;
-    x->source = source;
-    x->src_arg = arg;
     x->root = -1;
     if (lim) x->lim = *lim;
     arc_locale_enter(&loc);
     if (open_dest(x, dest_dir, err) != 0) goto out;
-    x->inbuf = xmalloc(IN_CHUNK);
     x->obuf = xmalloc(OUT_CHUNK);
-    if (open_reader(x, err) != 0) goto out;
+    if (open_reader(x, source, arg, err) != 0) goto out;
     for (;;) {
         struct archive_entry *e;
         int r = archive_read_next_header(x->a, &e);
@@ -514,9 +670,9 @@ out:
     drop_cache(x);
     if (x->root >= 0) close(x->root);
     if (x->a) archive_read_free(x->a);
+    inflate_stop(&x->inf);
     for (size_t i = 0; i < x->ndirs; i++) free(x->dirs[i].name);
     free(x->dirs);
-    free(x->inbuf);
     free(x->obuf);
     arc_locale_leave(&loc);
     if (rc == 0 && st) *st = x->st;

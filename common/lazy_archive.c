@@ -28,7 +28,7 @@
     X(archive_write_set_bytes_in_last_block) X(archive_write_set_bytes_per_block)        \
     X(archive_write_set_filter_option) X(archive_write_set_format_pax_restricted)        \
     X(archive_write_add_filter_zstd) X(archive_entry_copy_hardlink)                      \
-    X(archive_entry_set_rdev)
+    X(archive_entry_set_rdev) X(archive_read_data) X(archive_read_support_format_raw)
 
 LAZY_DEFINE(lazy_archive_def, "libarchive.so.13", SYMS);
 
@@ -145,6 +145,16 @@ int archive_read_support_filter_none(struct archive *a)
 int archive_read_support_filter_zstd(struct archive *a)
 {
     return FN(archive_read_support_filter_zstd)(a);
+}
+
+la_ssize_t archive_read_data(struct archive *a, void *buf, size_t n)
+{
+    return FN(archive_read_data)(a, buf, n);
+}
+
+int archive_read_support_format_raw(struct archive *a)
+{
+    return FN(archive_read_support_format_raw)(a);
 }
 
 int archive_read_support_format_tar(struct archive *a)

@@ -706,6 +706,21 @@ static void size_bomb_is_too_large_before_writing(void **state)
     assert_int_equal(count_names(pj(p, t->base, "dest/outputs")), 5);
 }
 
+/* Inflating runs on its own thread, ahead of the tar reader: a refusal early in a long
+ * stream must stop that thread (it waits on a full ring) and leak nothing. */
+static void an_early_refusal_stops_the_inflate_thread(void **state)
+{
+    tdir *t = *state;
+    char p[PATH_MAX];
+    const hent ents[] = {{"outputs/", AE_IFDIR, 0755, NULL, NULL, 0},
+                         {"outputs/a", AE_IFREG, 0644, NULL, NULL, 1000},
+                         {"outputs/../../escape", AE_IFREG, 0644, NULL, NULL, 5},
+                         {"outputs/big", AE_IFREG, 0644, NULL, NULL, 16 << 20}};
+    hostile(t, ents, 4, NULL, SW_E_UNSAFE_ARCHIVE);
+    assert_int_equal(access(pj(p, t->base, "dest/outputs/big"), F_OK), -1);
+    assert_int_equal(count_names("/proc/self/task"), 1); /* the thread was joined */
+}
+
 static void truncated_gzip_is_corrupt(void **state)
 {
     tdir *t = *state;
@@ -928,6 +943,7 @@ int main(void)
         T(setuid_setgid_sticky_bits_are_stripped),
         T(entry_bomb_is_too_large),
         T(size_bomb_is_too_large_before_writing),
+        T(an_early_refusal_stops_the_inflate_thread),
         T(truncated_gzip_is_corrupt),
         T(garbage_bytes_are_corrupt),
         T(source_error_is_passed_through),
