@@ -716,9 +716,10 @@ static void an_early_refusal_stops_the_inflate_thread(void **state)
                          {"outputs/a", AE_IFREG, 0644, NULL, NULL, 1000},
                          {"outputs/../../escape", AE_IFREG, 0644, NULL, NULL, 5},
                          {"outputs/big", AE_IFREG, 0644, NULL, NULL, 16 << 20}};
+    int threads = count_names("/proc/self/task"); /* sanitizers may run their own */
     hostile(t, ents, 4, NULL, SW_E_UNSAFE_ARCHIVE);
     assert_int_equal(access(pj(p, t->base, "dest/outputs/big"), F_OK), -1);
-    assert_int_equal(count_names("/proc/self/task"), 1); /* the thread was joined */
+    assert_int_equal(count_names("/proc/self/task"), threads); /* the thread was joined */
 }
 
 static void truncated_gzip_is_corrupt(void **state)
