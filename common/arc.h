@@ -40,7 +40,9 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
 /* Extract a tar, tar.gz or tar.zst read from 'source' into the existing empty 'dest_dir'.
  * 'lim' and 'st' may be NULL. 0, or -1 with SW_E_UNSAFE_ARCHIVE (refused or corrupt),
  * SW_E_ARCHIVE_TOO_LARGE, SW_E_BACKEND (local I/O, retryable), SW_E_INTERNAL (setup, or
- * libarchive cannot be loaded), or the source's error unchanged. On error dest_dir holds a partial tree: the caller removes it (arc_rmtree). */
+ * libarchive cannot be loaded), or the source's error unchanged. On error dest_dir holds
+ * a partial tree: the caller removes it (arc_rmtree). Decompression runs on a second
+ * thread; 'source' is called from it (never from two threads at once). */
 int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc_limits *lim,
                 arc_stats *st, sw_err *err);
 

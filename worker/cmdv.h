@@ -22,7 +22,7 @@ void cv_addll(cmdv *v, long long x);         /* decimal, without printf */
 void cv_addf(cmdv *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cv_cat(cmdv *dst, const cmdv *src);     /* append all of src's arguments */
 void cv_set(cmdv *v, int i, const char *s);  /* replace argument i */
-const char **cv_argv(cmdv *v);               /* pointers for hiredis; valid until the next change */
+const char **cv_argv(cmdv *v);               /* argv pointers (valid until the next change) */
 char *cv_resp(const cmdv *v, size_t *len);   /* the command in RESP, NUL after (malloc'd); argc > 0 */
 
 #endif
