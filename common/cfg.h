@@ -68,6 +68,14 @@ typedef struct cfg {
     /* sandbox */
     char *sandbox_backend;    /* SANDBOX_BACKEND: local|kubernetes */
     char *sandbox_base_path;  /* SANDBOX_BASE_PATH */
+    /* kubernetes backend (DESIGN.md §8, docs/kubernetes.md) */
+    char *k8s_namespace;      /* SANDBOX_NAMESPACE */
+    char *kubeconfig;         /* KUBECONFIG: empty = in-cluster */
+    char *k8s_sandbox_container;  /* SNAPWORKER_K8S_SANDBOX_CONTAINER, "sandbox" */
+    char *k8s_sync_container;     /* SNAPWORKER_K8S_SYNC_CONTAINER, "file-sync" */
+    char *k8s_pod_prefix;         /* SNAPWORKER_K8S_POD_PREFIX, "sandbox-" */
+    int k8s_exec_timeout_s;       /* SNAPWORKER_K8S_EXEC_TIMEOUT_S: wall clock of a short command */
+    int k8s_api_timeout_s;        /* SNAPWORKER_K8S_API_TIMEOUT_S: REST calls, connect, silence */
     char *s3_bucket;          /* SANDBOX_S3_BUCKET */
     int port_start;           /* SANDBOX_NEXTJS_PORT_START */
     int port_end;             /* SANDBOX_NEXTJS_PORT_END, excluded */
