@@ -451,9 +451,9 @@ class Conn:
                 return "too_big"
             self._fill()
 
-    def read_exact(self, n):
+    def read_exact(self, n, idle_limit=30.0):
         while len(self.buf) < n:
-            self._fill(idle_limit=30.0)
+            self._fill(idle_limit=idle_limit)
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
@@ -614,18 +614,18 @@ class ApiServer:
         try:
             conn.send(h2_frame(0x4, 0, 0, b""))
             preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-            if conn.read_exact(len(preface)) != preface:
+            if conn.read_exact(len(preface), idle_limit=0.5) != preface:
                 rec["garbage"] = "no HTTP/2 preface"
             end = time.monotonic() + 2.0
             while rec["garbage"] is None and time.monotonic() < end:
-                hdr = conn.read_exact(9)
+                hdr = conn.read_exact(9, idle_limit=0.5)   # idle: the client has said it all
                 ln = int.from_bytes(hdr[:3], "big")
                 typ, flags = hdr[3], hdr[4]
                 sid = int.from_bytes(hdr[5:9], "big") & 0x7FFFFFFF
                 if ln > 16384 or typ > 9:
                     rec["garbage"] = hdr.decode("latin-1")
                     break
-                payload = conn.read_exact(ln)
+                payload = conn.read_exact(ln, idle_limit=0.5)
                 if typ == 0x4 and not flags & 1:
                     conn.send(h2_frame(0x4, 1, 0, b""))
                 elif typ == 0x6 and not flags & 1:
