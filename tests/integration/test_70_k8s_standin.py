@@ -405,6 +405,23 @@ class StandinCase(unittest.TestCase):
         self.assertEqual((ex["stdin_bytes"], ex["stdin_sha256"], ex["stdin_closed"], ex["pings"]),
                          (len(data), hashlib.sha256(data).hexdigest(), True, 2))
 
+    def test_a_full_stdin_pipe_stops_the_server_reading_so_pings_wait_too(self):
+        ws = WS(self.sa, exec_path(["sh", "-c", "sleep 1; cat > /dev/null"], stdin=True))
+        try:
+            t = time.time()
+            ws.send_stdin(b"x" * (512 * 1024))   # far more than a pipe holds
+            ws.send_frame(9, b"still there?")
+            ws.close_stdin()
+            fin, op, payload, _ = ws.read_frame()      # the ready message
+            fin, op, payload, _ = ws.read_frame()
+            self.assertEqual((op, payload), (10, b"still there?"))
+            self.assertGreater(time.time() - t, 0.8)   # answered only once cat drained stdin
+            r = ws.run()
+        finally:
+            ws.close()
+        self.assertEqual(r.status["status"], "Success")
+        self.assertEqual(self.last_exec()["stdin_bytes"], 512 * 1024)
+
     def test_v4_has_no_stdin_close_so_head_c_ends_the_input(self):
         data = random.Random(8).randbytes(70000)
         r = self.exec_(["sh", "-c", 'head -c "$1" | sha256sum', "sh", str(len(data))],
