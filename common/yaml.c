@@ -566,15 +566,20 @@ static json_t *parse_flow_node(yp *p)
     return v;
 }
 
-static int obj_put(yp *p, json_t *obj, const sbuf *key, json_t *v)
+/* Add key → v to obj (v is stolen); errors name 'key_line', where the key was. */
+static int obj_put(yp *p, json_t *obj, const sbuf *key, json_t *v, int key_line)
 {
     const char *k = key->b ? key->b : "";
+    int rc = 0, line = p->line;
+    p->line = key_line;
     if (json_object_get(obj, k)) {
         json_decref(v);
-        return fail(p, "duplicate key");
+        rc = fail(p, "duplicate key");
+    } else if (json_object_set_new(obj, k, v) < 0) {
+        rc = fail(p, "invalid UTF-8 in a key");
     }
-    if (json_object_set_new(obj, k, v) < 0) return fail(p, "invalid UTF-8 in a key");
-    return 0;
+    p->line = line;
+    return rc;
 }
 
 static int flow_seq_items(yp *p, json_t *arr, int start_line)
@@ -592,6 +597,7 @@ static int flow_seq_items(yp *p, json_t *arr, int start_line)
         skip_flow_ws(p);
         c = ch(p, 0);
         if (c == ',') p->i++;
+        else if (c == -1) continue; /* reported as unterminated above */
         else if (c == ':') return fail(p, "mappings inside flow sequences are not supported");
         else if (c != ']') return fail(p, "expected ',' or ']'");
     }
@@ -611,7 +617,7 @@ static int flow_map_items(yp *p, json_t *obj, int start_line)
         }
         sbuf key = {0};
         json_t *v = NULL;
-        int rc = 0;
+        int rc = 0, key_line = p->line;
         if (c == '"' || c == '\'') rc = read_quoted(p, &key);
         else if (c == '[' || c == '{') rc = fail(p, "collections as keys are not supported");
         else if ((rc = check_plain_start(p, true)) == 0) read_plain_flow(p, &key);
@@ -622,20 +628,20 @@ static int flow_map_items(yp *p, json_t *obj, int start_line)
                 p->i++;
                 skip_flow_ws(p);
                 c = ch(p, 0);
-                v = (c == ',' || c == '}') ? json_null() : parse_flow_node(p);
-            } else if (c == ',' || c == '}') {
+                v = (c == ',' || c == '}' || c == -1) ? json_null() : parse_flow_node(p);
+            } else if (c == ',' || c == '}' || c == -1) {
                 v = json_null();
             } else {
                 fail(p, "expected ':' after a key");
             }
-            rc = v ? obj_put(p, obj, &key, v) : -1;
+            rc = v ? obj_put(p, obj, &key, v, key_line) : -1;
         }
         sb_free(&key);
         if (rc < 0) return -1;
         skip_flow_ws(p);
         c = ch(p, 0);
         if (c == ',') p->i++;
-        else if (c != '}') return fail(p, "expected ',' or '}'");
+        else if (c != '}' && c != -1) return fail(p, "expected ',' or '}'");
     }
     p->i++;
     return 0;
@@ -767,13 +773,14 @@ static json_t *parse_block_map(yp *p, int col)
         }
         sbuf key = {0};
         json_t *v = NULL;
+        int key_line = p->line;
         if (read_key(p, &key) == 0) {
             skip_blanks(p);
             int c = ch(p, 0);
             if (c == '#' || is_eol(c)) v = end_line(p) < 0 ? NULL : parse_node(p, col, true);
             else v = parse_inline(p, col);
         }
-        int rc = v ? obj_put(p, obj, &key, v) : -1;
+        int rc = v ? obj_put(p, obj, &key, v, key_line) : -1;
         sb_free(&key);
         if (rc < 0) goto fail;
         int n = next_content(p);
