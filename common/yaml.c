@@ -6,7 +6,7 @@
  * and a reader that refuses the rest with a line number beats a general one we must trust.
  * Safety: every read goes through at(), which returns -1 past the end; recursion only
  * happens through collections and is bounded by YML_MAX_DEPTH; the input is bounded by
- * YML_MAX_BYTES. Scratch buffers are wiped before they are freed (they held tokens).
+ * YML_MAX_BYTES and the tree (memory) by YML_MAX_VALUES. Scratch buffers are wiped before they are freed (they held tokens).
  *
  *   next_content ─► parse_at ─┬─ "- "      ─► parse_block_seq ─► item: parse_node/parse_at…
  *   (skips blank               ├─ "key: "   ─► parse_block_map ─► value: parse_node/inline
@@ -33,6 +33,7 @@ typedef struct yp {
     size_t bol;     /* offset of the cursor line's first byte */
     int line;       /* 1-based line of the cursor */
     int depth;      /* collections open around the cursor */
+    int values;     /* values placed in a collection so far */
     bool failed;    /* the first error is kept */
     yml_error *e;
 } yp;
@@ -566,13 +567,33 @@ static json_t *parse_flow_node(yp *p)
     return v;
 }
 
+/* One more value in the tree: bounds memory (4 MiB of "[1,1,…]" is 2M jansson nodes). */
+static int count_value(yp *p)
+{
+    if (++p->values > YML_MAX_VALUES) return fail(p, "more than %d values", YML_MAX_VALUES);
+    return 0;
+}
+
+/* Append v to arr (v is stolen). */
+static int arr_put(yp *p, json_t *arr, json_t *v)
+{
+    if (count_value(p) < 0) {
+        json_decref(v);
+        return -1;
+    }
+    return json_array_append_new(arr, v); /* steals v, on failure too */
+}
+
 /* Add key → v to obj (v is stolen); errors name 'key_line', where the key was. */
 static int obj_put(yp *p, json_t *obj, const sbuf *key, json_t *v, int key_line)
 {
     const char *k = key->b ? key->b : "";
     int rc = 0, line = p->line;
     p->line = key_line;
-    if (json_object_get(obj, k)) {
+    if (count_value(p) < 0) {
+        json_decref(v);
+        rc = -1;
+    } else if (json_object_get(obj, k)) {
         json_decref(v);
         rc = fail(p, "duplicate key");
     } else if (json_object_set_new(obj, k, v) < 0) {
@@ -593,7 +614,7 @@ static int flow_seq_items(yp *p, json_t *arr, int start_line)
             return fail(p, "unterminated flow sequence '['");
         }
         json_t *v = parse_flow_node(p);
-        if (!v || json_array_append_new(arr, v) < 0) return -1;
+        if (!v || arr_put(p, arr, v) < 0) return -1;
         skip_flow_ws(p);
         c = ch(p, 0);
         if (c == ',') p->i++;
@@ -818,7 +839,7 @@ static json_t *parse_block_seq(yp *p, int col)
             else if (looks_like_key(p)) v = parse_block_map(p, here);
             else v = parse_inline(p, col);
         }
-        if (!v || json_array_append_new(arr, v) < 0) goto fail;
+        if (!v || arr_put(p, arr, v) < 0) goto fail;
         int n = next_content(p);
         if (n == Y_ERR) goto fail;
         if (n == Y_END || n == Y_DOC || n < col) break;

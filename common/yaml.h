@@ -5,7 +5,7 @@
  * Why not libyaml: one more dependency for a few hundred lines of a small, bounded subset.
  * What kubeconfigs never need is refused with the line, not guessed: anchors, aliases,
  * tags, directives, several documents, complex keys, tabs in indentation.
- * Safe on any input (it is fuzzed): bounded size and depth, no read past 'len'. */
+ * Safe on any input (it is fuzzed): bounded size, depth and value count, no read past 'len'. */
 #ifndef SW_COMMON_YAML_H
 #define SW_COMMON_YAML_H
 #include <stddef.h>
@@ -14,6 +14,7 @@
 
 #define YML_MAX_BYTES (4u << 20) /* larger input is refused unread */
 #define YML_MAX_DEPTH 64         /* collections nested deeper are refused */
+#define YML_MAX_VALUES 100000    /* more values in all (jansson nodes cost ~100 B) are refused */
 
 typedef struct yml_error {
     int line;       /* 1-based line the error is on */

@@ -343,10 +343,19 @@ static void nesting_deeper_than_the_limit_is_refused(void **state)
     free(block);
 }
 
-static void oversized_input_and_nul_bytes_are_refused(void **state)
+static void oversized_input_nul_bytes_and_too_many_values_are_refused(void **state)
 {
     (void)state;
     yml_error e;
+    size_t n = 4 + 2 * (size_t)YML_MAX_VALUES + 8;
+    char *many = xmalloc(n);
+    memcpy(many, "a: [", 4);
+    for (size_t i = 0; i <= (size_t)YML_MAX_VALUES; i++) memcpy(many + 4 + 2 * i, "1,", 2);
+    memcpy(many + 4 + 2 * ((size_t)YML_MAX_VALUES + 1), "]\n", 3);
+    assert_null(yml_load(many, 4 + 2 * ((size_t)YML_MAX_VALUES + 1) + 2, &e));
+    assert_non_null(strstr(e.msg, "line 1: more than 100000 values"));
+    free(many);
+
     assert_null(yml_load("a: 1", (size_t)YML_MAX_BYTES + 1, &e)); /* refused before reading */
     assert_non_null(strstr(e.msg, "over the 4 MiB limit"));
     assert_non_null(strstr(e.msg, "line "));
@@ -436,7 +445,7 @@ int main(void)
         cmocka_unit_test(several_documents_are_refused),
         cmocka_unit_test(structure_errors_name_their_line),
         cmocka_unit_test(nesting_deeper_than_the_limit_is_refused),
-        cmocka_unit_test(oversized_input_and_nul_bytes_are_refused),
+        cmocka_unit_test(oversized_input_nul_bytes_and_too_many_values_are_refused),
         cmocka_unit_test(every_prefix_and_corruption_of_a_sample_is_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
