@@ -41,6 +41,16 @@ static int fail(sw_err *err, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ small pieces */
 
+/* A name from the file as it may appear in a message: printable ASCII, else a placeholder
+ * (a newline in a context name must not forge a log line). */
+static const char *shown(const char *s)
+{
+    if (!s) return "?";
+    for (const char *c = s; *c; c++)
+        if (*c < ' ' || *c > '~') return "(unprintable)";
+    return s;
+}
+
 static void wipe_free(char *p, size_t n)
 {
     if (!p) return;
@@ -196,12 +206,12 @@ static int find_named(const kc *k, json_t *root, const char *list, const char *m
             return fail(k->err, "%s: entry %zu of '%s' has no name", k->what, i + 1, list);
         if (strcmp(json_string_value(nm), name)) continue;
         if (found)
-            return fail(k->err, "%s: '%s' defines '%.64s' twice", k->what, list, name);
+            return fail(k->err, "%s: '%s' defines '%.64s' twice", k->what, list, shown(name));
         found = 1;
         json_t *m = json_object_get(e, member);
         if (m && !json_is_null(m) && !json_is_object(m))
-            return fail(k->err, "%s: %s '%.64s': '%s' must be a mapping", k->what, member, name,
-                        member);
+            return fail(k->err, "%s: %s '%.64s': '%s' must be a mapping", k->what, member,
+                        shown(name), member);
         *out = json_is_object(m) ? m : NULL;
     }
     return found;
@@ -227,7 +237,7 @@ static int read_cluster(const kc *k, json_t *cl, const char *name, k8s_creds *ou
 {
     char where[96];
     const char *server, *sni;
-    snprintf(where, sizeof where, "cluster '%.64s'", name);
+    snprintf(where, sizeof where, "cluster '%.64s'", shown(name));
     if (get_str(k, cl, "server", where, &server) < 0) return -1;
     if (!server) return fail(k->err, "%s: %s has no server", k->what, where);
     for (const char *s = server; *s; s++)
@@ -264,15 +274,17 @@ static int refuse_unsupported_auth(const kc *k, json_t *u, const char *where)
         json_t *cmd = json_is_object(ex) ? json_object_get(ex, "command") : NULL;
         return fail(k->err, "%s: %s uses an exec credential plugin (command '%.48s'), which "
                     "snapworker does not run; " USE_INSTEAD, k->what, where,
-                    json_is_string(cmd) ? json_string_value(cmd) : "?");
+                    shown(json_is_string(cmd) ? json_string_value(cmd) : NULL));
     }
     if (ap && !json_is_null(ap)) {
         json_t *nm = json_is_object(ap) ? json_object_get(ap, "name") : NULL;
         return fail(k->err, "%s: %s uses an auth-provider ('%.32s'), which snapworker does not "
                     "run; " USE_INSTEAD, k->what, where,
-                    json_is_string(nm) ? json_string_value(nm) : "?");
+                    shown(json_is_string(nm) ? json_string_value(nm) : NULL));
     }
-    if (json_object_get(u, "username") || json_object_get(u, "password"))
+    json_t *un = json_object_get(u, "username"), *pw = json_object_get(u, "password");
+    if ((un && !json_is_null(un) && !(json_is_string(un) && !json_string_length(un))) ||
+        (pw && !json_is_null(pw) && !(json_is_string(pw) && !json_string_length(pw))))
         return fail(k->err, "%s: %s uses basic authentication (username/password), which "
                     "snapworker does not support; " USE_INSTEAD, k->what, where);
     const char *as[] = {"as", "as-uid", "as-groups", "as-user-extra"};
@@ -289,7 +301,7 @@ static int read_user(const kc *k, json_t *u, const char *name, k8s_creds *out)
 {
     char where[96];
     const char *tok, *tok_file;
-    snprintf(where, sizeof where, "user '%.64s'", name);
+    snprintf(where, sizeof where, "user '%.64s'", shown(name));
     if (refuse_unsupported_auth(k, u, where) < 0) return -1;
     if (get_str(k, u, "token", where, &tok) < 0 || get_str(k, u, "tokenFile", where, &tok_file) < 0)
         return -1;
@@ -354,8 +366,8 @@ static int walk(const kc *k, json_t *root, k8s_creds *out)
     if (r < 0) return -1;
     if (r == 0)
         return fail(k->err, "%s: current-context '%.64s' is not defined in 'contexts'", k->what,
-                    cur);
-    snprintf(where, sizeof where, "context '%.64s'", cur);
+                    shown(cur));
+    snprintf(where, sizeof where, "context '%.64s'", shown(cur));
     if (get_str(k, ctx, "cluster", where, &cl_name) < 0 || get_str(k, ctx, "user", where, &u_name) < 0 ||
         get_str(k, ctx, "namespace", where, &ns) < 0)
         return -1;
@@ -363,17 +375,17 @@ static int walk(const kc *k, json_t *root, k8s_creds *out)
     if ((r = find_named(k, root, "clusters", "cluster", cl_name, &cl)) < 0) return -1;
     if (r == 0)
         return fail(k->err, "%s: %s names cluster '%.64s', which is not defined", k->what,
-                    where, cl_name);
+                    where, shown(cl_name));
     if (read_cluster(k, cl, cl_name, out) < 0) return -1;
     if (u_name) { /* no user: anonymous, as client-go allows */
         if ((r = find_named(k, root, "users", "user", u_name, &u)) < 0) return -1;
         if (r == 0)
             return fail(k->err, "%s: %s names user '%.64s', which is not defined", k->what,
-                        where, u_name);
+                        where, shown(u_name));
         if (read_user(k, u, u_name, out) < 0) return -1;
     }
     out->namespace_ = xstrdup(ns);
-    out->source = xasprintf("%s (context %.64s)", k->what, cur);
+    out->source = xasprintf("%s (context %.64s)", k->what, shown(cur));
     return 0;
 }
 
@@ -487,7 +499,7 @@ static int load_in_cluster(const char *sa_dir, k8s_creds *out, sw_err *err)
     if (!host || !*host || !port || !*port) return fail(err, NO_CREDS);
     if (!valid_host(host) || !valid_port(port))
         return fail(err, "in-cluster: KUBERNETES_SERVICE_HOST/_PORT ('%.64s', '%.8s') are not a "
-                    "host and a port", host, port);
+                    "host and a port", shown(host), shown(port));
     if (!sa_dir) sa_dir = SA_DIR_DEFAULT;
     out->token_file = xasprintf("%s/token", sa_dir);
     if (read_file(out->token_file, 64 * 1024, &tok, &tok_len) < 0) {

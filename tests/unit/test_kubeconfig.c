@@ -155,6 +155,9 @@ static void auth_providers_basic_auth_and_impersonation_are_refused(void **state
     t = with_user("    username: admin\n    password: hunter2\n");
     refused(t, "basic authentication (username/password)");
     free(t);
+    t = with_user("    username: \"\"\n    exec:\n      command: \"evil\\ncmd\"\n");
+    refused(t, "exec credential plugin (command '(unprintable)')");
+    free(t);
     t = with_user("    token: " TOKEN "\n    as: someone-else\n");
     refused(t, "impersonation");
     free(t);
