@@ -25,7 +25,7 @@ B ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o) $(B)/gen/embedded.o
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all run test unit unit-run asan asan-build integration bench install clean
+.PHONY: all run test unit unit-run asan asan-build integration bench install clean fuzz-kubeconfig
 all: snapworker
 
 snapworker: $(B)/snapworker
@@ -73,6 +73,18 @@ asan: bootstrap-quiet
 
 asan-units: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 scripts/run-unit $(UNIT_BIN)
+
+# fuzz-kubeconfig: libFuzzer on the YAML/kubeconfig reader for FUZZ_SECONDS (clang only; not
+# part of `make test`). New inputs go to build/fuzz/corpus, seeded with the unit fixtures.
+FUZZ_SECONDS ?= 60
+fuzz-kubeconfig:
+	@mkdir -p build/fuzz/corpus
+	clang -std=c11 -D_GNU_SOURCE -I. $(WARN) $(shell pkg-config --cflags jansson) -O1 -g \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build/fuzz/fuzz_kubeconfig \
+	    tests/fuzz/fuzz_kubeconfig.c common/yaml.c common/kubeconfig.c common/err.c common/xmalloc.c \
+	    $(shell pkg-config --libs jansson)
+	build/fuzz/fuzz_kubeconfig -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+	    build/fuzz/corpus tests/unit/fixtures/kube
 
 integration: all
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
