@@ -33,5 +33,6 @@ int job_regenerate_run(job_ctx *ctx, json_t **result, sw_err *err)
 out:
     json_decref(written);
     sb_config_free(&c);
+    sb_session_close(&s);
     return rc;
 }

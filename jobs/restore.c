@@ -257,6 +257,7 @@ out:
             log_msg(LOG_ERROR, "restore_undo_failed", "job", r->id, "error", e2.msg, NULL);
     }
     if (g) s.ops->stage_end(g);
+    sb_session_close(&s);
     job_store_release(ctx);
     return rc;
 }

@@ -335,6 +335,41 @@ static void config_wrong_types_are_invalid_payload_without_the_value(void **stat
     }
 }
 
+static void config_render_gives_the_onyx_bytes_without_touching_the_session(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    json_t *a = args_of("{\"llm_config\": {\"provider\": \"openai\", \"model_name\": \"gpt\","
+                        " \"api_key\": \"sk-x\"}, \"nextjs_port\": 3013}");
+    sb_config c;
+    sw_err e;
+    assert_int_equal(sb_config_parse(a, &f->c, &c, &e), 0);
+    char target[256], *agents, *oc;
+    size_t alen, olen;
+    assert_int_equal(sb_files_target(&s, &c, target, sizeof target, &e), 0);
+    assert_int_equal(sb_config_render(&s, &c, target, &agents, &alen, &oc, &olen, &e), 0);
+    char *want = onyx_opencode_json(&c.llm, (const char *const *)c.disabled_tools, &e);
+    assert_string_equal(oc, want);
+    assert_int_equal(olen, strlen(want));
+    assert_int_equal(alen, strlen(agents));
+    assert_non_null(strstr(agents, "3013"));
+    assert_false(exists(s.dir)); /* rendering writes nothing */
+    free(want);
+    free(agents);
+    free(oc);
+    /* an unreadable template: nothing rendered, a permanent backend_error */
+    set_str(&f->c.agents_template, "/nonexistent/AGENTS.md");
+    assert_int_equal(sb_config_render(&s, &c, target, &agents, &alen, &oc, &olen, &e), -1);
+    assert_null(agents);
+    assert_null(oc);
+    assert_int_equal(e.code, SW_E_BACKEND);
+    assert_false(e.retryable);
+    sb_config_free(&c);
+    json_decref(a);
+    sb_session_close(&s);
+}
+
 /* ------------------------------------------------------------------ regenerate */
 
 static void regenerate_writes_files_link_agents_and_opencode_atomically(void **state)
@@ -751,6 +786,7 @@ int main(void)
         T(config_defaults_demo_on_and_tools_from_the_environment),
         T(config_disabled_tools_replace_the_default_and_empty_list_means_none),
         T(config_wrong_types_are_invalid_payload_without_the_value),
+        T(config_render_gives_the_onyx_bytes_without_touching_the_session),
         T(regenerate_writes_files_link_agents_and_opencode_atomically),
         T(regenerate_uses_files_target_and_configured_template),
         T(regenerate_without_session_dir_is_workspace_missing),
