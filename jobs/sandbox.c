@@ -2,6 +2,8 @@
  * Owns: the session handle and the table of backends SANDBOX_BACKEND chooses from, the
  * regenerate args (sb_config), rendering AGENTS.md/opencode.json into memory, atomic writes
  * and symlink swaps relative to a directory fd, errno mapping, cancellation.
+ * Also: opening a path beneath a directory without following symlinks, and the worker's own
+ * state folder (where the records of what it started live, out of every sandbox's reach).
  * Does not own: where a session lives or how bytes reach it (sandbox_local.c, and the
  * kubernetes backend, which sends the rendered bytes to its pod on stdin), nor the bytes'
  * format (jobs/onyx.h).
@@ -11,11 +13,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/fdio.h"
@@ -255,10 +261,21 @@ int sb_symlink_atomic(int dirfd, const char *dir, const char *name, const char *
 
 /* ------------------------------------------------------------------ config bytes */
 
+/* A FIFO or device at the configured path would block or feed us forever: regular files only. */
 static char *read_template(const char *path, sw_err *err)
 {
-    FILE *f = fopen(path, "rbe");
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        if (fd < 0) sb_errno(err, errno, "open AGENTS.md template", path);
+        else sw_errf(err, SW_E_BACKEND, false, "AGENTS.md template %s: not a regular file", path);
+        err->retryable = false;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
+        close(fd);
         sb_errno(err, errno, "open AGENTS.md template", path);
         err->retryable = false;
         return NULL;
@@ -316,4 +333,127 @@ out:
         *agents = *opencode = NULL;
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ beneath a directory */
+
+static atomic_int openat2_state = 0; /* 0 = untried, 1 = works, -1 = the kernel lacks it */
+
+void sb_beneath_use_openat2(bool on)
+{
+    atomic_store(&openat2_state, on ? 0 : -1);
+}
+
+/* One component at a time with O_NOFOLLOW: what openat2 does in one call. */
+static int walk_beneath(int dirfd, const char *rel, int flags, mode_t mode)
+{
+    char buf[SB_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", rel) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int cur = dirfd;
+    char *save = NULL, *comp = strtok_r(buf, "/", &save);
+    while (comp) {
+        char *next = strtok_r(NULL, "/", &save);
+        int fd = next ? openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                      : openat(cur, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+        int e = errno;
+        if (cur != dirfd) close(cur);
+        if (fd < 0) {
+            errno = e;
+            return -1;
+        }
+        cur = fd;
+        comp = next;
+    }
+    return cur;
+}
+
+int sb_open_beneath(int dirfd, const char *rel, int flags, mode_t mode)
+{
+    if (!*rel || rel[0] == '/') {
+        errno = EINVAL;
+        return -1;
+    }
+    for (const char *c = rel; c && *c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL)
+        if (c[0] == '.' && (c[1] == '/' || c[1] == '\0' || (c[1] == '.' && (c[2] == '/' || c[2] == '\0')))) {
+            errno = EXDEV; /* "." and ".." are never part of a layout path */
+            return -1;
+        }
+    if (atomic_load(&openat2_state) >= 0) {
+        struct open_how how = {
+            .flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
+            .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+        if (fd >= 0) {
+            atomic_store(&openat2_state, 1);
+            return (int)fd;
+        }
+        /* ENOSYS: an old kernel; EPERM: a seccomp filter that does not know the call */
+        if ((errno != ENOSYS && errno != EPERM) || atomic_load(&openat2_state) == 1) return -1;
+        atomic_store(&openat2_state, -1);
+    }
+    return walk_beneath(dirfd, rel, flags, mode);
+}
+
+/* ------------------------------------------------------------------ the worker's state folder */
+
+int sb_state_dir(const cfg *c, char *out, size_t n)
+{
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    int k;
+    if (c->state_dir && *c->state_dir) k = snprintf(out, n, "%s", c->state_dir);
+    else if (xdg && xdg[0] == '/') k = snprintf(out, n, "%s/snapworker/state", xdg);
+    else if (home && home[0] == '/') k = snprintf(out, n, "%s/.local/share/snapworker/state", home);
+    else k = snprintf(out, n, "/var/tmp/snapworker/state");
+    return k < 0 || (size_t)k >= n ? -1 : 0;
+}
+
+/* 'inner' is 'outer' or lies below it (both made canonical when they exist). */
+static bool path_within(const char *inner, const char *outer)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    if (!realpath(inner, a)) snprintf(a, sizeof a, "%s", inner);
+    if (!realpath(outer, b)) snprintf(b, sizeof b, "%s", outer);
+    size_t lb = strlen(b);
+    while (lb > 1 && b[lb - 1] == '/') b[--lb] = '\0';
+    return strncmp(a, b, lb) == 0 && (a[lb] == '\0' || a[lb] == '/' || lb == 1);
+}
+
+int sb_state_dir_open(const cfg *c, sw_err *err)
+{
+    char dir[SB_PATH_MAX];
+    if (sb_state_dir(c, dir, sizeof dir) != 0 || dir[0] != '/')
+        return sw_errf(err, SW_E_BACKEND, false, "SNAPWORKER_STATE_DIR must be an absolute path");
+    for (char *q = dir + 1;; q++) { /* mkdir -p; the folders we make are ours alone */
+        if (*q != '/' && *q != '\0') continue;
+        char ch = *q;
+        *q = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) return sb_errno(err, errno, "mkdir", dir);
+        *q = ch;
+        if (!ch) break;
+    }
+    if (c->sandbox_base_path && *c->sandbox_base_path && path_within(dir, c->sandbox_base_path))
+        return sw_errf(err, SW_E_BACKEND, false,
+                       "SNAPWORKER_STATE_DIR %s lies under SANDBOX_BASE_PATH, where sandboxes write", dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return sb_errno(err, e, "open", dir);
+    }
+    if (st.st_uid != geteuid()) {
+        close(fd);
+        return sw_errf(err, SW_E_BACKEND, false, "SNAPWORKER_STATE_DIR %s is not owned by this user", dir);
+    }
+    if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0) {
+        int e = errno;
+        close(fd);
+        return sb_errno(err, e, "chmod 0700", dir);
+    }
+    return fd;
 }

@@ -66,6 +66,7 @@ typedef struct sb_config {
 } sb_config;
 
 typedef struct sb_stage sb_stage;  /* a restore being prepared next to the session */
+typedef struct sb_cfgkeep sb_cfgkeep; /* a session's config files kept aside during a restore */
 
 typedef struct sb_webapp {
     pid_t pid;                   /* 0 = not started (no outputs/web/package.json) */
@@ -98,6 +99,12 @@ struct sb_ops {
     /* Write files@, AGENTS.md, opencode.json (each atomically); appends names to 'written'.
      * The bytes come from sb_config_render. */
     int (*write_config)(const sb_session *s, const sb_config *c, json_t *written, sw_err *err);
+    /* Keep the session's files@, AGENTS.md and opencode.json aside, or note that they are
+     * absent, so config_restore can put exactly those back after a failed attempt. These three
+     * may be NULL (the backend keeps nothing). */
+    sb_cfgkeep *(*config_keep)(const sb_session *s, sw_err *err);
+    int (*config_restore)(sb_cfgkeep *k, sw_err *err); /* as before config_keep; 0 or -1 */
+    void (*config_drop)(sb_cfgkeep *k);  /* remove the kept copies and free k; NULL-safe */
     /* Start the dev server on 'port' (stopping a recorded previous one first). */
     int (*webapp_start)(const sb_session *s, int port, sb_webapp *out, sw_err *err);
     /* Stop a server this job started (after a failed restore); NULL-safe no-op for pid 0. */
@@ -152,6 +159,19 @@ int sb_symlink_atomic(int dirfd, const char *dir, const char *name, const char *
                       sw_err *err);
 /* Fill 'err' with SW_E_BACKEND (retryable) "OP PATH: strerror(e)"; returns -1. */
 int sb_errno(sw_err *err, int e, const char *op, const char *path);
+/* openat(dirfd, rel, flags, mode) that follows no symlink in any component of 'rel' and never
+ * leaves dirfd: openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) where the kernel has it, else a
+ * walk with O_NOFOLLOW per component. O_NOFOLLOW and O_CLOEXEC are added. 'rel' is relative,
+ * '/'-separated, without "." or "..". The fd, or -1 with errno (a symlink on the way gives
+ * ELOOP or, with O_DIRECTORY, ENOTDIR; "."/".." EXDEV). */
+int sb_open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+void sb_beneath_use_openat2(bool on);          /* tests: false forces the per-component walk */
+/* The worker's state folder: SNAPWORKER_STATE_DIR, else $XDG_DATA_HOME/snapworker/state,
+ * ~/.local/share/snapworker/state or /var/tmp/snapworker/state. 0, or -1 when too long. */
+int sb_state_dir(const cfg *c, char *out, size_t n);
+/* Create (0700) and open the state folder: an O_DIRECTORY fd, or -1 with a permanent
+ * SW_E_BACKEND when it lies under SANDBOX_BASE_PATH or is not this user's (mode forced 0700). */
+int sb_state_dir_open(const cfg *c, sw_err *err);
 
 /* ---- local dev server (webapp.c) ------------------------------------------------ */
 /* Split 'cmd' on runs of spaces/tabs and replace each "{port}" with the port. Returns an
@@ -162,15 +182,19 @@ char **sb_webapp_argv(const char *cmd, int port);
 char **sb_webapp_envp(char *const *env);
 /* /proc/PID/stat starttime (clock ticks since boot) into *out; -1 when no such process. */
 int sb_proc_start_ticks(pid_t pid, unsigned long long *out);
-/* Start the configured dev server in session_dir/outputs/web (see webapp.c): out->pid 0 when
- * there is no package.json. 0, or -1 with SW_E_BACKEND (spawn failed, npm install failed,
- * server exited or did not answer within SNAPWORKER_WEBAPP_WAIT_S) or SW_E_TIMEOUT. */
-int sb_webapp_start(const sb_session *s, int port, sb_webapp *out, sw_err *err);
-/* Stop the server recorded in session_dir/nextjs.pid when its start time still matches
- * nextjs.pid.start: SIGTERM to its process group, SIGKILL after 5 s. 0 = nothing left
- * running (or nothing recorded), -1 with SW_E_BACKEND when it would not die. */
-int sb_webapp_stop_recorded(const char *session_dir, sw_err *err);
-/* Stop 'w' (only if /proc still shows its start time) and remove the pid files naming it. */
-void sb_webapp_stop(const sb_session *s, const sb_webapp *w);
+/* Start the configured dev server in outputs/web of the session open at 'sfd' (borrowed; see
+ * webapp.c): out->pid 0 when there is no package.json. The previous server of the session is
+ * stopped first (sb_webapp_stop_recorded). 0, or -1 with SW_E_BACKEND (spawn failed, npm
+ * install failed, server exited or did not answer within SNAPWORKER_WEBAPP_WAIT_S, state
+ * folder unusable) or SW_E_TIMEOUT. */
+int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_err *err);
+/* Stop the server this worker (or an earlier one with the same state folder) recorded for the
+ * session, when the record still matches the process: SIGTERM to its process group, SIGKILL
+ * after 5 s. Never reads the sandbox's nextjs.pid. 0 = nothing left running (or nothing
+ * recorded), -1 with SW_E_BACKEND when it would not die or the state folder is unusable. */
+int sb_webapp_stop_recorded(const sb_session *s, sw_err *err);
+/* Stop 'w' (only if /proc still shows its start time) and remove the records naming it;
+ * sfd (borrowed, -1 = unknown) is the session folder holding nextjs.pid. */
+void sb_webapp_stop(const sb_session *s, int sfd, const sb_webapp *w);
 
 #endif
