@@ -13,9 +13,13 @@
  *
  *   {sessions_dir}/                      local: {SANDBOX_BASE_PATH}/{sandbox_id}/sessions
  *                                        kubernetes: /workspace/sessions (in the pod)
- *       {session_id}/            outputs/ attachments/ files@ AGENTS.md opencode.json
+ *       {session_id}/            outputs/ attachments/ files@ AGENTS.md opencode.json(0600)
  *                                nextjs.pid nextjs.log
- *       .staging-{session_id}-{job_id}/   a restore being extracted (removed on any exit) */
+ *       .staging-{session_id}-{job_id}/   a restore being extracted (removed on any exit)
+ *       .config-{session_id}-{job_id}/    old config kept aside while it is rewritten
+ *   {SNAPWORKER_STATE_DIR}/webapp-{session_id}   local: the dev server the worker started
+ * Everything below the base may be written by a sandbox: the local backend follows no
+ * symlink there (docs/jobs.md "What a hostile sandbox cannot do"). */
 #ifndef SW_JOBS_SANDBOX_H
 #define SW_JOBS_SANDBOX_H
 #include <jansson.h>

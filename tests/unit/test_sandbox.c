@@ -1112,6 +1112,39 @@ static void regression_issue10_a_record_never_signals_us_even_when_it_names_us(v
     waitpid(victim, NULL, 0);
 }
 
+/* A FIFO where a file is read would block the job forever (fopen waits for a writer). */
+static void regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    char p[600];
+    snprintf(p, sizeof p, "%s/skills/alpha", f->base);
+    mkpath(p);
+    strcat(p, "/SKILL.md");
+    assert_int_equal(mkfifo(p, 0644), 0);
+    snprintf(p, sizeof p, "%s/skills", f->base);
+    set_str(&f->c.skills_dir, p);
+    sb_config c;
+    sw_err e;
+    assert_int_equal(sb_config_parse(NULL, &f->c, &c, &e), 0);
+    char *agents, *oc;
+    size_t alen, olen;
+    alarm(20); /* the old code hangs here */
+    assert_int_equal(sb_config_render(&s, &c, "/data", &agents, &alen, &oc, &olen, &e), 0);
+    assert_non_null(strstr(agents, "- **alpha**: No description available."));
+    free(agents);
+    free(oc);
+    snprintf(p, sizeof p, "%s/tmpl.fifo", f->root);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    set_str(&f->c.agents_template, p);
+    assert_int_equal(sb_config_render(&s, &c, "/data", &agents, &alen, &oc, &olen, &e), -1);
+    assert_int_equal(e.code, SW_E_BACKEND);
+    assert_false(e.retryable);
+    alarm(0);
+    sb_config_free(&c);
+}
+
 static void regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_through(void **state)
 {
     fx *f = *state;
@@ -1179,6 +1212,7 @@ int main(void)
         T(regression_issue10_forged_pid_file_never_signals_a_foreign_process),
         T(regression_issue10_a_record_never_signals_us_even_when_it_names_us),
         T(regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_through),
+        T(regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
