@@ -233,7 +233,9 @@ out:
 }
 
 /* Config kept aside in {sessions}/.config-{session}-{job}/ (0700) as hard links to the very
- * inodes the session had (link(2) never follows or reads them), put back with rename(2). */
+ * inodes the session had (link(2) never follows or reads them), put back with rename(2).
+ * A file the kernel will not let us link (fs.protected_hardlinks and a sandbox-owned file)
+ * is moved aside instead; it is absent only until the new one is renamed in. */
 enum { KEEP_ABSENT, KEEP_LINKED, KEEP_LEAVE };
 static const char *const config_names[3] = {"files", "AGENTS.md", "opencode.json"};
 
@@ -272,10 +274,13 @@ static sb_cfgkeep *local_config_keep(const sb_session *s, sw_err *err)
             k->how[i] = KEEP_ABSENT;
         } else if (S_ISDIR(st.st_mode)) {
             k->how[i] = KEEP_LEAVE; /* the write fails on it anyway; nothing to put back */
-        } else if (linkat(sfd, config_names[i], k->kfd, config_names[i], 0) == 0) {
-            k->how[i] = KEEP_LINKED;
+        } else if (linkat(sfd, config_names[i], k->kfd, config_names[i], 0) == 0 ||
+                   renameat(sfd, config_names[i], k->kfd, config_names[i]) == 0) {
+            k->how[i] = KEEP_LINKED; /* moved aside when it cannot be linked (protected_hardlinks) */
+        } else if (errno == EXDEV) {
+            k->how[i] = KEEP_LEAVE;  /* a mount point in between: nothing can be kept */
         } else {
-            sb_errno(err, errno, "link aside from", s->dir);
+            sb_errno(err, errno, "keep aside from", s->dir);
             goto fail;
         }
     }
