@@ -175,6 +175,16 @@ int arc_rmtree(const char *path, sw_err *err)
     return rc;
 }
 
+int arc_rmtree_at(int dfd, const char *name, sw_err *err)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? 0 : arc_errno(err, errno, "stat", name);
+    if (!S_ISDIR(st.st_mode))
+        return unlinkat(dfd, name, 0) == 0 || errno == ENOENT ? 0 : arc_errno(err, errno, "unlink", name);
+    return rm_subdir(dfd, name, name, 0, err);
+}
+
 /* ------------------------------------------------------------------ arc_copytree */
 
 /* copy_file_range keeps the bytes in the kernel (and reflinks where the filesystem can);
@@ -296,6 +306,11 @@ out:
 
 int arc_copytree(const char *src, const char *dst, sw_err *err)
 {
+    return arc_copytree_at(src, AT_FDCWD, dst, err);
+}
+
+int arc_copytree_at(const char *src, int dfd, const char *dst, sw_err *err)
+{
     int rc = -1, in = -1, out = -1, made = 0;
     struct stat st;
     in = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -306,13 +321,13 @@ int arc_copytree(const char *src, const char *dst, sw_err *err)
             arc_errno(err, errno, "copytree: open", src);
         goto out;
     }
-    if (mkdir(dst, 0700) != 0) {
+    if (mkdirat(dfd, dst, 0700) != 0) {
         if (errno == EEXIST) sw_errf(err, SW_E_BACKEND, false, "copytree: destination %s exists", dst);
         else arc_errno(err, errno, "copytree: mkdir", dst);
         goto out;
     }
     made = 1;
-    out = open(dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    out = openat(dfd, dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (out < 0) { arc_errno(err, errno, "copytree: open", dst); goto out; }
     if (copy_dir(in, out, src, 1, err) != 0) goto out;
     struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, st.st_mtim};
@@ -324,6 +339,10 @@ int arc_copytree(const char *src, const char *dst, sw_err *err)
 out:
     if (out >= 0) close(out);
     if (in >= 0) close(in);
-    if (rc != 0 && made) arc_rmtree(dst, NULL);
+    if (rc != 0 && made) {
+        sw_err e2;
+        if (dfd == AT_FDCWD) arc_rmtree(dst, &e2);
+        else arc_rmtree_at(dfd, dst, &e2);
+    }
     return rc;
 }

@@ -36,6 +36,11 @@ typedef struct arc_limits {
  * outputs/), SW_E_BACKEND (I/O, retryable), SW_E_INTERNAL, or the sink's error unchanged. */
 int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink, void *arg,
                       arc_stats *st, sw_err *err);
+/* The same from an open session directory 'sfd' (borrowed; 'what' names it in messages):
+ * the walk starts at that folder, so a caller that opened it without following symlinks
+ * never archives a tree outside it. */
+int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn sink, void *arg,
+                         arc_stats *st, sw_err *err);
 
 /* Extract a tar, tar.gz or tar.zst read from 'source' into the existing empty 'dest_dir'.
  * 'lim' and 'st' may be NULL. 0, or -1 with SW_E_UNSAFE_ARCHIVE (refused or corrupt),
@@ -45,14 +50,21 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
  * thread; 'source' is called from it (never from two threads at once). */
 int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc_limits *lim,
                 arc_stats *st, sw_err *err);
+/* The same into the open, empty directory 'dest_fd' (borrowed; 'what' names it in messages). */
+int arc_extract_at(arc_source_fn source, void *arg, int dest_fd, const char *what,
+                   const arc_limits *lim, arc_stats *st, sw_err *err);
 
 /* Remove 'path' and everything under it without following symlinks. Missing is success.
  * 0, or -1 with SW_E_BACKEND. */
 int arc_rmtree(const char *path, sw_err *err);
+/* Remove 'name' in directory 'dfd' the same way ('name' is one path component). */
+int arc_rmtree_at(int dfd, const char *name, sw_err *err);
 
 /* Copy the tree 'src' to 'dst' (which must not exist): dirs, regular files, symlinks as
  * symlinks, modes and mtimes; other file types are skipped. On failure 'dst' is removed.
  * 0, or -1 with SW_E_BACKEND. */
 int arc_copytree(const char *src, const char *dst, sw_err *err);
+/* The same with the destination 'name' (one component) created in directory 'dfd'. */
+int arc_copytree_at(const char *src, int dfd, const char *name, sw_err *err);
 
 #endif

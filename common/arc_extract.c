@@ -632,11 +632,12 @@ static int open_reader(xctx *x, arc_source_fn source, void *arg, sw_err *err)
 }
 
 /* dest_dir must be an empty folder: "already extracted" means "written by this call". */
-static int open_dest(xctx *x, const char *dest_dir, sw_err *err)
+static int open_dest(xctx *x, int dest_fd, const char *dest_dir, sw_err *err)
 {
     char **names = NULL;
     size_t n = 0;
-    x->root = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    x->root = dest_fd >= 0 ? fcntl(dest_fd, F_DUPFD_CLOEXEC, 0)
+                           : open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (x->root < 0) return arc_errno(err, errno, "open", dest_dir);
     if (arc_names(x->root, dest_dir, &names, &n, err) != 0) return -1;
     arc_names_free(names, n);
@@ -648,13 +649,20 @@ static int open_dest(xctx *x, const char *dest_dir, sw_err *err)
 int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc_limits *lim,
                 arc_stats *st, sw_err *err)
 {
+    return arc_extract_at(source, arg, -1, dest_dir, lim, st, err);
+}
+
+/* dest_fd < 0: open 'dest_dir' by path (arc_extract). */
+int arc_extract_at(arc_source_fn source, void *arg, int dest_fd, const char *dest_dir,
+                   const arc_limits *lim, arc_stats *st, sw_err *err)
+{
     xctx *x = xcalloc(1, sizeof *x);
     arc_locale loc;
     int rc = -1;
     x->root = -1;
     if (lim) x->lim = *lim;
     arc_locale_enter(&loc);
-    if (open_dest(x, dest_dir, err) != 0) goto out;
+    if (open_dest(x, dest_fd, dest_dir, err) != 0) goto out;
     x->obuf = xmalloc(OUT_CHUNK);
     if (open_reader(x, source, arg, err) != 0) goto out;
     for (;;) {

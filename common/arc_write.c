@@ -200,24 +200,32 @@ static int open_writer(wctx *w, int gzip_level, sw_err *err)
 int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink, void *arg,
                       arc_stats *st, sw_err *err)
 {
+    int sfd = open(session_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sfd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return sw_errf(err, SW_E_WORKSPACE_MISSING, false, "session directory %s: missing",
+                           session_dir);
+        return arc_errno(err, errno, "open", session_dir);
+    }
+    int rc = arc_write_session_at(sfd, session_dir, gzip_level, sink, arg, st, err);
+    close(sfd);
+    return rc;
+}
+
+int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn sink, void *arg,
+                         arc_stats *st, sw_err *err)
+{
     wctx w = {.sink = sink, .sink_arg = arg};
     arc_locale loc;
     struct stat ost, ast;
-    int rc = -1, att, sfd = -1;
+    int rc = -1, att;
     arc_locale_enter(&loc);
     if (gzip_level < 1 || gzip_level > 9) {
         sw_errf(err, SW_E_INTERNAL, false, "gzip level %d not in 1..9", gzip_level);
         goto out;
     }
-    sfd = open(session_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (sfd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            sw_errf(err, SW_E_WORKSPACE_MISSING, false, "session directory %s: missing", session_dir);
-        else arc_errno(err, errno, "open", session_dir);
-        goto out;
-    }
     if (fstatat(sfd, "outputs", &ost, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(ost.st_mode)) {
-        sw_errf(err, SW_E_WORKSPACE_MISSING, false, "%s/outputs: missing or not a directory", session_dir);
+        sw_errf(err, SW_E_WORKSPACE_MISSING, false, "%s/outputs: missing or not a directory", what);
     } else if ((att = attachments_wanted(sfd, &ast, err)) >= 0 && open_writer(&w, gzip_level, err) == 0) {
         w.e = archive_entry_new();
         w.buf = xmalloc(READ_CHUNK);
@@ -230,7 +238,6 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
         if (rc == 0 && archive_write_close(w.a) != ARCHIVE_OK) rc = ar_fail(&w, "close", err);
     }
 out:
-    if (sfd >= 0) close(sfd);
     if (w.e) archive_entry_free(w.e);
     if (w.a && rc != 0) {
         /* Close anyway, with the sink cut off: libarchive 3.6 frees the gzip state only

@@ -102,6 +102,7 @@ static const opt opts[] = {
      "run `npm install` first when node_modules is missing", NULL},
     {"SNAPWORKER_WEBAPP_WAIT_S", T_INT, F(webapp_wait_s), "0", 0, 3600, 0,
      "wait until the port answers below 500 (0 = do not wait)", NULL},
+    {"SNAPWORKER_STATE_DIR", T_STR, F(state_dir), NULL, 0, 0, 0, "worker-owned records (dev servers it started), outside SANDBOX_BASE_PATH (default: under the data dir)", NULL},
     {"SNAPWORKER_DEMO_DATA_PATH", T_STR, F(demo_data_path), NULL, 0, 0, 0,
      "`files` target with demo data (default SANDBOX_BASE_PATH/demo_data)", NULL},
     {"SNAPWORKER_USER_FILES_PATH", T_STR, F(user_files_path), NULL, 0, 0, 0,

@@ -53,6 +53,7 @@ typedef struct cfg {
     char *webapp_cmd;         /* SNAPWORKER_WEBAPP_CMD, "{port}" substituted */
     bool webapp_npm_install;  /* SNAPWORKER_WEBAPP_NPM_INSTALL */
     int webapp_wait_s;        /* SNAPWORKER_WEBAPP_WAIT_S, 0 = do not wait */
+    char *state_dir;          /* SNAPWORKER_STATE_DIR, worker-owned records; empty = under the data dir */
     char *demo_data_path;     /* SNAPWORKER_DEMO_DATA_PATH */
     char *user_files_path;    /* SNAPWORKER_USER_FILES_PATH ("{sandbox_id}" substituted) */
     char *opencode_disabled_tools; /* OPENCODE_DISABLED_TOOLS */

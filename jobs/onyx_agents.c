@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/embedded.h"
 #include "common/xmalloc.h"
@@ -93,16 +95,30 @@ char *onyx_replace_all(const char *s, const char *needle, const char *rep)
 
 /* ------------------------------------------------------------------ skills */
 
-/* Whole file as a NUL-terminated string, or NULL (unreadable, a directory, holds a NUL). */
+/* Whole file as a NUL-terminated string, or NULL (unreadable, holds a NUL, over
+ * SLURP_MAX_BYTES, or not a regular file: a FIFO planted as SKILL.md must not block the
+ * job, nor a device feed it forever). */
+#define SLURP_MAX_BYTES (1024 * 1024)
 static char *slurp(const char *path, size_t *len)
 {
     onyx_buf b = {0};
     char chunk[8192];
     size_t n;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) onyx_buf_add(&b, chunk, n);
-    bool bad = ferror(f) != 0;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SLURP_MAX_BYTES) {
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
+    while (b.len <= SLURP_MAX_BYTES && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        onyx_buf_add(&b, chunk, n);
+    bool bad = ferror(f) != 0 || b.len > SLURP_MAX_BYTES;
     fclose(f);
     size_t got = b.len;
     char *text = onyx_buf_take(&b);

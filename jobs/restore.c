@@ -11,7 +11,8 @@
  *   → regenerate config → start the dev server → session active.
  *
  * Failure: whatever this attempt swapped in is swapped back out and its dev server stopped,
- * the staging folder is removed, and the error goes up (a retryable one is retried by the
+ * the session's files@/AGENTS.md/opencode.json are put back as they were (kept aside before
+ * the rewrite: no new api key lingers), the staging folder is removed, and the error goes up (a retryable one is retried by the
  * worker with the port kept). When the job ends dead, job_restore_on_dead puts the port
  * back to port_before with a compare-and-set on port_job; the worker retries that until
  * PostgreSQL answers. The session lock keeps other jobs of the session out meanwhile. */
@@ -201,13 +202,17 @@ static json_t *result_json(const restore_out *o)
                      o->web.pid > 0 ? json_integer(o->web.pid) : json_null());
 }
 
-/* Config, dev server, session row: the steps shared by a restore and a skipped one. */
-static int finish(job_ctx *ctx, sb_session *s, const restore_args *a, restore_out *o, sw_err *err)
+/* Config, dev server, session row: the steps shared by a restore and a skipped one. The
+ * session's config files are kept aside first (*keep), so a failure can put them back. */
+static int finish(job_ctx *ctx, sb_session *s, const restore_args *a, restore_out *o,
+                  sb_cfgkeep **keep, sw_err *err)
 {
     sb_config c;
     if (sb_config_parse(ctx->req->args, ctx->cfg, &c, err) != 0) return -1;
     c.nextjs_port = o->port;
-    int rc = s->ops->write_config(s, &c, NULL, err);
+    int rc = 0;
+    if (s->ops->config_keep && !(*keep = s->ops->config_keep(s, err))) rc = -1;
+    if (rc == 0) rc = s->ops->write_config(s, &c, NULL, err);
     sb_config_free(&c);
     if (rc != 0) return -1;
     if (job_cancelled(ctx)) return sw_errc(err, SW_E_TIMEOUT, "restore cancelled");
@@ -224,6 +229,7 @@ int job_restore_run(job_ctx *ctx, json_t **result, sw_err *err)
     restore_out o = {0};
     sb_state state;
     sb_stage *g = NULL;
+    sb_cfgkeep *keep = NULL;
     bool swapped = false;
     int rc = -1;
     if (sb_session_init(&s, ctx->cfg, ctx, r->id, r->sandbox_id, r->session_id, err) != 0 ||
@@ -246,17 +252,21 @@ int job_restore_run(job_ctx *ctx, json_t **result, sw_err *err)
         if (s.ops->stage_swap(g, err) != 0) goto out;
         swapped = true;
     }
-    if (finish(ctx, &s, &a, &o, err) != 0) goto out;
+    if (finish(ctx, &s, &a, &o, &keep, err) != 0) goto out;
     *result = result_json(&o);
     rc = 0;
 out:
     if (rc != 0) {
         sw_err e2;
         if (s.ops) s.ops->webapp_stop(&s, &o.web);
+        if (keep && s.ops->config_restore(keep, &e2) != 0)
+            log_msg(LOG_ERROR, "restore_config_undo_failed", "job", r->id, "error", e2.msg, NULL);
         if (swapped && s.ops->stage_unswap(g, &e2) != 0)
             log_msg(LOG_ERROR, "restore_undo_failed", "job", r->id, "error", e2.msg, NULL);
     }
+    if (keep) s.ops->config_drop(keep);
     if (g) s.ops->stage_end(g);
+    sb_session_close(&s);
     job_store_release(ctx);
     return rc;
 }

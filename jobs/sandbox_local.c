@@ -1,12 +1,17 @@
-/* jobs/sandbox_local.c — the local sandbox backend: sessions are folders on this host.
- * Owns: the local layout (jobs/sandbox.h diagram), the staging folder of a restore and its
- * swap into place, the atomic writes of files@/AGENTS.md/opencode.json, and the session
- * handle and regenerate-args parsing every backend shares (sections below).
- * Does not own: archive bytes and tree walks (common/arc.h), the dev server (webapp.c),
+/* jobs/sandbox_local.c — the local sandbox backend (sb_local_ops): sessions are folders on
+ * this host. Owns: the local layout (jobs/sandbox.h diagram), the default `files` targets,
+ * the staging folder of a restore and its swap into place, and where files@/AGENTS.md/
+ * opencode.json land. Does not own: what every backend shares (sandbox.c: args, rendering,
+ * atomic writes), archive bytes and tree walks (common/arc.h), the dev server (webapp.c),
  * ports and rows (the jobs call common/db.h).
  * Why staging + swap: a restore must never leave a half-extracted outputs/ where Onyx (or the
  * next job) would take it for a workspace, so everything lands in a sibling folder on the same
- * filesystem and is moved in with rename(2)/renameat2(RENAME_EXCHANGE) only when complete. */
+ * filesystem and is moved in with rename(2)/renameat2(RENAME_EXCHANGE) only when complete.
+ * Why directory fds: everything below SANDBOX_BASE_PATH may have been written by a sandbox.
+ * Each folder of the layout ({sandbox_id}, sessions, {session_id}, outputs, attachments) is
+ * opened from the base without following a symlink (sb_open_beneath), and all work happens
+ * relative to those fds, so a planted link never leads a job outside (docs/jobs.md "What a
+ * hostile sandbox cannot do"). The base itself is the operator's and may be a link. */
 #include "jobs/sandbox.h"
 
 #include <errno.h>
@@ -15,157 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fdio.h"
 #include "common/xmalloc.h"
 
-#define TEMPLATE_MAX_BYTES (1024 * 1024)  /* an AGENTS.md template larger than this is refused */
-
-/* ------------------------------------------------------------------ shared helpers */
-
-int sb_errno(sw_err *err, int e, const char *op, const char *path)
-{
-    char buf[128];
-    const char *s = strerror_r(e, buf, sizeof buf); /* GNU variant returns the text */
-    return sw_errf(err, SW_E_BACKEND, true, "%s %s: %s", op, path, s);
-}
-
-int sb_session_init(sb_session *s, const cfg *c, const job_ctx *ctx, const char *job_id,
-                    const char *sandbox_id, const char *session_id, sw_err *err)
-{
-    memset(s, 0, sizeof *s);
-    s->cfg = c;
-    s->ctx = ctx;
-    if (!id_valid_job(job_id)) return sw_errc(err, SW_E_INVALID_PAYLOAD, "invalid job id");
-    snprintf(s->job_id, sizeof s->job_id, "%s", job_id);
-    if (!id_uuid_lower(sandbox_id, s->sandbox_id))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "sandbox_id: expected a UUID");
-    if (!id_uuid_lower(session_id, s->session_id))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "session_id: expected a UUID");
-    const char *backend = c->sandbox_backend ? c->sandbox_backend : "local";
-    if (strcmp(backend, "local") != 0)
-        return sw_errf(err, SW_E_BACKEND, false, "sandbox backend '%s' is not built in", backend);
-    s->ops = &sb_local_ops;
-    return s->ops->locate(s, err);
-}
-
-bool sb_cancelled(const sb_session *s)
-{
-    return s->ctx && job_cancelled(s->ctx);
-}
-
-/* ------------------------------------------------------------------ regenerate args */
-
-static int opt_string(const json_t *o, const char *key, const char *field, const char **out,
-                      sw_err *err)
-{
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_string(v))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "%s: expected a string or null", field);
-    *out = json_string_value(v);
-    return 0;
-}
-
-static int opt_bool(const json_t *o, const char *key, bool *out, sw_err *err)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_boolean(v))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.%s: expected a boolean or null", key);
-    *out = json_is_true(v);
-    return 0;
-}
-
-static int parse_llm(const json_t *args, onyx_llm *llm, sw_err *err)
-{
-    json_t *l = json_object_get(args, "llm_config");
-    if (!l || json_is_null(l)) return 0;
-    if (!json_is_object(l))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.llm_config: expected an object or null");
-    if (opt_string(l, "provider", "args.llm_config.provider", &llm->provider, err) ||
-        opt_string(l, "model_name", "args.llm_config.model_name", &llm->model_name, err) ||
-        opt_string(l, "api_key", "args.llm_config.api_key", &llm->api_key, err) ||
-        opt_string(l, "api_base", "args.llm_config.api_base", &llm->api_base, err))
-        return -1;
-    return 0;
-}
-
-static int parse_tools(const json_t *args, const cfg *c, sb_config *out, sw_err *err)
-{
-    json_t *t = json_object_get(args, "disabled_tools");
-    if (!t || json_is_null(t)) {
-        out->disabled_tools = onyx_split_tools(c->opencode_disabled_tools);
-        return 0;
-    }
-    if (!json_is_array(t))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.disabled_tools: expected a list or null");
-    size_t n = json_array_size(t), k = 0;
-    char **v = xcalloc(n + 1, sizeof *v);
-    for (size_t i = 0; i < n; i++) {
-        json_t *e = json_array_get(t, i);
-        if (!json_is_string(e)) {
-            onyx_strv_free(v);
-            return sw_errc(err, SW_E_INVALID_PAYLOAD,
-                           "args.disabled_tools[%zu]: expected a string", i);
-        }
-        if (json_string_length(e) > 0) v[k++] = xstrdup(json_string_value(e));
-    }
-    out->disabled_tools = v;
-    return 0;
-}
-
-int sb_config_parse(const json_t *args, const cfg *c, sb_config *out, sw_err *err)
-{
-    memset(out, 0, sizeof *out);
-    out->use_demo_data = true; /* Onyx: build_session.demo_data_enabled defaults to true */
-    if (args && !json_is_null(args) && !json_is_object(args))
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "args: expected an object");
-    json_t *port = json_object_get(args, "nextjs_port");
-    if (port && !json_is_null(port)) {
-        if (!json_is_integer(port) || json_integer_value(port) < 0 ||
-            json_integer_value(port) > 65535)
-            return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.nextjs_port: expected 0..65535 or null");
-        out->nextjs_port = (int)json_integer_value(port);
-    }
-    if (parse_llm(args, &out->llm, err) || opt_bool(args, "use_demo_data", &out->use_demo_data, err) ||
-        opt_bool(args, "include_org_info", &out->include_org_info, err) ||
-        opt_string(args, "user_name", "args.user_name", &out->user_name, err) ||
-        opt_string(args, "user_role", "args.user_role", &out->user_role, err) ||
-        opt_string(args, "files_target", "args.files_target", &out->files_target, err))
-        return -1;
-    if (out->files_target && sb_files_target_check(out->files_target, err) != 0) return -1;
-    return parse_tools(args, c, out, err);
-}
-
-void sb_config_free(sb_config *sc)
-{
-    if (!sc) return;
-    onyx_strv_free(sc->disabled_tools);
-    sc->disabled_tools = NULL;
-}
-
-int sb_files_target_check(const char *t, sw_err *err)
-{
-    size_t n = strlen(t);
-    if (t[0] != '/' || n >= SB_PATH_MAX)
-        return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.files_target: expected an absolute path");
-    for (const unsigned char *p = (const unsigned char *)t; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.files_target: control character");
-    for (const char *seg = t + 1; seg && *seg;) {
-        const char *end = strchr(seg, '/');
-        size_t len = end ? (size_t)(end - seg) : strlen(seg);
-        if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return sw_errc(err, SW_E_INVALID_PAYLOAD, "args.files_target: '.' or '..' segment");
-        seg = end ? end + 1 : NULL;
-    }
-    return 0;
-}
+/* ------------------------------------------------------------------ files link */
 
 int sb_local_files_default(const cfg *c, const char *sandbox_id, bool demo, char *out, size_t n,
                            sw_err *err)
@@ -186,61 +47,9 @@ int sb_local_files_default(const cfg *c, const char *sandbox_id, bool demo, char
     return rc;
 }
 
-/* ------------------------------------------------------------------ atomic writes */
-
-static void tmp_name(const char *name, char *out, size_t n)
-{
-    unsigned long long r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (unsigned long long)getpid() ^ (unsigned long long)&r;
-    snprintf(out, n, ".%s.swtmp-%016llx", name, r);
-}
-
-int sb_write_atomic(int dirfd, const char *dir, const char *name, const char *data, size_t len,
-                    mode_t mode, sw_err *err)
-{
-    char tmp[300], path[SB_PATH_MAX + 300];
-    tmp_name(name, tmp, sizeof tmp);
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) return sb_errno(err, errno, "create", path);
-    int rc = -1;
-    if (fd_write_all(fd, data, len) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0) {
-        sb_errno(err, errno, "write", path);
-        goto out;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        sb_errno(err, errno, "close", path);
-        goto out;
-    }
-    fd = -1;
-    if (renameat(dirfd, tmp, dirfd, name) != 0) {
-        sb_errno(err, errno, "rename into", path);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (fd >= 0) close(fd);
-    if (rc != 0) unlinkat(dirfd, tmp, 0);
-    return rc;
-}
-
-int sb_symlink_atomic(int dirfd, const char *dir, const char *name, const char *target,
-                      sw_err *err)
-{
-    char tmp[300], path[SB_PATH_MAX + 300];
-    tmp_name(name, tmp, sizeof tmp);
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (symlinkat(target, dirfd, tmp) != 0) return sb_errno(err, errno, "symlink", path);
-    if (renameat(dirfd, tmp, dirfd, name) != 0) {
-        int e = errno;
-        unlinkat(dirfd, tmp, 0);
-        return sb_errno(err, e, "rename into", path);
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ layout */
+
+enum { LV_SESSIONS = 2, LV_SESSION = 3 }; /* {sandbox}/sessions, {sandbox}/sessions/{session} */
 
 static int local_locate(sb_session *s, sw_err *err)
 {
@@ -254,36 +63,7 @@ static int local_locate(sb_session *s, sw_err *err)
     return 0;
 }
 
-static int local_state(const sb_session *s, sb_state *out, sw_err *err)
-{
-    struct stat st;
-    char p[SB_PATH_MAX + 16];
-    if (lstat(s->dir, &st) != 0) {
-        if (errno != ENOENT && errno != ENOTDIR) return sb_errno(err, errno, "stat", s->dir);
-        *out = SB_NO_SESSION;
-        return 0;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        *out = SB_NO_SESSION;
-        return 0;
-    }
-    snprintf(p, sizeof p, "%s/outputs", s->dir);
-    if (lstat(p, &st) != 0) {
-        if (errno != ENOENT) return sb_errno(err, errno, "stat", p);
-        *out = SB_NO_OUTPUTS;
-        return 0;
-    }
-    *out = S_ISDIR(st.st_mode) ? SB_WORKSPACE : SB_NO_OUTPUTS;
-    return 0;
-}
-
-static int local_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_stats *st,
-                         sw_err *err)
-{
-    return arc_write_session(s->dir, s->cfg->gzip_level, sink, arg, st, err);
-}
-
-/* mkdir -p for a trusted path (the configured base plus validated ids). */
+/* mkdir -p for a trusted path (the configured base). */
 static int mkdirs(const char *path, mode_t mode, sw_err *err)
 {
     char p[SB_PATH_MAX];
@@ -299,74 +79,251 @@ static int mkdirs(const char *path, mode_t mode, sw_err *err)
     return 0;
 }
 
-/* ------------------------------------------------------------------ config files */
-
-static char *read_template(const char *path, sw_err *err)
+static int refuse_link(sw_err *err, const char *path)
 {
-    FILE *f = fopen(path, "rbe");
-    if (!f) {
-        sb_errno(err, errno, "open AGENTS.md template", path);
-        err->retryable = false;
-        return NULL;
-    }
-    char *buf = xmalloc(TEMPLATE_MAX_BYTES + 1);
-    size_t n = fread(buf, 1, TEMPLATE_MAX_BYTES + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n > TEMPLATE_MAX_BYTES) {
-        free(buf);
-        sw_errf(err, SW_E_BACKEND, false, "AGENTS.md template %s: unreadable or over 1 MiB", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
+    return sw_errf(err, SW_E_BACKEND, false,
+                   "refusing %s: a symbolic link where the sandbox layout has a folder", path);
 }
 
+/* An open below the base failed with 'e': name a symlink on the way (a permanent refusal),
+ * else 1 for "missing" (ENOENT, or a non-folder when not creating), else -1. */
+static int below_base_error(const sb_session *s, int base, int lv, int e, bool create, sw_err *err)
+{
+    const char *comp[3] = {s->sandbox_id, "sessions", s->session_id};
+    char rel[256] = "", path[SB_PATH_MAX + 300];
+    for (int i = 0; i < lv; i++) {
+        struct stat st;
+        size_t len = strlen(rel);
+        snprintf(rel + len, sizeof rel - len, "%s%s", i ? "/" : "", comp[i]);
+        snprintf(path, sizeof path, "%s/%s", s->cfg->sandbox_base_path, rel);
+        if (fstatat(base, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) break;
+        if (S_ISLNK(st.st_mode)) return refuse_link(err, path);
+        if (!S_ISDIR(st.st_mode)) {
+            if (!create) return 1;
+            return sw_errf(err, SW_E_BACKEND, false, "%s is not a folder", path);
+        }
+    }
+    if (e == ENOENT && !create) return 1;
+    if (e == ELOOP || e == EXDEV) return refuse_link(err, path); /* replaced meanwhile */
+    return sb_errno(err, e, "open", path);
+}
+
+/* Open level 'lv' of the session's layout from the base, following no symlink below it (and
+ * with 'create', making the missing folders 0755 on the way). 0 with *out, 1 when missing
+ * (never with 'create'), -1 with err. */
+static int local_open(const sb_session *s, int lv, bool create, int *out, sw_err *err)
+{
+    const char *base_path = s->cfg->sandbox_base_path;
+    const char *comp[3] = {s->sandbox_id, "sessions", s->session_id};
+    *out = -1;
+    int base = open(base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (base < 0 && errno == ENOENT && create) {
+        if (mkdirs(base_path, 0755, err) != 0) return -1;
+        base = open(base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (base < 0) return errno == ENOENT ? 1 : sb_errno(err, errno, "open", base_path);
+    int rc = 0, fd = -1;
+    if (!create) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "%s/sessions/%s", s->sandbox_id, s->session_id);
+        if (lv == LV_SESSIONS) rel[strlen(s->sandbox_id) + strlen("/sessions")] = '\0';
+        fd = sb_open_beneath(base, rel, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0) rc = below_base_error(s, base, lv, errno, false, err);
+    } else {
+        int cur = base;
+        for (int i = 0; i < lv && rc == 0; i++) {
+            if (mkdirat(cur, comp[i], 0755) != 0 && errno != EEXIST) {
+                rc = sb_errno(err, errno, "mkdir in", i ? s->sessions_dir : base_path);
+                break;
+            }
+            int nfd = sb_open_beneath(cur, comp[i], O_RDONLY | O_DIRECTORY, 0);
+            if (nfd < 0) rc = below_base_error(s, base, lv, errno, true, err);
+            if (cur != base) close(cur);
+            cur = nfd;
+        }
+        fd = rc == 0 ? cur : -1;
+        if (rc != 0 && cur >= 0 && cur != base) close(cur);
+    }
+    close(base);
+    if (rc == 0) *out = fd;
+    return rc;
+}
+
+/* outputs/ and attachments/ of a session: a symlink there is refused like one above. */
+static int local_state(const sb_session *s, sb_state *out, sw_err *err)
+{
+    int sfd;
+    int r = local_open(s, LV_SESSION, false, &sfd, err);
+    if (r < 0) return -1;
+    if (r == 1) {
+        *out = SB_NO_SESSION;
+        return 0;
+    }
+    static const char *const names[] = {"attachments", "outputs"};
+    int rc = 0;
+    *out = SB_NO_OUTPUTS;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        struct stat st;
+        char p[SB_PATH_MAX + 16];
+        snprintf(p, sizeof p, "%s/%s", s->dir, names[i]);
+        if (fstatat(sfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) rc = sb_errno(err, errno, "stat", p);
+            continue;
+        }
+        if (S_ISLNK(st.st_mode)) rc = refuse_link(err, p);
+        else if (i == 1 && S_ISDIR(st.st_mode)) *out = SB_WORKSPACE;
+    }
+    close(sfd);
+    return rc;
+}
+
+static int local_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_stats *st,
+                         sw_err *err)
+{
+    int sfd;
+    int r = local_open(s, LV_SESSION, false, &sfd, err);
+    if (r == 1) return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
+    if (r < 0) return -1;
+    int rc = arc_write_session_at(sfd, s->dir, s->cfg->gzip_level, sink, arg, st, err);
+    close(sfd);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ config files */
+
+static int local_files_default(const sb_session *s, bool demo, char *out, size_t n, sw_err *err)
+{
+    return sb_local_files_default(s->cfg, s->sandbox_id, demo, out, n, err);
+}
+
+/* The session folder for writing config: missing is workspace_missing. */
+static int open_session(const sb_session *s, int *sfd, sw_err *err)
+{
+    int r = local_open(s, LV_SESSION, false, sfd, err);
+    if (r == 1) return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
+    return r;
+}
+
+/* Everything is rendered first (sb_config_render), so a bad input writes nothing.
+ * opencode.json holds the api key: 0600. */
 static int local_write_config(const sb_session *s, const sb_config *c, json_t *written,
                               sw_err *err)
 {
     char target[SB_PATH_MAX];
-    char *tmpl = NULL, *agents = NULL, *opencode = NULL;
-    int rc = -1;
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
-            return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
-        return sb_errno(err, errno, "open", s->dir);
-    }
-    if (c->files_target) snprintf(target, sizeof target, "%s", c->files_target);
-    else if (sb_local_files_default(s->cfg, s->sandbox_id, c->use_demo_data, target,
-                                    sizeof target, err) != 0)
+    char *agents = NULL, *opencode = NULL;
+    size_t agents_len, opencode_len;
+    int rc = -1, dfd;
+    if (open_session(s, &dfd, err) != 0) return -1;
+    if (sb_files_target(s, c, target, sizeof target, err) != 0 ||
+        sb_config_render(s, c, target, &agents, &agents_len, &opencode, &opencode_len, err) != 0)
         goto out;
     if (sb_symlink_atomic(dfd, s->dir, "files", target, err) != 0) goto out;
     if (written) json_array_append_new(written, json_string("files"));
-
-    if (s->cfg->agents_template && *s->cfg->agents_template &&
-        !(tmpl = read_template(s->cfg->agents_template, err)))
-        goto out;
-    onyx_agents_in in = {
-        .llm = &c->llm, .nextjs_port = c->nextjs_port, .use_demo_data = c->use_demo_data,
-        .user_name = c->user_name, .user_role = c->user_role,
-        .disabled_tools = (const char *const *)c->disabled_tools,
-        .include_org_info = c->include_org_info, .skills_dir = s->cfg->skills_dir,
-        .files_path = target,
-    };
-    if (!(agents = onyx_agents_md(tmpl, &in, err))) goto out;
-    if (sb_write_atomic(dfd, s->dir, "AGENTS.md", agents, strlen(agents), 0644, err) != 0) goto out;
+    if (sb_write_atomic(dfd, s->dir, "AGENTS.md", agents, agents_len, 0644, err) != 0) goto out;
     if (written) json_array_append_new(written, json_string("AGENTS.md"));
-
-    if (!(opencode = onyx_opencode_json(&c->llm, (const char *const *)c->disabled_tools, err)))
-        goto out;
-    if (sb_write_atomic(dfd, s->dir, "opencode.json", opencode, strlen(opencode), 0644, err) != 0)
+    if (sb_write_atomic(dfd, s->dir, "opencode.json", opencode, opencode_len, 0600, err) != 0)
         goto out;
     if (written) json_array_append_new(written, json_string("opencode.json"));
     rc = 0;
 out:
-    free(tmpl);
     free(agents);
     free(opencode);
     close(dfd);
     return rc;
+}
+
+/* Config kept aside in {sessions}/.config-{session}-{job}/ (0700) as hard links to the very
+ * inodes the session had (link(2) never follows or reads them), put back with rename(2).
+ * A file the kernel will not let us link (fs.protected_hardlinks and a sandbox-owned file)
+ * is moved aside instead; it is absent only until the new one is renamed in. */
+enum { KEEP_ABSENT, KEEP_LINKED, KEEP_LEAVE };
+static const char *const config_names[3] = {"files", "AGENTS.md", "opencode.json"};
+
+struct sb_cfgkeep {
+    const sb_session *s;
+    int ssfd, kfd;               /* the sessions folder, the keep folder */
+    char name[128];              /* .config-{session}-{job} */
+    int how[3];                  /* KEEP_* per config_names */
+};
+
+static int remove_prefixed(int ssfd, const char *prefix, const char *what, sw_err *err);
+
+static sb_cfgkeep *local_config_keep(const sb_session *s, sw_err *err)
+{
+    sb_cfgkeep *k = xcalloc(1, sizeof *k);
+    char prefix[64];
+    int sfd = -1;
+    k->s = s;
+    k->ssfd = k->kfd = -1;
+    snprintf(prefix, sizeof prefix, ".config-%s-", s->session_id);
+    snprintf(k->name, sizeof k->name, "%s%.60s", prefix, s->job_id);
+    int r = local_open(s, LV_SESSIONS, false, &k->ssfd, err);
+    if (r == 1) sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
+    if (r != 0) goto fail;
+    if (open_session(s, &sfd, err) != 0 || remove_prefixed(k->ssfd, prefix, s->sessions_dir, err) != 0)
+        goto fail;
+    if (mkdirat(k->ssfd, k->name, 0700) != 0 ||
+        (k->kfd = openat(k->ssfd, k->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+        sb_errno(err, errno, "mkdir in", s->sessions_dir);
+        goto fail;
+    }
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        if (fstatat(sfd, config_names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) { sb_errno(err, errno, "stat in", s->dir); goto fail; }
+            k->how[i] = KEEP_ABSENT;
+        } else if (S_ISDIR(st.st_mode)) {
+            k->how[i] = KEEP_LEAVE; /* the write fails on it anyway; nothing to put back */
+        } else if (linkat(sfd, config_names[i], k->kfd, config_names[i], 0) == 0 ||
+                   renameat(sfd, config_names[i], k->kfd, config_names[i]) == 0) {
+            k->how[i] = KEEP_LINKED; /* moved aside when it cannot be linked (protected_hardlinks) */
+        } else if (errno == EXDEV) {
+            k->how[i] = KEEP_LEAVE;  /* a mount point in between: nothing can be kept */
+        } else {
+            sb_errno(err, errno, "keep aside from", s->dir);
+            goto fail;
+        }
+    }
+    close(sfd);
+    return k;
+fail:
+    if (sfd >= 0) close(sfd);
+    if (k->kfd >= 0) {
+        sw_err e2;
+        close(k->kfd);
+        arc_rmtree_at(k->ssfd, k->name, &e2);
+    }
+    if (k->ssfd >= 0) close(k->ssfd);
+    free(k);
+    return NULL;
+}
+
+static int local_config_restore(sb_cfgkeep *k, sw_err *err)
+{
+    int sfd, rc = 0;
+    if (open_session(k->s, &sfd, err) != 0) return -1;
+    for (int i = 0; i < 3; i++) {
+        const char *n = config_names[i];
+        if (k->how[i] == KEEP_LINKED && renameat(k->kfd, n, sfd, n) != 0)
+            rc = sb_errno(err, errno, "put back into", k->s->dir);
+        else if (k->how[i] == KEEP_LINKED)
+            k->how[i] = KEEP_LEAVE;
+        if (k->how[i] == KEEP_ABSENT && unlinkat(sfd, n, 0) != 0 && errno != ENOENT)
+            rc = sb_errno(err, errno, "remove from", k->s->dir);
+    }
+    if (fsync(sfd) != 0 && rc == 0) rc = sb_errno(err, errno, "fsync", k->s->dir);
+    close(sfd);
+    return rc;
+}
+
+static void local_config_drop(sb_cfgkeep *k)
+{
+    if (!k) return;
+    sw_err e;
+    close(k->kfd);
+    arc_rmtree_at(k->ssfd, k->name, &e);
+    close(k->ssfd);
+    free(k);
 }
 
 /* ------------------------------------------------------------------ staging and swap */
@@ -375,45 +332,71 @@ enum { SWAP_NONE, SWAP_MOVED, SWAP_EXCHANGED };
 
 struct sb_stage {
     const sb_session *s;
-    char path[SB_PATH_MAX + 256]; /* {sessions_dir}/.staging-{session}-{job} */
+    int ssfd, gfd;               /* the sessions folder and the stage, opened without links */
+    char name[200];              /* .staging-{session}-{job} */
+    char path[SB_PATH_MAX + 256]; /* {sessions_dir}/{name}, for messages */
     bool created_session;        /* stage_swap made the session directory */
     int swapped[2];              /* SWAP_* for attachments, outputs */
 };
 
 static const char *const swap_names[2] = {"attachments", "outputs"}; /* outputs last: it marks the workspace */
 
-/* Remove staging folders of this session left by a crashed attempt (the session lock
+/* Remove entries of ssfd named PREFIX* left by a crashed attempt (the session lock
  * guarantees no live job of the session owns one). */
-static int remove_leftovers(const sb_session *s, sw_err *err)
+static int remove_prefixed(int ssfd, const char *prefix, const char *what, sw_err *err)
 {
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, ".staging-%s-", s->session_id);
-    DIR *d = opendir(s->sessions_dir);
-    if (!d) return errno == ENOENT ? 0 : sb_errno(err, errno, "opendir", s->sessions_dir);
-    int rc = 0;
+    int fd = fcntl(ssfd, F_DUPFD_CLOEXEC, 0);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return sb_errno(err, errno, "opendir", what);
+    }
+    rewinddir(d);
+    char **found = NULL;
+    size_t n = 0;
     struct dirent *de;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
+    while ((de = readdir(d)) != NULL) {
         if (strncmp(de->d_name, prefix, strlen(prefix)) != 0) continue;
-        char p[SB_PATH_MAX + 256];
-        snprintf(p, sizeof p, "%s/%s", s->sessions_dir, de->d_name);
-        rc = arc_rmtree(p, err);
+        found = xrealloc(found, (n + 1) * sizeof *found);
+        found[n++] = xstrdup(de->d_name);
     }
     closedir(d);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) rc = arc_rmtree_at(ssfd, found[i], err);
+        free(found[i]);
+    }
+    free(found);
     return rc;
 }
 
 static sb_stage *local_stage_begin(const sb_session *s, sw_err *err)
 {
-    if (mkdirs(s->sessions_dir, 0755, err) != 0 || remove_leftovers(s, err) != 0) return NULL;
+    char prefix[64];
     sb_stage *g = xcalloc(1, sizeof *g);
     g->s = s;
-    snprintf(g->path, sizeof g->path, "%s/.staging-%s-%s", s->sessions_dir, s->session_id, s->job_id);
-    if (mkdir(g->path, 0700) != 0) {
-        sb_errno(err, errno, "mkdir", g->path);
+    g->gfd = -1;
+    snprintf(prefix, sizeof prefix, ".staging-%s-", s->session_id);
+    snprintf(g->name, sizeof g->name, "%s%.128s", prefix, s->job_id);
+    snprintf(g->path, sizeof g->path, "%s/%s", s->sessions_dir, g->name);
+    if (local_open(s, LV_SESSIONS, true, &g->ssfd, err) != 0) {
         free(g);
         return NULL;
     }
+    if (remove_prefixed(g->ssfd, prefix, s->sessions_dir, err) != 0) goto fail;
+    if (mkdirat(g->ssfd, g->name, 0700) != 0) {
+        sb_errno(err, errno, "mkdir", g->path);
+        goto fail;
+    }
+    g->gfd = openat(g->ssfd, g->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (g->gfd < 0) {
+        sb_errno(err, errno, "open", g->path);
+        goto fail;
+    }
     return g;
+fail:
+    s->ops->stage_end(g);
+    return NULL;
 }
 
 /* outputs/ and attachments/ of the stage must be real directories (an archive may hold
@@ -421,15 +404,14 @@ static sb_stage *local_stage_begin(const sb_session *s, sw_err *err)
 static int stage_dirs(sb_stage *g, sw_code code, sw_err *err)
 {
     for (int i = 0; i < 2; i++) {
-        char p[SB_PATH_MAX + 300];
         struct stat st;
-        snprintf(p, sizeof p, "%s/%s", g->path, swap_names[i]);
-        if (lstat(p, &st) == 0) {
+        if (fstatat(g->gfd, swap_names[i], &st, AT_SYMLINK_NOFOLLOW) == 0) {
             if (!S_ISDIR(st.st_mode))
                 return sw_errc(err, code, "member %s/ is not a directory", swap_names[i]);
             continue;
         }
-        if (errno != ENOENT || mkdir(p, 0755) != 0) return sb_errno(err, errno, "mkdir", p);
+        if (errno != ENOENT || mkdirat(g->gfd, swap_names[i], 0755) != 0)
+            return sb_errno(err, errno, "mkdir in", g->path);
     }
     return 0;
 }
@@ -438,18 +420,14 @@ static int local_stage_extract(sb_stage *g, arc_source_fn src, void *arg, arc_st
                                sw_err *err)
 {
     arc_limits lim = {g->s->cfg->max_restore_bytes, g->s->cfg->max_restore_entries};
-    if (arc_extract(src, arg, g->path, &lim, st, err) != 0) return -1;
+    if (arc_extract_at(src, arg, g->gfd, g->path, &lim, st, err) != 0) return -1;
     return stage_dirs(g, SW_E_UNSAFE_ARCHIVE, err);
 }
 
 static int local_stage_fresh(sb_stage *g, sw_err *err)
 {
     const char *tmpl = g->s->cfg->outputs_template;
-    if (tmpl && *tmpl) {
-        char p[SB_PATH_MAX + 300];
-        snprintf(p, sizeof p, "%s/outputs", g->path);
-        if (arc_copytree(tmpl, p, err) != 0) return -1;
-    }
+    if (tmpl && *tmpl && arc_copytree_at(tmpl, g->gfd, "outputs", err) != 0) return -1;
     return stage_dirs(g, SW_E_BACKEND, err);
 }
 
@@ -481,38 +459,39 @@ static int unswap_one(int gfd, int sfd, const char *name, int *how, const char *
     return rc;
 }
 
-static int open_pair(sb_stage *g, int *gfd, int *sfd, sw_err *err)
+/* The session folder below the stage's sessions fd, never through a link. */
+static int open_stage_session(sb_stage *g, int *sfd, sw_err *err)
 {
-    *gfd = open(g->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (*gfd < 0) return sb_errno(err, errno, "open", g->path);
-    *sfd = open(g->s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (*sfd < 0) {
-        int e = errno;
-        close(*gfd);
-        return sb_errno(err, e, "open", g->s->dir);
-    }
-    return 0;
+    *sfd = sb_open_beneath(g->ssfd, g->s->session_id, O_RDONLY | O_DIRECTORY, 0);
+    if (*sfd >= 0) return 0;
+    struct stat st;
+    if (fstatat(g->ssfd, g->s->session_id, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        return refuse_link(err, g->s->dir);
+    return sb_errno(err, errno, "open", g->s->dir);
 }
 
 static int local_stage_swap(sb_stage *g, sw_err *err)
 {
     const char *dir = g->s->dir;
-    if (mkdir(dir, 0755) == 0) g->created_session = true;
+    if (mkdirat(g->ssfd, g->s->session_id, 0755) == 0) g->created_session = true;
     else if (errno != EEXIST) return sb_errno(err, errno, "mkdir", dir);
-    int gfd, sfd;
-    if (open_pair(g, &gfd, &sfd, err) != 0) return -1;
-    int rc = 0;
+    int sfd, rc = 0;
+    if (open_stage_session(g, &sfd, err) != 0) {
+        rc = -1;
+        goto out;
+    }
     for (int i = 0; i < 2 && rc == 0; i++)
-        rc = swap_one(gfd, sfd, swap_names[i], &g->swapped[i], dir, err);
+        rc = swap_one(g->gfd, sfd, swap_names[i], &g->swapped[i], dir, err);
     if (rc != 0) {
         sw_err e2;
-        for (int i = 1; i >= 0; i--) unswap_one(gfd, sfd, swap_names[i], &g->swapped[i], dir, &e2);
+        for (int i = 1; i >= 0; i--) unswap_one(g->gfd, sfd, swap_names[i], &g->swapped[i], dir, &e2);
     } else if (fsync(sfd) != 0) {
         rc = sb_errno(err, errno, "fsync", dir);
     }
-    close(gfd);
     close(sfd);
-    if (rc != 0 && g->created_session && rmdir(dir) == 0) g->created_session = false;
+out:
+    if (rc != 0 && g->created_session && unlinkat(g->ssfd, g->s->session_id, AT_REMOVEDIR) == 0)
+        g->created_session = false;
     return rc;
 }
 
@@ -520,15 +499,14 @@ static int local_stage_swap(sb_stage *g, sw_err *err)
  * created goes away entirely (config files and the log written since included). */
 static int local_stage_unswap(sb_stage *g, sw_err *err)
 {
-    int gfd, sfd;
-    if (open_pair(g, &gfd, &sfd, err) != 0) return -1;
+    int sfd;
+    if (open_stage_session(g, &sfd, err) != 0) return -1;
     int rc = 0;
     for (int i = 1; i >= 0; i--)
-        if (unswap_one(gfd, sfd, swap_names[i], &g->swapped[i], g->s->dir, err) != 0) rc = -1;
-    close(gfd);
+        if (unswap_one(g->gfd, sfd, swap_names[i], &g->swapped[i], g->s->dir, err) != 0) rc = -1;
     close(sfd);
     if (rc == 0 && g->created_session) {
-        rc = arc_rmtree(g->s->dir, err);
+        rc = arc_rmtree_at(g->ssfd, g->s->session_id, err);
         if (rc == 0) g->created_session = false;
     }
     return rc;
@@ -538,19 +516,39 @@ static void local_stage_end(sb_stage *g)
 {
     if (!g) return;
     sw_err e;
-    arc_rmtree(g->path, &e);
+    if (g->gfd >= 0) close(g->gfd);
+    arc_rmtree_at(g->ssfd, g->name, &e);
+    close(g->ssfd);
     free(g);
 }
 
+/* ------------------------------------------------------------------ dev server */
+
 static int local_webapp_start(const sb_session *s, int port, sb_webapp *out, sw_err *err)
 {
-    return sb_webapp_start(s, port, out, err);
+    int sfd;
+    if (open_session(s, &sfd, err) != 0) return -1;
+    int rc = sb_webapp_start(s, sfd, port, out, err);
+    close(sfd);
+    return rc;
+}
+
+static void local_webapp_stop(const sb_session *s, const sb_webapp *w)
+{
+    sw_err e;
+    int sfd = -1;
+    if (!w || w->pid <= 0) return;
+    if (local_open(s, LV_SESSION, false, &sfd, &e) != 0) sfd = -1;
+    sb_webapp_stop(s, sfd, w);
+    if (sfd >= 0) close(sfd);
 }
 
 const sb_ops sb_local_ops = {
     .name = "local",
     .locate = local_locate,
+    .release = NULL, /* locate allocates nothing */
     .state = local_state,
+    .files_default = local_files_default,
     .archive = local_archive,
     .stage_begin = local_stage_begin,
     .stage_extract = local_stage_extract,
@@ -559,6 +557,9 @@ const sb_ops sb_local_ops = {
     .stage_unswap = local_stage_unswap,
     .stage_end = local_stage_end,
     .write_config = local_write_config,
+    .config_keep = local_config_keep,
+    .config_restore = local_config_restore,
+    .config_drop = local_config_drop,
     .webapp_start = local_webapp_start,
-    .webapp_stop = sb_webapp_stop,
+    .webapp_stop = local_webapp_stop,
 };

@@ -96,6 +96,7 @@ int job_snapshot_run(job_ctx *ctx, json_t **result, sw_err *err)
                         "entries", (json_int_t)st.entries);
     rc = 0;
 out:
+    sb_session_close(&s);
     job_store_release(ctx);
     return rc;
 }

@@ -1,22 +1,30 @@
 /* jobs/webapp.c — start a session's dev server on the local backend (ONYX-COMPAT "Dev server").
  * Owns: the argv of SNAPWORKER_WEBAPP_CMD, the child's environment, `npm install`, the
- * nextjs.pid / nextjs.pid.start / nextjs.log files, stopping a recorded previous instance,
- * reaping, and the optional readiness probe. Does not own: the port (the restore job
- * allocates it) or the session layout (sandbox_local.c).
+ * record of the server it started, nextjs.pid and nextjs.log, stopping a recorded previous
+ * instance, reaping, and the optional readiness probe. Does not own: the port (the restore job
+ * allocates it) or the session layout (sandbox_local.c opens the session folder and passes
+ * its fd; everything here works relative to it, never through a path the sandbox could
+ * re-point).
  *
  * No shell anywhere: posix_spawnp with an argv split on spaces and an explicit envp from
  * which secrets are dropped. The child gets its own session (POSIX_SPAWN_SETSID, so its pid
  * is also its process-group id and the whole group can be signalled), /dev/null as stdin,
- * nextjs.log (append) as stdout and stderr, default signal dispositions, an empty mask and
+ * nextjs.log (append, opened here: a regular file with one link, never a planted symlink,
+ * FIFO or hard link) as stdout and stderr, outputs/web as its working folder (by fd),
+ * default signal dispositions, an empty mask and
  * no inherited descriptors beyond 0-2 (addclosefrom_np: Redis and PostgreSQL sockets of the
  * worker must not leak into it). posix_spawn cannot double-fork, so the server stays our
  * child: each one gets a tiny detached thread blocked in waitpid(pid) that reaps it whenever
  * it exits (no zombies, and no waitpid(-1) that could steal another child's status).
  *
- * Pid files: nextjs.pid holds just "PID\n" (what Onyx's `kill $(cat nextjs.pid)` expects);
- * nextjs.pid.start holds "PID STARTTIME\n" with the /proc/PID/stat start time. A previous
- * instance is signalled only when both agree and /proc still shows that start time, so a
- * recycled pid is never killed. Both are written atomically (.start first). */
+ * What was started is recorded where no sandbox can write: the worker's state folder
+ * (sb_state_dir_open: 0700, this user's, outside SANDBOX_BASE_PATH), one file per session,
+ *     webapp-{session_id}:  "v1 PID STARTTICKS SANDBOX_ID SESSION_ID\n"   (0600)
+ * A previous server is signalled only when that record names this sandbox and session, /proc
+ * still shows its start time, it leads its own session and process group (we spawn with
+ * setsid), and it is not us, pid 1 or a group we are in. nextjs.pid ("PID\n", what Onyx's
+ * `kill $(cat nextjs.pid)` expects) is still written into the session, but it is the
+ * sandbox's file: nothing here reads it to decide what to signal. */
 #include "jobs/sandbox.h"
 
 #include <arpa/inet.h>
@@ -103,9 +111,15 @@ char **sb_webapp_envp(char *const *env)
 
 /* ------------------------------------------------------------------ /proc */
 
-/* Start time (field 22) and state (field 3) of /proc/PID/stat. The command name (field 2)
- * may hold spaces and parentheses, so parsing starts after the last ')'. */
-static int proc_stat(pid_t pid, unsigned long long *ticks, char *state)
+typedef struct proc_info {
+    char state;                   /* field 3 */
+    long pgrp, sid;               /* fields 5 and 6 */
+    unsigned long long ticks;     /* field 22: start time, clock ticks since boot */
+} proc_info;
+
+/* /proc/PID/stat. The command name (field 2) may hold spaces and parentheses, so parsing
+ * starts after the last ')'. */
+static int proc_stat(pid_t pid, proc_info *pi)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -118,31 +132,35 @@ static int proc_stat(pid_t pid, unsigned long long *ticks, char *state)
     char *p = strrchr(buf, ')');
     if (!p) return -1;
     p++;
-    char st = 0;
-    unsigned long long v = 0;
+    memset(pi, 0, sizeof *pi);
     for (int field = 3; field <= 22; field++) {
         while (*p == ' ') p++;
         if (!*p) return -1;
-        if (field == 3) st = *p;
-        if (field == 22) v = strtoull(p, NULL, 10);
+        if (field == 3) pi->state = *p;
+        if (field == 5) pi->pgrp = strtol(p, NULL, 10);
+        if (field == 6) pi->sid = strtol(p, NULL, 10);
+        if (field == 22) pi->ticks = strtoull(p, NULL, 10);
         p += strcspn(p, " ");
     }
-    *ticks = v;
-    if (state) *state = st;
     return 0;
 }
 
 int sb_proc_start_ticks(pid_t pid, unsigned long long *out)
 {
-    return proc_stat(pid, out, NULL);
+    proc_info pi;
+    if (proc_stat(pid, &pi) != 0) return -1;
+    *out = pi.ticks;
+    return 0;
 }
 
-/* Still the process we started: same start time, not a zombie. */
+/* Still the server we started: same start time, not a zombie, leader of its own session and
+ * process group (so kill(-pid) reaches only its group), and never us or a group we are in. */
 static bool same_alive(pid_t pid, unsigned long long ticks)
 {
-    unsigned long long t;
-    char st;
-    return pid > 0 && proc_stat(pid, &t, &st) == 0 && t == ticks && st != 'Z' && st != 'X';
+    proc_info pi;
+    if (pid <= 1 || pid == getpid() || pid == getpgrp() || pid == getsid(0)) return false;
+    return proc_stat(pid, &pi) == 0 && pi.ticks == ticks && pi.state != 'Z' && pi.state != 'X' &&
+           pi.pgrp == (long)pid && pi.sid == (long)pid;
 }
 
 /* ------------------------------------------------------------------ reaping and stopping */
@@ -188,68 +206,115 @@ static int stop_verified(pid_t pid, unsigned long long ticks)
     return wait_gone(pid, ticks, STOP_KILL_MS) ? 0 : -1;
 }
 
-static bool read_small(int dfd, const char *name, char *buf, size_t n)
-{
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return false;
-    ssize_t r = read(fd, buf, n - 1);
-    close(fd);
-    if (r <= 0) return false;
-    buf[r] = '\0';
-    return true;
-}
+/* ------------------------------------------------------------------ the record */
 
-/* The recorded instance: pid from nextjs.pid, start time from nextjs.pid.start (same pid). */
-static bool recorded(int dfd, pid_t *pid, unsigned long long *ticks)
-{
-    char a[64], b[96];
-    long p1 = 0, p2 = 0;
-    unsigned long long t = 0;
-    if (!read_small(dfd, "nextjs.pid", a, sizeof a) || !read_small(dfd, "nextjs.pid.start", b, sizeof b))
-        return false;
-    if (sscanf(a, "%ld", &p1) != 1 || sscanf(b, "%ld %llu", &p2, &t) != 2) return false;
-    if (p1 <= 1 || p1 != p2) return false;
-    *pid = (pid_t)p1;
-    *ticks = t;
-    return true;
-}
-
-int sb_webapp_stop_recorded(const char *session_dir, sw_err *err)
-{
-    int dfd = open(session_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) return 0;
+typedef struct webapp_rec {
     pid_t pid;
     unsigned long long ticks;
-    bool have = recorded(dfd, &pid, &ticks);
-    close(dfd);
-    if (!have) return 0; /* nothing we can prove is ours: never signal a guess */
-    if (stop_verified(pid, ticks) != 0)
-        return sw_errf(err, SW_E_BACKEND, true, "previous dev server %d of %s would not stop",
-                       (int)pid, session_dir);
-    return 0;
+} webapp_rec;
+
+static void rec_name(const sb_session *s, char *out, size_t n)
+{
+    snprintf(out, n, "webapp-%s", s->session_id);
 }
 
-void sb_webapp_stop(const sb_session *s, const sb_webapp *w)
+/* The record of this session in the state folder 'stfd': true when present, well-formed and
+ * naming this sandbox and session. */
+static bool rec_read(int stfd, const sb_session *s, webapp_rec *r)
+{
+    char name[64], buf[256], sb[64], ss[64];
+    long pid;
+    unsigned long long t;
+    rec_name(s, name, sizeof name);
+    int fd = openat(stfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    if (sscanf(buf, "v1 %ld %llu %63s %63s", &pid, &t, sb, ss) != 4) return false;
+    if (pid <= 1 || strcmp(sb, s->sandbox_id) != 0 || strcmp(ss, s->session_id) != 0) return false;
+    r->pid = (pid_t)pid;
+    r->ticks = t;
+    return true;
+}
+
+static int rec_write(int stfd, const sb_session *s, const sb_webapp *w, sw_err *err)
+{
+    char name[64], buf[256], what[SB_PATH_MAX];
+    rec_name(s, name, sizeof name);
+    int n = snprintf(buf, sizeof buf, "v1 %d %llu %s %s\n", (int)w->pid, w->start_ticks,
+                     s->sandbox_id, s->session_id);
+    if (sb_state_dir(s->cfg, what, sizeof what) != 0) snprintf(what, sizeof what, "state folder");
+    return sb_write_atomic(stfd, what, name, buf, (size_t)n, 0600, err);
+}
+
+static void rec_remove_if(int stfd, const sb_session *s, const sb_webapp *w)
+{
+    webapp_rec r;
+    char name[64];
+    if (!rec_read(stfd, s, &r) || r.pid != w->pid || r.ticks != w->start_ticks) return;
+    rec_name(s, name, sizeof name);
+    unlinkat(stfd, name, 0);
+}
+
+int sb_webapp_stop_recorded(const sb_session *s, sw_err *err)
+{
+    int stfd = sb_state_dir_open(s->cfg, err);
+    if (stfd < 0) return -1;
+    webapp_rec r;
+    int rc = 0;
+    if (rec_read(stfd, s, &r)) { /* nothing we can prove is ours: never signal a guess */
+        if (stop_verified(r.pid, r.ticks) != 0)
+            rc = sw_errf(err, SW_E_BACKEND, true, "previous dev server %d of %s would not stop",
+                         (int)r.pid, s->dir);
+        else
+            rec_remove_if(stfd, s, &(sb_webapp){r.pid, r.ticks});
+    }
+    close(stfd);
+    return rc;
+}
+
+void sb_webapp_stop(const sb_session *s, int sfd, const sb_webapp *w)
 {
     if (!w || w->pid <= 0) return;
     stop_verified(w->pid, w->start_ticks);
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) return;
-    pid_t pid;
-    unsigned long long ticks;
-    if (recorded(dfd, &pid, &ticks) && pid == w->pid && ticks == w->start_ticks) {
-        unlinkat(dfd, "nextjs.pid", 0);
-        unlinkat(dfd, "nextjs.pid.start", 0);
+    sw_err e;
+    int stfd = sb_state_dir_open(s->cfg, &e);
+    if (stfd < 0) return;
+    webapp_rec r;
+    if (rec_read(stfd, s, &r) && r.pid == w->pid && r.ticks == w->start_ticks) {
+        rec_remove_if(stfd, s, w);
+        if (sfd >= 0) unlinkat(sfd, "nextjs.pid", 0); /* it named this server: we wrote it last */
     }
-    close(dfd);
+    close(stfd);
 }
 
 /* ------------------------------------------------------------------ spawning */
 
-static int spawn(const sb_session *s, char **argv, const char *cwd, pid_t *pid, sw_err *err)
+/* nextjs.log in the session, for appending: whatever the sandbox left at that name (a symlink,
+ * a FIFO, a hard link to a file elsewhere, ...) is replaced by a fresh regular file, so the
+ * server's output never lands anywhere else and the open never blocks. */
+static int open_log(const sb_session *s, int sfd, sw_err *err)
 {
-    char logpath[SB_PATH_MAX + 16];
-    snprintf(logpath, sizeof logpath, "%s/nextjs.log", s->dir);
+    for (int tries = 0; tries < 3; tries++) {
+        int fd = openat(sfd, "nextjs.log",
+                        O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+                        0644);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+            fcntl(fd, F_SETFL, O_APPEND) == 0)
+            return fd;
+        if (fd >= 0) close(fd);
+        if (unlinkat(sfd, "nextjs.log", 0) != 0 && errno != ENOENT) break; /* a folder */
+    }
+    return sw_errf(err, SW_E_BACKEND, false, "%s/nextjs.log: not a regular file we can replace",
+                   s->dir);
+}
+
+/* argv in the folder open at 'cwdfd', output to 'logfd'; both borrowed. */
+static int spawn(char **argv, int cwdfd, int logfd, pid_t *pid, sw_err *err)
+{
     char **envp = sb_webapp_envp(environ);
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
@@ -260,10 +325,10 @@ static int spawn(const sb_session *s, char **argv, const char *cwd, pid_t *pid, 
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&dfl, sigs[i]);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, logpath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_adddup2(&fa, logfd, 1);
+    posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+    posix_spawn_file_actions_addfchdir_np(&fa, cwdfd);
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawn_file_actions_addchdir_np(&fa, cwd);
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setsigmask(&at, &none);
@@ -280,28 +345,29 @@ static int spawn(const sb_session *s, char **argv, const char *cwd, pid_t *pid, 
     return 0;
 }
 
-/* `npm install` in cwd, waited for; killed (whole group) when the job is cancelled. */
-static int npm_install(const sb_session *s, const char *cwd, sw_err *err)
+/* `npm install` in webfd, waited for; killed (whole group) when the job is cancelled. */
+static int npm_install(const sb_session *s, int webfd, int logfd, sw_err *err)
 {
     char *argv[] = {(char *)"npm", (char *)"install", NULL};
     pid_t pid;
-    if (spawn(s, argv, cwd, &pid, err) != 0) return -1;
+    if (spawn(argv, webfd, logfd, &pid, err) != 0) return -1;
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) break;
-        if (r < 0 && errno != EINTR) return sb_errno(err, errno, "waitpid npm install in", cwd);
+        if (r < 0 && errno != EINTR)
+            return sb_errno(err, errno, "waitpid npm install in", s->dir);
         if (sb_cancelled(s)) {
             kill(-pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
-            return sw_errc(err, SW_E_TIMEOUT, "npm install in %s cancelled", cwd);
+            return sw_errc(err, SW_E_TIMEOUT, "npm install in %s/outputs/web cancelled", s->dir);
         }
         sleep_ms(50);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return sw_errf(err, SW_E_BACKEND, true, "npm install in %s failed (status %d, see nextjs.log)",
-                       cwd, status);
+        return sw_errf(err, SW_E_BACKEND, true,
+                       "npm install in %s/outputs/web failed (status %d, see nextjs.log)", s->dir, status);
     return 0;
 }
 
@@ -367,56 +433,78 @@ static int wait_ready(const sb_session *s, const sb_webapp *w, int port, sw_err 
 
 /* ------------------------------------------------------------------ start */
 
-static bool is_kind(const char *path, mode_t kind)
+static bool is_kind_at(int dfd, const char *name, mode_t kind)
 {
     struct stat st;
-    return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == kind;
+    return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IFMT) == kind;
 }
 
-static int record(const sb_session *s, const sb_webapp *w, sw_err *err)
+/* outputs/web of the session, opened without following a link the agent planted: -1 when it
+ * is not a real folder holding a regular package.json (then there is no server to start). */
+static int open_web(int sfd)
 {
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) return sb_errno(err, errno, "open", s->dir);
-    char a[32], b[64];
+    int ofd = openat(sfd, "outputs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (ofd < 0) return -1;
+    int wfd = openat(ofd, "web", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(ofd);
+    if (wfd >= 0 && !is_kind_at(wfd, "package.json", S_IFREG)) {
+        close(wfd);
+        wfd = -1;
+    }
+    return wfd;
+}
+
+/* The record first (what a later stop trusts), then nextjs.pid for Onyx; a stale
+ * nextjs.pid.start of an older version goes away. */
+static int record(const sb_session *s, int sfd, const sb_webapp *w, sw_err *err)
+{
+    int stfd = sb_state_dir_open(s->cfg, err);
+    if (stfd < 0) return -1;
+    char a[32];
     snprintf(a, sizeof a, "%d\n", (int)w->pid);
-    snprintf(b, sizeof b, "%d %llu\n", (int)w->pid, w->start_ticks);
-    int rc = sb_write_atomic(dfd, s->dir, "nextjs.pid.start", b, strlen(b), 0644, err);
-    if (rc == 0) rc = sb_write_atomic(dfd, s->dir, "nextjs.pid", a, strlen(a), 0644, err);
-    close(dfd);
+    int rc = rec_write(stfd, s, w, err);
+    if (rc == 0) rc = sb_write_atomic(sfd, s->dir, "nextjs.pid", a, strlen(a), 0644, err);
+    if (rc == 0) unlinkat(sfd, "nextjs.pid.start", 0);
+    close(stfd);
     return rc;
 }
 
-int sb_webapp_start(const sb_session *s, int port, sb_webapp *out, sw_err *err)
+int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_err *err)
 {
-    char outputs[SB_PATH_MAX + 16], web[SB_PATH_MAX + 16], probe[SB_PATH_MAX + 32];
     memset(out, 0, sizeof *out);
-    snprintf(outputs, sizeof outputs, "%s/outputs", s->dir);
-    snprintf(web, sizeof web, "%s/outputs/web", s->dir);
-    snprintf(probe, sizeof probe, "%s/package.json", web);
-    /* outputs/ and web/ are the agent's: refuse to chdir through a symlink it planted */
-    if (!is_kind(outputs, S_IFDIR) || !is_kind(web, S_IFDIR) || !is_kind(probe, S_IFREG)) return 0;
-    if (sb_webapp_stop_recorded(s->dir, err) != 0) return -1;
-    snprintf(probe, sizeof probe, "%s/node_modules", web);
-    if (s->cfg->webapp_npm_install && !is_kind(probe, S_IFDIR) && npm_install(s, web, err) != 0)
-        return -1;
-    if (sb_cancelled(s)) return sw_errc(err, SW_E_TIMEOUT, "dev server start cancelled");
-    char **argv = sb_webapp_argv(s->cfg->webapp_cmd, port);
-    if (!argv) return sw_errf(err, SW_E_BACKEND, false, "SNAPWORKER_WEBAPP_CMD is empty");
+    int webfd = open_web(sfd), logfd = -1, rc = -1;
+    char **argv = NULL;
     sb_webapp w = {0};
-    int rc = spawn(s, argv, web, &w.pid, err);
-    onyx_strv_free(argv);
-    if (rc != 0) return -1;
+    if (webfd < 0) return 0;
+    if (sb_webapp_stop_recorded(s, err) != 0 || (logfd = open_log(s, sfd, err)) < 0) goto out;
+    if (s->cfg->webapp_npm_install && !is_kind_at(webfd, "node_modules", S_IFDIR) &&
+        npm_install(s, webfd, logfd, err) != 0)
+        goto out;
+    if (sb_cancelled(s)) {
+        sw_errc(err, SW_E_TIMEOUT, "dev server start cancelled");
+        goto out;
+    }
+    if (!(argv = sb_webapp_argv(s->cfg->webapp_cmd, port))) {
+        sw_errf(err, SW_E_BACKEND, false, "SNAPWORKER_WEBAPP_CMD is empty");
+        goto out;
+    }
+    if (spawn(argv, webfd, logfd, &w.pid, err) != 0) goto out;
     if (sb_proc_start_ticks(w.pid, &w.start_ticks) != 0) {
         while (waitpid(w.pid, NULL, 0) < 0 && errno == EINTR) {
         }
-        return sw_errf(err, SW_E_BACKEND, true, "dev server of %s exited at once (see nextjs.log)",
-                       s->dir);
+        sw_errf(err, SW_E_BACKEND, true, "dev server of %s exited at once (see nextjs.log)", s->dir);
+        goto out;
     }
     reap_later(w.pid);
-    if (record(s, &w, err) != 0 || (s->cfg->webapp_wait_s > 0 && wait_ready(s, &w, port, err) != 0)) {
-        sb_webapp_stop(s, &w);
-        return -1;
+    if (record(s, sfd, &w, err) != 0 || (s->cfg->webapp_wait_s > 0 && wait_ready(s, &w, port, err) != 0)) {
+        sb_webapp_stop(s, sfd, &w);
+        goto out;
     }
     *out = w;
-    return 0;
+    rc = 0;
+out:
+    onyx_strv_free(argv);
+    if (logfd >= 0) close(logfd);
+    close(webfd);
+    return rc;
 }

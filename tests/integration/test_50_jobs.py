@@ -50,6 +50,8 @@ FAST_TESTS = [
     "test_restore_without_any_snapshot_lays_out_a_fresh_workspace_from_the_template",
     "test_hostile_or_corrupt_archives_end_dead_and_leave_nothing_behind",
     "test_restore_starts_the_dev_server_records_its_pid_and_the_port_answers",
+    "test_issue10_a_forged_pid_file_never_makes_the_worker_signal_a_process",
+    "test_issue10_a_symlinked_layout_folder_is_refused_and_nothing_outside_changes",
 ]
 
 class JobsCase(SWTestCase):
@@ -81,6 +83,7 @@ class JobsCase(SWTestCase):
         extra.setdefault("DATABASE_URL", self.dburl)
         extra.setdefault("SNAPWORKER_RETRY_BASE_MS", 100)
         extra.setdefault("SNAPWORKER_RETRY_MAX_MS", 1000)
+        extra.setdefault("SNAPWORKER_STATE_DIR", os.path.join(self.tmp, "worker-state"))
         return super().env(**extra)
 
     def psql(self, sql, db=None):
@@ -428,6 +431,150 @@ class DevServer(JobsCase):
         self.dead(self.submit("restore", sb, ss, max_attempts=2), "backend_error")
         self.assertEqual(self.port_of(ss), "null")
         self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
+        self.assertEqual(self.stagings(sb), [])
+
+
+def tree_of(root):
+    """{relative path: (kind, bytes or link target)} of everything under root, links unfollowed."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir", None)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", f.read(), os.stat(p).st_mode & 0o7777)
+    return out
+
+
+def start_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+class HostileSandbox(JobsCase):
+    """Issue 10: what a sandbox can write must not steer the worker (docs/jobs.md
+    "What a hostile sandbox cannot do")."""
+
+    def web_session(self, sb, ss):
+        web = os.path.join(self.session_dir(sb, ss), "outputs", "web")
+        os.makedirs(os.path.join(web, "node_modules"))
+        with open(os.path.join(web, "package.json"), "w") as f:
+            f.write("{}")
+        return self.session_dir(sb, ss)
+
+    def test_issue10_a_forged_pid_file_never_makes_the_worker_signal_a_process(self):
+        port = free_port_block(2)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}}"
+        w = self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=30,
+                              SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 2)
+        sleeper = subprocess.Popen(["/bin/sleep", "300"], start_new_session=True)
+        try:
+            sb = new_uuid()
+            for victim in (sleeper.pid, w.proc.pid):
+                with self.subTest(victim="sleeper" if victim == sleeper.pid else "worker"):
+                    ss = new_uuid()
+                    sdir = self.web_session(sb, ss)
+                    with open(os.path.join(sdir, "nextjs.pid"), "w") as f:
+                        f.write(f"{victim}\n")
+                    with open(os.path.join(sdir, "nextjs.pid.start"), "w") as f:
+                        f.write(f"{victim} {start_ticks(victim)}\n")
+                    res = self.ok(self.submit("restore", sb, ss))
+                    self.servers.append(res["webapp_pid"])
+                    time.sleep(0.5)
+                    self.assertIsNone(sleeper.poll(), "the sleeper was signalled")
+                    self.assertTrue(w.alive(), "the worker was signalled")
+                    with open(os.path.join(sdir, "nextjs.pid")) as f:  # still written for Onyx
+                        self.assertEqual(int(f.read()), res["webapp_pid"])
+                    # the server it started is replaced by the next restore: the worker's own
+                    # record says which process that is, whatever nextjs.pid says
+                    with open(os.path.join(sdir, "nextjs.pid"), "w") as f:
+                        f.write(f"{victim}\n")
+                    res2 = self.ok(self.submit("restore", sb, ss))
+                    self.servers.append(res2["webapp_pid"])
+                    self.assertTrue(jt.wait_gone(res["webapp_pid"]))
+                    self.assertIsNone(sleeper.poll(), "the sleeper was signalled")
+                    self.assertTrue(w.alive(), "the worker was signalled")
+                    os.killpg(res2["webapp_pid"], signal.SIGKILL)
+                    jt.wait_gone(res2["webapp_pid"])
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+    def test_issue10_a_symlinked_layout_folder_is_refused_and_nothing_outside_changes(self):
+        self.start_worker()
+        outside = os.path.join(self.tmp, "outside")
+        llm = {"provider": "openai", "model_name": "m", "api_key": "sk-must-not-leak"}
+        for pos in ("sandbox", "sessions", "session", "outputs"):
+            for job in ("regenerate", "snapshot", "restore"):
+                with self.subTest(position=pos, job=job):
+                    sb, ss = new_uuid(), new_uuid()
+                    shutil.rmtree(outside, ignore_errors=True)
+                    # the link's target looks like the folder it replaces, with a secret inside
+                    if pos == "outputs":
+                        os.makedirs(self.session_dir(sb, ss))
+                        os.makedirs(os.path.join(outside, "web"))
+                        with open(os.path.join(outside, "web", "secret.txt"), "w") as f:
+                            f.write("host secret")
+                        os.symlink(outside, os.path.join(self.session_dir(sb, ss), "outputs"))
+                    else:
+                        real = {"sandbox": os.path.join(outside, "sessions", ss),
+                                "sessions": os.path.join(outside, ss), "session": outside}[pos]
+                        os.makedirs(os.path.join(real, "outputs"))
+                        with open(os.path.join(real, "outputs", "secret.txt"), "w") as f:
+                            f.write("host secret")
+                        link = {"sandbox": os.path.join(self.base, sb),
+                                "sessions": os.path.join(self.base, sb, "sessions"),
+                                "session": self.session_dir(sb, ss)}[pos]
+                        os.makedirs(os.path.dirname(link), exist_ok=True)
+                        os.symlink(outside, link)
+                    before = tree_of(outside)
+                    args = {"llm_config": llm} if job != "snapshot" else {}
+                    h = self.dead(self.submit(job, sb, ss, args), "backend_error")
+                    self.assertEqual(h["attempt"], "1")  # permanent
+                    self.assertEqual(tree_of(outside), before)
+                    self.assertEqual(os.listdir(os.path.join(self.store_root, "public", "snapshots"))
+                                     if os.path.isdir(os.path.join(self.store_root, "public")) else [], [])
+
+    def test_issue10_opencode_json_holding_the_api_key_is_written_0600(self):
+        self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        os.makedirs(self.session_dir(sb, ss))
+        self.ok(self.submit("regenerate", sb, ss, {"llm_config": {"provider": "openai",
+                                                                  "api_key": "sk-one"}}))
+        oc = os.path.join(self.session_dir(sb, ss), "opencode.json")
+        self.assertEqual(os.stat(oc).st_mode & 0o777, 0o600)
+        res = self.ok(self.submit("restore", sb, new_uuid()))
+        self.assertTrue(res["fresh"])
+
+    def test_issue10_a_failed_restore_puts_the_sessions_config_back_as_it_was(self):
+        port = free_port_block(1)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --fail-after 0.2"
+        self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=10,
+                          SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1)
+        sb, ss = new_uuid(), new_uuid()
+        llm = {"provider": "openai", "model_name": "m", "api_key": "sk-new-secret"}
+        # an existing session with config: the failed restore leaves it as it was
+        os.makedirs(self.session_dir(sb, ss))
+        self.ok(self.submit("regenerate", sb, ss, {"llm_config": {"provider": "openai",
+                                                                  "api_key": "sk-old"}}))
+        self.web_session(sb, ss)
+        before = tree_of(self.session_dir(sb, ss))
+        self.dead(self.submit("restore", sb, ss, {"llm_config": llm}, max_attempts=1),
+                  "backend_error")
+        after = tree_of(self.session_dir(sb, ss))
+        after.pop("nextjs.log", None)
+        self.assertEqual(after, before)
+        # an existing session without config: none is left behind
+        s2 = new_uuid()
+        sdir = self.web_session(sb, s2)
+        self.dead(self.submit("restore", sb, s2, {"llm_config": llm}, max_attempts=1),
+                  "backend_error")
+        self.assertEqual(sorted(set(os.listdir(sdir)) - {"nextjs.log"}), ["outputs"])
         self.assertEqual(self.stagings(sb), [])
 
 

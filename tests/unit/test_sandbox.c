@@ -36,7 +36,9 @@
 #define SS "7d9a3c1e-1111-4c43-9c3e-3c1f7f0f2f22"
 
 typedef struct fx {
-    char root[256];   /* temp folder: SANDBOX_BASE_PATH */
+    char root[256];   /* temp folder */
+    char base[300];   /* {root}/base: SANDBOX_BASE_PATH */
+    char outside[300]; /* {root}/outside: a folder no job may touch */
     cfg c;
 } fx;
 
@@ -53,11 +55,17 @@ static int setup(void **state)
     fx *f = xcalloc(1, sizeof *f);
     snprintf(f->root, sizeof f->root, "/tmp/sw-unit-sb-XXXXXX");
     if (!mkdtemp(f->root)) return -1;
+    snprintf(f->base, sizeof f->base, "%s/base", f->root);
+    snprintf(f->outside, sizeof f->outside, "%s/outside", f->root);
+    mkdir(f->base, 0755);
+    char statedir[300];
+    snprintf(statedir, sizeof statedir, "%s/worker-state", f->root);
+    setenv("SNAPWORKER_STATE_DIR", statedir, 1); /* the worker's own records, outside the base */
     char prog[] = "test_sandbox", *argv[] = {prog, NULL}, err[512];
     int argi = 1;
     bool help;
     if (cfg_load(&f->c, 1, argv, &argi, &help, err, sizeof err) != 0) return -1;
-    set_str(&f->c.sandbox_base_path, f->root);
+    set_str(&f->c.sandbox_base_path, f->base);
     set_str(&f->c.sandbox_backend, "local");
     set_str(&f->c.opencode_disabled_tools, "question");
     set_str(&f->c.agents_template, "");
@@ -204,9 +212,9 @@ static void session_path_is_base_sandbox_sessions_session_lowercased(void **stat
     sb_session s;
     session(f, &s);
     char want[512];
-    snprintf(want, sizeof want, "%s/%s/sessions/%s", f->root, SB_LC, SS);
+    snprintf(want, sizeof want, "%s/%s/sessions/%s", f->base, SB_LC, SS);
     assert_string_equal(s.dir, want);
-    snprintf(want, sizeof want, "%s/%s/sessions", f->root, SB_LC);
+    snprintf(want, sizeof want, "%s/%s/sessions", f->base, SB_LC);
     assert_string_equal(s.sessions_dir, want);
     assert_string_equal(s.ops->name, "local");
 }
@@ -254,10 +262,10 @@ static void files_link_defaults_follow_demo_flag_and_substitute_sandbox_id(void 
     char out[4096], want[512];
     sw_err e;
     assert_int_equal(sb_local_files_default(&f->c, SB_LC, true, out, sizeof out, &e), 0);
-    snprintf(want, sizeof want, "%s/demo_data", f->root);
+    snprintf(want, sizeof want, "%s/demo_data", f->base);
     assert_string_equal(out, want);
     assert_int_equal(sb_local_files_default(&f->c, SB_LC, false, out, sizeof out, &e), 0);
-    snprintf(want, sizeof want, "%s/%s/files", f->root, SB_LC);
+    snprintf(want, sizeof want, "%s/%s/files", f->base, SB_LC);
     assert_string_equal(out, want);
     set_str(&f->c.demo_data_path, "/srv/demo");
     set_str(&f->c.user_files_path, "/srv/users/{sandbox_id}/knowledge");
@@ -335,6 +343,41 @@ static void config_wrong_types_are_invalid_payload_without_the_value(void **stat
     }
 }
 
+static void config_render_gives_the_onyx_bytes_without_touching_the_session(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    json_t *a = args_of("{\"llm_config\": {\"provider\": \"openai\", \"model_name\": \"gpt\","
+                        " \"api_key\": \"sk-x\"}, \"nextjs_port\": 3013}");
+    sb_config c;
+    sw_err e;
+    assert_int_equal(sb_config_parse(a, &f->c, &c, &e), 0);
+    char target[256], *agents, *oc;
+    size_t alen, olen;
+    assert_int_equal(sb_files_target(&s, &c, target, sizeof target, &e), 0);
+    assert_int_equal(sb_config_render(&s, &c, target, &agents, &alen, &oc, &olen, &e), 0);
+    char *want = onyx_opencode_json(&c.llm, (const char *const *)c.disabled_tools, &e);
+    assert_string_equal(oc, want);
+    assert_int_equal(olen, strlen(want));
+    assert_int_equal(alen, strlen(agents));
+    assert_non_null(strstr(agents, "3013"));
+    assert_false(exists(s.dir)); /* rendering writes nothing */
+    free(want);
+    free(agents);
+    free(oc);
+    /* an unreadable template: nothing rendered, a permanent backend_error */
+    set_str(&f->c.agents_template, "/nonexistent/AGENTS.md");
+    assert_int_equal(sb_config_render(&s, &c, target, &agents, &alen, &oc, &olen, &e), -1);
+    assert_null(agents);
+    assert_null(oc);
+    assert_int_equal(e.code, SW_E_BACKEND);
+    assert_false(e.retryable);
+    sb_config_free(&c);
+    json_decref(a);
+    sb_session_close(&s);
+}
+
 /* ------------------------------------------------------------------ regenerate */
 
 static void regenerate_writes_files_link_agents_and_opencode_atomically(void **state)
@@ -364,7 +407,7 @@ static void regenerate_writes_files_link_agents_and_opencode_atomically(void **s
     ssize_t n = readlink(p, link, sizeof link - 1);
     assert_true(n > 0);
     link[n] = '\0';
-    snprintf(want, sizeof want, "%s/%s/files", f->root, SB_LC);
+    snprintf(want, sizeof want, "%s/%s/files", f->base, SB_LC);
     assert_string_equal(link, want); /* dangling is fine */
 
     onyx_llm llm = {"anthropic", "claude", "sk-ant-secret", NULL};
@@ -383,6 +426,9 @@ static void regenerate_writes_files_link_agents_and_opencode_atomically(void **s
     assert_int_equal(count_prefix(s.dir, ".swtmp-"), 0);
     struct stat st;
     snprintf(p, sizeof p, "%s/opencode.json", s.dir);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600); /* issue 10: it holds the api key */
+    snprintf(p, sizeof p, "%s/AGENTS.md", s.dir);
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0644);
     fake_free(&j);
@@ -653,7 +699,7 @@ static void webapp_not_started_without_package_json(void **state)
     mkpath(p);
     sb_webapp w;
     sw_err e;
-    assert_int_equal(sb_webapp_start(&s, 3010, &w, &e), 0);
+    assert_int_equal(s.ops->webapp_start(&s, 3010, &w, &e), 0);
     assert_int_equal(w.pid, 0);
     snprintf(p, sizeof p, "%s/nextjs.pid", s.dir);
     assert_false(exists(p));
@@ -688,7 +734,7 @@ static void webapp_spawns_records_pid_and_replaces_the_previous_instance(void **
     setenv("AWS_SECRET_ACCESS_KEY", "shh", 1);
     sb_webapp w1, w2;
     sw_err e;
-    assert_int_equal(sb_webapp_start(&s, 300, &w1, &e), 0);
+    assert_int_equal(s.ops->webapp_start(&s, 300, &w1, &e), 0);
     assert_true(w1.pid > 0);
     assert_false(proc_env_has(w1.pid, "REDIS_URL"));
     assert_false(proc_env_has(w1.pid, "AWS_SECRET_ACCESS_KEY"));
@@ -699,22 +745,29 @@ static void webapp_spawns_records_pid_and_replaces_the_previous_instance(void **
     assert_int_equal(atoi(txt), w1.pid);
     free(txt);
     /* a second start stops the first (its start time matches the record) */
-    assert_int_equal(sb_webapp_start(&s, 300, &w2, &e), 0);
+    assert_int_equal(s.ops->webapp_start(&s, 300, &w2, &e), 0);
     assert_true(w2.pid > 0 && w2.pid != w1.pid);
     unsigned long long t;
     char stpath[64];
     snprintf(stpath, sizeof stpath, "/proc/%d", (int)w1.pid);
     for (int i = 0; i < 100 && exists(stpath); i++) usleep(20000); /* reaped by its thread */
     assert_false(exists(stpath));
-    /* a record whose start time no longer matches is never signalled */
-    snprintf(p, sizeof p, "%s/nextjs.pid.start", s.dir);
-    char fake[64];
-    snprintf(fake, sizeof fake, "%d 1\n", (int)w2.pid);
-    put_file(p, fake);
-    assert_int_equal(sb_webapp_stop_recorded(s.dir, &e), 0);
+    /* the worker's record is 0600 in its state folder (0700); one whose start time no
+     * longer matches is never signalled */
+    char st_dir[4096], rec[4600], fake[256];
+    assert_int_equal(sb_state_dir(&f->c, st_dir, sizeof st_dir), 0);
+    struct stat sst;
+    assert_int_equal(stat(st_dir, &sst), 0);
+    assert_int_equal(sst.st_mode & 0777, 0700);
+    snprintf(rec, sizeof rec, "%s/webapp-%s", st_dir, SS);
+    assert_int_equal(stat(rec, &sst), 0);
+    assert_int_equal(sst.st_mode & 0777, 0600);
+    snprintf(fake, sizeof fake, "v1 %d 1 %s %s\n", (int)w2.pid, SB_LC, SS);
+    put_file(rec, fake);
+    assert_int_equal(sb_webapp_stop_recorded(&s, &e), 0);
     assert_int_equal(sb_proc_start_ticks(w2.pid, &t), 0);
     assert_int_equal(t, w2.start_ticks);
-    sb_webapp_stop(&s, &w2);
+    s.ops->webapp_stop(&s, &w2);
     snprintf(stpath, sizeof stpath, "/proc/%d", (int)w2.pid);
     for (int i = 0; i < 100 && exists(stpath); i++) usleep(20000);
     assert_false(exists(stpath));
@@ -735,9 +788,394 @@ static void webapp_missing_command_is_a_permanent_backend_error(void **state)
     set_str(&f->c.webapp_cmd, "/nonexistent/dev-server {port}");
     sb_webapp w;
     sw_err e;
-    assert_int_equal(sb_webapp_start(&s, 3010, &w, &e), -1);
+    assert_int_equal(s.ops->webapp_start(&s, 3010, &w, &e), -1);
     assert_int_equal(e.code, SW_E_BACKEND);
     assert_false(e.retryable);
+}
+
+
+/* ------------------------------------------------------------------ issue 10: a hostile sandbox */
+
+/* Everything under 'dir' (names, kinds, bytes, link targets) as one string, links unfollowed. */
+static void describe_into(const char *dir, const char *rel, onyx_buf *b)
+{
+    char path[4600];
+    snprintf(path, sizeof path, "%s%s%s", dir, *rel ? "/" : "", rel);
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *de;
+    char **names = NULL;
+    size_t n = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        names = xrealloc(names, (n + 1) * sizeof *names);
+        names[n++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = i + 1; k < n; k++)
+            if (strcmp(names[i], names[k]) > 0) { char *t = names[i]; names[i] = names[k]; names[k] = t; }
+    for (size_t i = 0; i < n; i++) {
+        char r[4600], p[9300];
+        snprintf(r, sizeof r, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+        snprintf(p, sizeof p, "%s/%s", dir, r);
+        struct stat st;
+        lstat(p, &st);
+        onyx_buf_puts(b, r);
+        if (S_ISLNK(st.st_mode)) {
+            char t[4096];
+            ssize_t k = readlink(p, t, sizeof t - 1);
+            t[k > 0 ? k : 0] = '\0';
+            onyx_buf_puts(b, " -> ");
+            onyx_buf_puts(b, t);
+        } else if (S_ISDIR(st.st_mode)) {
+            onyx_buf_puts(b, "/\n");
+            describe_into(dir, r, b);
+            continue;
+        } else {
+            char *data = slurp(p);
+            onyx_buf_puts(b, " = ");
+            onyx_buf_puts(b, data ? data : "?");
+            free(data);
+        }
+        onyx_buf_puts(b, "\n");
+        free(names[i]);
+        names[i] = NULL;
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static char *describe(const char *dir)
+{
+    onyx_buf b = {0};
+    describe_into(dir, "", &b);
+    return onyx_buf_take(&b);
+}
+
+enum { AT_SANDBOX, AT_SESSIONS, AT_SESSION, AT_OUTPUTS };
+static const char *const at_names[] = {"sandbox", "sessions", "session", "outputs"};
+
+/* Make layout position 'at' of the test session a symlink to f->outside, which holds what
+ * the real folder would (an outputs/ with a secret). */
+static void plant_link(fx *f, const sb_session *s, int at)
+{
+    char real[4600], link[4600], p[9300];
+    mkpath(f->outside);
+    switch (at) {
+    case AT_SANDBOX:
+        snprintf(real, sizeof real, "%s/sessions/%s", f->outside, SS);
+        snprintf(link, sizeof link, "%s/%s", f->base, SB_LC);
+        break;
+    case AT_SESSIONS:
+        snprintf(real, sizeof real, "%s/%s", f->outside, SS);
+        snprintf(link, sizeof link, "%s", s->sessions_dir);
+        break;
+    case AT_SESSION:
+        snprintf(real, sizeof real, "%s", f->outside);
+        snprintf(link, sizeof link, "%s", s->dir);
+        break;
+    default: /* outputs@ -> outside, which holds web/secret.txt */
+        snprintf(real, sizeof real, "%s", f->outside);
+        mkpath(s->dir);
+        snprintf(link, sizeof link, "%s/outputs", s->dir);
+        break;
+    }
+    if (at == AT_OUTPUTS) snprintf(p, sizeof p, "%s/web", real);
+    else snprintf(p, sizeof p, "%s/outputs/web", real);
+    mkpath(p);
+    strcat(p, "/secret.txt");
+    put_file(p, "host secret");
+    char parent[4600];
+    snprintf(parent, sizeof parent, "%s", link);
+    *strrchr(parent, '/') = '\0';
+    mkpath(parent);
+    assert_int_equal(symlink(f->outside, link), 0);
+}
+
+static void unplant(fx *f)
+{
+    nftw(f->outside, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    char b[300];
+    snprintf(b, sizeof b, "%s", f->base);
+    nftw(b, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    mkdir(f->base, 0755);
+}
+
+static void regression_issue10_symlinked_folder_regenerate_writes_nothing_outside(void **state)
+{
+    fx *f = *state;
+    for (int k = 0; k < 2 * (AT_OUTPUTS + 1); k++) {
+        int at = k % (AT_OUTPUTS + 1);
+        sb_beneath_use_openat2(k <= AT_OUTPUTS); /* then again with the per-component walk */
+        sb_session s;
+        session(f, &s);
+        plant_link(f, &s, at);
+        char *before = describe(f->outside);
+        fake_job j;
+        fake_init(&j, f, "regenerate", "{\"llm_config\": {\"provider\": \"openai\", \"api_key\": \"sk-leak\"}}");
+        json_t *res = NULL;
+        sw_err e;
+        int rc = job_regenerate_run(&j.ctx, &res, &e);
+        char *after = describe(f->outside);
+        print_message("position %s: rc %d code %d\n", at_names[at], rc, rc ? (int)e.code : 0);
+        assert_int_equal(rc, -1);
+        assert_int_equal(e.code, SW_E_BACKEND);
+        assert_false(e.retryable);
+        assert_string_equal(after, before);
+        free(before);
+        free(after);
+        json_decref(res);
+        fake_free(&j);
+        unplant(f);
+    }
+}
+
+static void regression_issue10_symlinked_folder_snapshot_reads_nothing_outside(void **state)
+{
+    fx *f = *state;
+    for (int at = AT_SANDBOX; at <= AT_OUTPUTS; at++) {
+        sb_session s;
+        session(f, &s);
+        plant_link(f, &s, at);
+        fake_job j;
+        fake_init(&j, f, "snapshot", "{}");
+        json_t *res = NULL;
+        sw_err e;
+        int rc = job_snapshot_run(&j.ctx, &res, &e);
+        print_message("position %s: rc %d code %d\n", at_names[at], rc, rc ? (int)e.code : 0);
+        assert_int_equal(rc, -1);
+        assert_int_equal(e.code, SW_E_BACKEND); /* refused before any store is opened */
+        assert_false(e.retryable);
+        json_decref(res);
+        fake_free(&j);
+        unplant(f);
+    }
+}
+
+/* The backend steps of a restore up to the swap; the first failure's rc. */
+static int restore_steps(const sb_session *s, sw_err *e)
+{
+    sb_state st;
+    if (s->ops->state(s, &st, e) != 0) return -1;
+    sb_stage *g = s->ops->stage_begin(s, e);
+    if (!g) return -1;
+    int rc = s->ops->stage_fresh(g, e);
+    if (rc == 0) rc = s->ops->stage_swap(g, e);
+    s->ops->stage_end(g);
+    return rc;
+}
+
+static void regression_issue10_symlinked_folder_restore_extracts_nothing_outside(void **state)
+{
+    fx *f = *state;
+    for (int k = 0; k < 2 * (AT_OUTPUTS + 1); k++) {
+        int at = k % (AT_OUTPUTS + 1);
+        sb_beneath_use_openat2(k <= AT_OUTPUTS); /* then again with the per-component walk */
+        sb_session s;
+        session(f, &s);
+        plant_link(f, &s, at);
+        char *before = describe(f->outside);
+        sw_err e;
+        int rc = restore_steps(&s, &e);
+        char *after = describe(f->outside);
+        print_message("position %s: rc %d code %d\n", at_names[at], rc, rc ? (int)e.code : 0);
+        assert_int_equal(rc, -1);
+        assert_int_equal(e.code, SW_E_BACKEND);
+        assert_false(e.retryable);
+        assert_string_equal(after, before);
+        free(before);
+        free(after);
+        unplant(f);
+    }
+    sb_beneath_use_openat2(true);
+}
+
+static pid_t spawn_sleeper(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setsid();
+        execl("/bin/sleep", "sleep", "60", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static bool alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 && waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+static void web_session(const sb_session *s)
+{
+    char p[4600];
+    snprintf(p, sizeof p, "%s/outputs/web", s->dir);
+    mkpath(p);
+    snprintf(p, sizeof p, "%s/outputs/web/package.json", s->dir);
+    put_file(p, "{}");
+}
+
+static void wait_proc_gone(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    for (int i = 0; i < 250 && exists(path); i++) usleep(20000);
+}
+
+static void regression_issue10_forged_pid_file_never_signals_a_foreign_process(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    web_session(&s);
+    set_str(&f->c.webapp_cmd, "/bin/sleep {port}");
+    pid_t victim = spawn_sleeper();
+    unsigned long long t;
+    usleep(50000);
+    assert_int_equal(sb_proc_start_ticks(victim, &t), 0);
+    /* the sandbox writes a perfectly consistent record naming the victim */
+    char p[4600], txt[64];
+    snprintf(p, sizeof p, "%s/nextjs.pid", s.dir);
+    snprintf(txt, sizeof txt, "%d\n", (int)victim);
+    put_file(p, txt);
+    snprintf(p, sizeof p, "%s/nextjs.pid.start", s.dir);
+    snprintf(txt, sizeof txt, "%d %llu\n", (int)victim, t);
+    put_file(p, txt);
+    sb_webapp w = {0};
+    sw_err e;
+    assert_int_equal(s.ops->webapp_start(&s, 300, &w, &e), 0);
+    assert_true(w.pid > 0);
+    usleep(100000);
+    assert_true(alive(victim));
+    /* nextjs.pid is still written for Onyx */
+    snprintf(p, sizeof p, "%s/nextjs.pid", s.dir);
+    char *got = slurp(p);
+    assert_int_equal(atoi(got), w.pid);
+    free(got);
+    /* the worker's own record still stops the server it started, even with nextjs.pid
+     * pointing elsewhere again */
+    snprintf(txt, sizeof txt, "%d\n", (int)victim);
+    put_file(p, txt);
+    sb_webapp w2 = {0};
+    assert_int_equal(s.ops->webapp_start(&s, 301, &w2, &e), 0);
+    wait_proc_gone(w.pid);
+    snprintf(p, sizeof p, "/proc/%d", (int)w.pid);
+    assert_false(exists(p));
+    assert_true(alive(victim));
+    s.ops->webapp_stop(&s, &w2);
+    wait_proc_gone(w2.pid);
+    kill(victim, SIGKILL);
+    waitpid(victim, NULL, 0);
+}
+
+static void regression_issue10_a_record_never_signals_us_even_when_it_names_us(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    /* the worker's state folder is refused under SANDBOX_BASE_PATH */
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/state", f->base);
+    char *keep = xstrdup(f->c.state_dir);
+    set_str(&f->c.state_dir, bad);
+    sw_err e;
+    assert_int_equal(sb_state_dir_open(&f->c, &e), -1);
+    assert_int_equal(e.code, SW_E_BACKEND);
+    assert_false(e.retryable);
+    set_str(&f->c.state_dir, keep);
+    free(keep);
+    /* even a record in the worker's own folder that names this process is not signalled:
+     * it leads no session of its own (and is us) */
+    char st_dir[4096], rec[4600], txt[256];
+    unsigned long long t;
+    assert_int_equal(sb_state_dir(&f->c, st_dir, sizeof st_dir), 0);
+    int fd = sb_state_dir_open(&f->c, &e);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sb_proc_start_ticks(getpid(), &t), 0);
+    snprintf(rec, sizeof rec, "%s/webapp-%s", st_dir, SS);
+    snprintf(txt, sizeof txt, "v1 %d %llu %s %s\n", (int)getpid(), t, SB_LC, SS);
+    put_file(rec, txt);
+    assert_int_equal(sb_webapp_stop_recorded(&s, &e), 0);
+    /* nor one that names a sleeper but another session */
+    pid_t victim = spawn_sleeper();
+    usleep(50000);
+    assert_int_equal(sb_proc_start_ticks(victim, &t), 0);
+    snprintf(txt, sizeof txt, "v1 %d %llu %s %s\n", (int)victim, t, SB_LC, "00000000-0000-4000-8000-000000000000");
+    put_file(rec, txt);
+    assert_int_equal(sb_webapp_stop_recorded(&s, &e), 0);
+    usleep(50000);
+    assert_true(alive(victim));
+    kill(victim, SIGKILL);
+    waitpid(victim, NULL, 0);
+}
+
+/* A FIFO where a file is read would block the job forever (fopen waits for a writer). */
+static void regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    char p[600];
+    snprintf(p, sizeof p, "%s/skills/alpha", f->base);
+    mkpath(p);
+    strcat(p, "/SKILL.md");
+    assert_int_equal(mkfifo(p, 0644), 0);
+    snprintf(p, sizeof p, "%s/skills", f->base);
+    set_str(&f->c.skills_dir, p);
+    sb_config c;
+    sw_err e;
+    assert_int_equal(sb_config_parse(NULL, &f->c, &c, &e), 0);
+    char *agents, *oc;
+    size_t alen, olen;
+    alarm(20); /* the old code hangs here */
+    assert_int_equal(sb_config_render(&s, &c, "/data", &agents, &alen, &oc, &olen, &e), 0);
+    assert_non_null(strstr(agents, "- **alpha**: No description available."));
+    free(agents);
+    free(oc);
+    snprintf(p, sizeof p, "%s/tmpl.fifo", f->root);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    set_str(&f->c.agents_template, p);
+    assert_int_equal(sb_config_render(&s, &c, "/data", &agents, &alen, &oc, &olen, &e), -1);
+    assert_int_equal(e.code, SW_E_BACKEND);
+    assert_false(e.retryable);
+    alarm(0);
+    sb_config_free(&c);
+}
+
+static void regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_through(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    web_session(&s);
+    set_str(&f->c.webapp_cmd, "/bin/echo server-output {port}");
+    mkpath(f->outside);
+    char victim[400], p[4600];
+    snprintf(victim, sizeof victim, "%s/passwd", f->outside);
+    put_file(victim, "root:x:0:0\n");
+    for (int kind = 0; kind < 2; kind++) {
+        snprintf(p, sizeof p, "%s/nextjs.log", s.dir);
+        unlink(p);
+        if (kind == 0) assert_int_equal(link(victim, p), 0);
+        else assert_int_equal(symlink(victim, p), 0);
+        sb_webapp w = {0};
+        sw_err e;
+        int rc = s.ops->webapp_start(&s, 300, &w, &e);
+        print_message("%s: rc %d\n", kind ? "symlink" : "hardlink", rc);
+        assert_int_equal(rc, 0);
+        wait_proc_gone(w.pid);
+        char *got = slurp(victim);
+        assert_string_equal(got, "root:x:0:0\n");
+        free(got);
+        struct stat st;
+        assert_int_equal(lstat(p, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_nlink, 1);
+        s.ops->webapp_stop(&s, &w);
+    }
 }
 
 int main(void)
@@ -751,6 +1189,7 @@ int main(void)
         T(config_defaults_demo_on_and_tools_from_the_environment),
         T(config_disabled_tools_replace_the_default_and_empty_list_means_none),
         T(config_wrong_types_are_invalid_payload_without_the_value),
+        T(config_render_gives_the_onyx_bytes_without_touching_the_session),
         T(regenerate_writes_files_link_agents_and_opencode_atomically),
         T(regenerate_uses_files_target_and_configured_template),
         T(regenerate_without_session_dir_is_workspace_missing),
@@ -767,6 +1206,13 @@ int main(void)
         T(webapp_not_started_without_package_json),
         T(webapp_spawns_records_pid_and_replaces_the_previous_instance),
         T(webapp_missing_command_is_a_permanent_backend_error),
+        T(regression_issue10_symlinked_folder_regenerate_writes_nothing_outside),
+        T(regression_issue10_symlinked_folder_snapshot_reads_nothing_outside),
+        T(regression_issue10_symlinked_folder_restore_extracts_nothing_outside),
+        T(regression_issue10_forged_pid_file_never_signals_a_foreign_process),
+        T(regression_issue10_a_record_never_signals_us_even_when_it_names_us),
+        T(regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_through),
+        T(regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
