@@ -314,6 +314,9 @@ static CURLcode rest_once(k8s_client *k, const char *method, const char *url, co
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "snapworker");
+    /* One request per handle: HTTP/2 would buy nothing, and a server that refuses h2
+     * (or a proxy) would cost a second connection. */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)k->timeout_s * 1000);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
