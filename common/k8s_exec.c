@@ -80,6 +80,14 @@ static int check_stop(xs *s, sw_err *err)
     return 0;
 }
 
+/* Prefix err's message with s->what (the codec's messages do not name the exec). */
+static int rename_err(xs *s, sw_err *err, bool retryable)
+{
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    return sw_errf(err, SW_E_BACKEND, retryable, "%s: %s", s->what, why);
+}
+
 /* Wait until fd is ready for 'events' or ms pass (capped so cancel is seen). */
 static void wait_fd(xs *s, short events, int64_t ms)
 {
@@ -189,11 +197,7 @@ static int feed(xs *s, const unsigned char *p, size_t n, sw_err *err)
         size_t used = 0;
         ws_msg m;
         int rc = ws_decode(&s->dec, p, n, &used, &m, err);
-        if (rc < 0) {
-            char why[sizeof err->msg];
-            snprintf(why, sizeof why, "%s", err->msg);
-            return sw_errf(err, SW_E_BACKEND, true, "%s: %s", s->what, why);
-        }
+        if (rc < 0) return rename_err(s, err, true);
         p += used;
         n -= used;
         if (rc == 1 && on_msg(s, &m, err) < 0) return -1;
@@ -361,20 +365,12 @@ static int64_t step_ms(xs *s)
     return ms > 0 ? ms : 1;
 }
 
-/* Connect, send the upgrade, read the answer head. 1 upgraded (*first/first_n: frame bytes
- * that came with the head, in s->rbuf), 0 = 401 and the token changed: try again, -1 err. */
-static int upgrade(xs *s, bool retry_auth, size_t *first_off, size_t *first_n, sw_err *err)
+/* A CONNECT_ONLY handle, connected (TCP + TLS) on HTTP/1.1. 0 or -1. */
+static int connect_only(xs *s, sw_err *err)
 {
-    char key[WS_KEY_LEN + 1];
-    char *path = NULL, *req = NULL, *auth = NULL;
-    ws_head h;
-    int ret = -1;
-    ws_head_init(&h);
+    char ebuf[CURL_ERROR_SIZE] = "";
     s->e = curl_easy_init();
-    if (!s->e) {
-        sw_errf(err, SW_E_BACKEND, true, "%s: curl_easy_init failed", s->what);
-        goto out;
-    }
+    if (!s->e) return sw_errf(err, SW_E_BACKEND, true, "%s: curl_easy_init failed", s->what);
     k8s_curl_tls(s->k, s->e, (long)step_ms(s));
     curl_easy_setopt(s->e, CURLOPT_URL, s->k->base);
     curl_easy_setopt(s->e, CURLOPT_CONNECT_ONLY, 1L);
@@ -384,85 +380,109 @@ static int upgrade(xs *s, bool retry_auth, size_t *first_off, size_t *first_n, s
     curl_easy_setopt(s->e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(s->e, CURLOPT_XFERINFOFUNCTION, xfer_progress);
     curl_easy_setopt(s->e, CURLOPT_XFERINFODATA, s->r->cancel);
-    char ebuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(s->e, CURLOPT_ERRORBUFFER, ebuf);
     CURLcode rc = curl_easy_perform(s->e);
     curl_easy_setopt(s->e, CURLOPT_ERRORBUFFER, (char *)NULL);
     if (rc != CURLE_OK) {
-        if (check_stop(s, err) < 0) goto out;
-        sw_errf(err, SW_E_BACKEND, rc != CURLE_PEER_FAILED_VERIFICATION, "%s: connect: %s%s%s",
-                s->what, curl_easy_strerror(rc), ebuf[0] ? ": " : "", ebuf);
-        goto out;
+        if (check_stop(s, err) < 0) return -1;
+        return sw_errf(err, SW_E_BACKEND, rc != CURLE_PEER_FAILED_VERIFICATION,
+                       "%s: connect: %s%s%s", s->what, curl_easy_strerror(rc),
+                       ebuf[0] ? ": " : "", ebuf);
     }
     curl_easy_getinfo(s->e, CURLINFO_ACTIVESOCKET, &s->fd);
-    if (ws_make_key(key, err) < 0) goto out;
-    path = exec_path(s);
-    auth = k8s_auth_line(s->k, retry_auth, NULL);
-    req = ws_upgrade_request(s->k->host, path, auth, key, PROTOCOLS);
-    size_t req_len = strlen(req), sent = 0;
+    return 0;
+}
+
+/* Write all of req[0..n) before the silence timeout / deadline. 0 or -1. */
+static int send_all(xs *s, const char *req, size_t n, sw_err *err)
+{
+    size_t sent = 0;
     int64_t until = k8s_now_ms() + step_ms(s);
-    while (sent < req_len) {
-        size_t n = 0;
-        rc = curl_easy_send(s->e, req + sent, req_len - sent, &n);
-        if (rc != CURLE_OK && rc != CURLE_AGAIN) {
-            sw_errf(err, SW_E_BACKEND, true, "%s: send: %s", s->what, curl_easy_strerror(rc));
-            goto out;
-        }
-        sent += n;
-        if (sent == req_len) break;
-        if (check_stop(s, err) < 0) goto out;
-        if (k8s_now_ms() >= until) {
-            sw_errf(err, SW_E_BACKEND, true, "%s: timed out sending the upgrade", s->what);
-            goto out;
-        }
+    for (;;) {
+        size_t w = 0;
+        CURLcode rc = curl_easy_send(s->e, req + sent, n - sent, &w);
+        if (rc != CURLE_OK && rc != CURLE_AGAIN)
+            return sw_errf(err, SW_E_BACKEND, true, "%s: send: %s", s->what,
+                           curl_easy_strerror(rc));
+        sent += w;
+        if (sent == n) return 0;
+        if (check_stop(s, err) < 0) return -1;
+        if (k8s_now_ms() >= until)
+            return sw_errf(err, SW_E_BACKEND, true, "%s: timed out sending the upgrade", s->what);
         wait_fd(s, POLLOUT, until - k8s_now_ms());
     }
-    until = k8s_now_ms() + step_ms(s);
+}
+
+/* Read the answer into h until its head (and, when refused, its body) is complete. For a
+ * 101, s->rbuf[*first_off .. +*first_n) are frame bytes that came with it. 0 or -1. */
+static int read_head(xs *s, ws_head *h, size_t *first_off, size_t *first_n, sw_err *err)
+{
+    int64_t until = k8s_now_ms() + step_ms(s);
     for (;;) {
         size_t n = 0, used = 0;
-        rc = curl_easy_recv(s->e, s->rbuf, RBUF_SIZE, &n);
+        CURLcode rc = curl_easy_recv(s->e, s->rbuf, RBUF_SIZE, &n);
         if (rc == CURLE_AGAIN) {
-            if (check_stop(s, err) < 0) goto out;
-            if (k8s_now_ms() >= until) {
-                sw_errf(err, SW_E_BACKEND, true, "%s: no answer to the upgrade", s->what);
-                goto out;
-            }
+            if (check_stop(s, err) < 0) return -1;
+            if (k8s_now_ms() >= until)
+                return sw_errf(err, SW_E_BACKEND, true, "%s: no answer to the upgrade", s->what);
             wait_fd(s, POLLIN, until - k8s_now_ms());
             continue;
         }
-        if (rc != CURLE_OK) {
-            sw_errf(err, SW_E_BACKEND, true, "%s: reading the upgrade answer: %s", s->what,
-                    curl_easy_strerror(rc));
-            goto out;
-        }
-        int hr = n == 0 ? ws_head_eof(&h, err) : ws_head_feed(&h, s->rbuf, n, &used, err);
-        if (hr < 0) {
-            char why[sizeof err->msg];
-            snprintf(why, sizeof why, "%s", err->msg);
-            sw_errf(err, SW_E_BACKEND, true, "%s: %s", s->what, why);
-            goto out;
-        }
+        if (rc != CURLE_OK)
+            return sw_errf(err, SW_E_BACKEND, true, "%s: reading the upgrade answer: %s",
+                           s->what, curl_easy_strerror(rc));
+        int hr = n == 0 ? ws_head_eof(h, err) : ws_head_feed(h, s->rbuf, n, &used, err);
+        if (hr < 0) return rename_err(s, err, true);
         if (hr == 1) {
             *first_off = used;
             *first_n = n - used;
-            break;
+            return 0;
         }
     }
+}
+
+/* The error for an answer other than 101. */
+static int refused(xs *s, const ws_head *h, sw_err *err)
+{
+    if (h->status == 403 && h->body_len == 0)
+        return sw_errf(err, SW_E_BACKEND, false,
+                       "%s: upgrade refused: 403 with an empty body (subprotocol refused: the "
+                       "server accepts neither v5.channel.k8s.io nor v4.channel.k8s.io)",
+                       s->what);
+    char m[sizeof err->msg];
+    k8s_http_error_msg(h->status == 404 ? "pod not found" : "upgrade refused", h->status,
+                       h->body, h->body_len, m, sizeof m);
+    return sw_errf(err, SW_E_BACKEND, k8s_http_retryable(h->status), "%s: %s", s->what, m);
+}
+
+/* Connect, send the upgrade, read the answer. 1 upgraded (s->rbuf[*first_off..+*first_n)
+ * holds frame bytes that came with the head), 0 = 401 and the token file now holds
+ * another token: try again, -1 with err filled. The handle is released unless 1. */
+static int upgrade(xs *s, bool retry_auth, size_t *first_off, size_t *first_n, sw_err *err)
+{
+    char key[WS_KEY_LEN + 1];
+    char *path = NULL, *req = NULL, *auth = NULL;
+    ws_head h;
+    int ret = -1;
+    ws_head_init(&h);
+    if (connect_only(s, err) < 0 || ws_make_key(key, err) < 0) goto out;
+    path = exec_path(s);
+    auth = k8s_auth_line(s->k, retry_auth, NULL);
+    req = ws_upgrade_request(s->k->host, path, auth, key, PROTOCOLS);
+    if (send_all(s, req, strlen(req), err) < 0) goto out;
+    if (read_head(s, &h, first_off, first_n, err) < 0) goto out;
     if (h.status == 101) {
         if (ws_head_verify(&h, key, err) < 0) {
-            char why[sizeof err->msg];
-            snprintf(why, sizeof why, "%s", err->msg);
-            sw_errf(err, SW_E_BACKEND, false, "%s: %s", s->what, why);
-            goto out;
-        }
-        if (!strcmp(h.protocol, "v5.channel.k8s.io")) {
+            rename_err(s, err, false);
+        } else if (!strcmp(h.protocol, "v5.channel.k8s.io")) {
             s->res->v5 = true;
-        } else if (strcmp(h.protocol, "v4.channel.k8s.io") != 0) {
+            ret = 1;
+        } else if (!strcmp(h.protocol, "v4.channel.k8s.io")) {
+            ret = 1;
+        } else {
             sw_errf(err, SW_E_BACKEND, false, "%s: server chose subprotocol '%.40s'", s->what,
                     h.protocol);
-            goto out;
         }
-        ret = 1;
         goto out;
     }
     if (h.status == 401 && !retry_auth && s->k->cr.token_file) {
@@ -473,16 +493,7 @@ static int upgrade(xs *s, bool retry_auth, size_t *first_off, size_t *first_n, s
             goto out;
         }
     }
-    if (h.status == 403 && h.body_len == 0) {
-        sw_errf(err, SW_E_BACKEND, false,
-                "%s: upgrade refused: 403 with an empty body (subprotocol refused: the server "
-                "accepts neither v5.channel.k8s.io nor v4.channel.k8s.io)", s->what);
-    } else {
-        char m[sizeof err->msg];
-        k8s_http_error_msg(h.status == 404 ? "pod not found" : "upgrade refused", h.status,
-                           h.body, h.body_len, m, sizeof m);
-        sw_errf(err, SW_E_BACKEND, k8s_http_retryable(h.status), "%s: %s", s->what, m);
-    }
+    refused(s, &h, err);
 out:
     if (req) {
         explicit_bzero(req, strlen(req));
