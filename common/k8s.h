@@ -5,7 +5,8 @@
  * and services with the API's Status errors turned into messages, and running one command in
  * a container with stdin/stdout streamed through callbacks.
  * Does not own: what the commands are (jobs/sandbox_k8s.c), the WebSocket framing (ws.c).
- * Split: k8s.c (client, REST), kubeconfig.c (parsing), k8s_exec.c (pods/exec).
+ * Split: k8s.c (client, REST), kubeconfig.c (parsing), k8s_exec.c (pods/exec), k8s_status.c
+ * (metav1.Status decoding; helpers in k8s_priv.h).
  * Errors: SW_E_BACKEND everywhere; the message names the pod/service and the HTTP status or
  * Status reason, never the token or a command's data. A transport failure (connect, reset,
  * 5xx, 429, a dropped exec stream, an exec with no status) is retryable; 401/403/404 and a
