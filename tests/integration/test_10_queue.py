@@ -164,6 +164,20 @@ class QueueBasics(SWTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("SNAPWORKER_LEASE_S", p.stderr)
 
+    def test_configuration_that_cannot_work_exits_2_at_start_naming_the_variable(self):
+        # issue 10 item 7: each of these used to start, then fail every job that needed it
+        cases = [("SANDBOX_BASE_PATH", "relative/path"),
+                 ("DATABASE_URL", "garbage://u:pw-S3CRET@x/db"),
+                 ("SNAPWORKER_STORE", "s3://Not_A_Bucket"),
+                 ("SNAPWORKER_STORE", "s3://10.1.2.3"),
+                 ("SNAPWORKER_WEBAPP_CMD", ""),
+                 ("SANDBOX_NAMESPACE", "Onyx_Sandboxes")]
+        for var, val in cases:
+            p = self.cli("run", timeout=10, **{var: val})
+            self.assertEqual(p.returncode, 2, (var, val, p.stderr))
+            self.assertIn(f"{var}: expected", p.stderr)
+            self.assertNotIn("S3CRET", p.stderr + p.stdout)
+
     def test_secrets_in_a_bad_redis_url_are_not_printed(self):
         p = self.cli("run", REDIS_URL="redis://u:hunter2secret@host:99999/0")
         self.assertEqual(p.returncode, 2)
