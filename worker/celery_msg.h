@@ -77,6 +77,19 @@ bool celery_state_ready(const char *status);
 char **celery_priority_lists(const char *queue, const char *sep, const char *steps_csv);
 void celery_strv_free(char **v);       /* NULL-safe */
 
+/* A copy of a stream or dead-entry text fit to show a person (DESIGN §8b): a kombu
+ * envelope gets its body decoded (base64) and redacted, anything else goes through
+ * redact_json_text(); a cut or broken envelope has its "body" hidden whole. Caller frees. */
+char *celery_redact_raw(const char *raw, size_t len);
+
+/* The task id of a message too large to parse (over CELERY_MAX_RAW_BYTES), found without
+ * parsing or copying it: the first "id" string member after the first "headers" key
+ * (kombu writes "headers": {"lang", "task", "id", ...}; the base64 body before it holds no
+ * quote), else the first "correlation_id" string member (Celery sets it to the task id).
+ * The Lua ingress applies the same rule (worker/scripts.c). Writes the id into out (size n)
+ * and returns true when one is found and valid as a job id (common/ids.h). */
+bool celery_scan_task_id(const char *raw, size_t len, char *out, size_t n);
+
 /* Decode C escapes (\xHH, \ooo, \n \t \r \a \b \f \v \\ \' \" \?) in a config value such as
  * SNAPWORKER_CELERY_PRIORITY_SEP ("\x06\x16") into raw bytes. Returns an owned string, or NULL
  * when an escape is malformed or would produce a NUL byte. */
