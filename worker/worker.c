@@ -663,7 +663,9 @@ int worker_run(worker *w)
     log_msg(LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
     w->stats.consumer = w->name;
     w->stats.queue = w->cfg->queue;
-    if (*w->cfg->http_addr && !(w->http = http_start(w->base, w->cfg->http_addr, &w->stats)))
+    if (*w->cfg->http_addr &&
+        !(w->http = http_start(w->base, w->cfg->http_addr, w->cfg->http_max_connections,
+                               w->cfg->http_timeout_s, &w->stats)))
         return 1;
     wk_conn_connect(&w->rd);
     wk_conn_connect(&w->cmd);
