@@ -13,8 +13,10 @@
 #include "common/err.h"
 #include "common/payload.h"
 
-/* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64). */
-#define CELERY_MAX_RAW_BYTES (32 * 1024 * 1024)
+/* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64, so
+ * nothing larger could hold a valid payload). Kept small because a parse costs several times
+ * the text in jansson nodes; the task id of a larger one is found by celery_scan_task_id. */
+#define CELERY_MAX_RAW_BYTES (4 * 1024 * 1024)
 
 typedef struct celery_msg {
     char task_id[129];     /* headers.id (else properties.correlation_id; protocol v1: body.id),

@@ -475,15 +475,15 @@ class Hardening(CeleryCase):
         tid = "big-" + new_uuid()
         before = self.rb.get(f"celery-task-meta-{tid}")
         self.assertIsNone(before)
-        # ~34 MiB of base64 body: over the 32 MiB limit of a kombu message
-        res = self.send(app, task_id=tid, kwargs=self.kwargs(pad="x" * (25 * 1024 * 1024)))
+        # ~6.7 MiB of base64 body: over the 4 MiB limit of a kombu message
+        res = self.send(app, task_id=tid, kwargs=self.kwargs(pad="x" * (5 * 1024 * 1024)))
         with self.assertRaises(Exception) as cm:
             res.get(timeout=60 * SLOW)
         self.assertEqual(type(cm.exception).__name__, "InvalidPayload")
         m = self.meta(tid)
         self.assertEqual(m["status"], "FAILURE")
         self.assertEqual(m["result"]["exc_module"], "snapworker")
-        self.assertIn("over the 32 MiB limit", m["result"]["exc_message"][0])
+        self.assertIn("over the 4 MiB limit", m["result"]["exc_message"][0])
         # the result is written before the finish script adds the dead entry
         dead = wait_for(lambda: [d for d in self.dead_entries() if d["job_id"] == tid],
                         what="the dead entry")
