@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/xmalloc.h"
 
 enum opt_type { T_STR, T_INT, T_I64, T_BOOL };
-enum { O_SECRET = 1, O_NOFLAG = 2 };
+enum { O_SECRET = 1, O_NOFLAG = 2, O_NONEMPTY = 4 }; /* O_NONEMPTY: a set but empty variable
+                                                   is checked, not read as unset */
 
 typedef struct opt {
     const char *env;
@@ -28,21 +30,27 @@ typedef struct opt {
     int64_t min, max;    /* bounds for numbers */
     int flags;
     const char *help;
-    int (*check)(cfg *c, const char *val, char *err, size_t n); /* extra validation */
+    int (*check)(cfg *c, const char *var, const char *val, char *err, size_t n); /* extra validation;
+                                      'var' names the variable in the message */
 } opt;
 
-static int check_redis(cfg *c, const char *v, char *err, size_t n);
-static int check_store(cfg *c, const char *v, char *err, size_t n);
+static int check_redis(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_store(cfg *c, const char *var, const char *v, char *err, size_t n);
 static int check_oneof(const char *v, const char *const *alts, const char *form, char *err,
                        size_t n);
-static int check_managed(cfg *c, const char *v, char *err, size_t n);
-static int check_backend(cfg *c, const char *v, char *err, size_t n);
-static int check_level(cfg *c, const char *v, char *err, size_t n);
-static int check_name(cfg *c, const char *v, char *err, size_t n);
-static int check_steps(cfg *c, const char *v, char *err, size_t n);
-static int check_celery_url(cfg *c, const char *v, char *err, size_t n);
-static int check_http(cfg *c, const char *v, char *err, size_t n);
-static int check_webapp(cfg *c, const char *v, char *err, size_t n);
+static int check_managed(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_backend(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_level(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_name(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_steps(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_celery_url(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_http(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_webapp(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_bucket(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_abs_path(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_abs_path_required(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_dburl(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_dns_label(cfg *c, const char *var, const char *v, char *err, size_t n);
 
 #define F(field) offsetof(cfg, field)
 #define BIG INT64_MAX
@@ -50,7 +58,7 @@ static const opt opts[] = {
     {"REDIS_URL", T_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
      "Redis broker: redis://[user:pass@]host[:port][/db] or unix:///path[?db=N]", check_redis},
     {"DATABASE_URL", T_STR, F(database_url), "postgresql://postgres@127.0.0.1:5432/snapworker", 0,
-     0, O_SECRET, "PostgreSQL, a libpq URI or key=value string", NULL},
+     0, O_SECRET, "PostgreSQL, a libpq URI or key=value string", check_dburl},
     {"SNAPWORKER_STORE", T_STR, F(store_url), NULL, 0, 0, 0,
      "snapshot store: file:///path or s3://bucket (default: file:// under the data dir)",
      check_store},
@@ -82,6 +90,11 @@ static const opt opts[] = {
      "job timeout when a payload gives none", NULL},
     {"SNAPWORKER_HTTP_ADDR", T_STR, F(http_addr), NULL, 0, 0, 0,
      "health and metrics listener, e.g. 127.0.0.1:9464 (empty = off)", check_http},
+    {"SNAPWORKER_HTTP_MAX_CONNECTIONS", T_INT, F(http_max_connections), "64", 1, 10000, 0,
+     "HTTP listener: most open connections; more are closed at once", NULL},
+    {"SNAPWORKER_HTTP_TIMEOUT_S", T_INT, F(http_timeout_s), "10", 1, 3600, 0,
+     "HTTP listener: a connection must send its request and take the reply within this",
+     NULL},
     {"SNAPWORKER_LOG_LEVEL", T_STR, F(log_level), "info", 0, 0, 0, "debug|info|warn|error",
      check_level},
     {"SNAPWORKER_MAX_RESTORE_BYTES", T_I64, F(max_restore_bytes), "21474836480", 1, BIG, 0,
@@ -96,7 +109,7 @@ static const opt opts[] = {
      "folders listed in {{AVAILABLE_SKILLS_SECTION}}", NULL},
     {"SNAPWORKER_OUTPUTS_TEMPLATE", T_STR, F(outputs_template), NULL, 0, 0, 0,
      "folder copied into outputs/ for a fresh workspace", NULL},
-    {"SNAPWORKER_WEBAPP_CMD", T_STR, F(webapp_cmd), "npm run dev -- -p {port}", 0, 0, 0,
+    {"SNAPWORKER_WEBAPP_CMD", T_STR, F(webapp_cmd), "npm run dev -- -p {port}", 0, 0, O_NONEMPTY,
      "dev server argv, split on spaces, {port} substituted", check_webapp},
     {"SNAPWORKER_WEBAPP_NPM_INSTALL", T_BOOL, F(webapp_npm_install), "true", 0, 0, 0,
      "run `npm install` first when node_modules is missing", NULL},
@@ -104,9 +117,10 @@ static const opt opts[] = {
      "wait until the port answers below 500 (0 = do not wait)", NULL},
     {"SNAPWORKER_STATE_DIR", T_STR, F(state_dir), NULL, 0, 0, 0, "worker-owned records (dev servers it started), outside SANDBOX_BASE_PATH (default: under the data dir)", NULL},
     {"SNAPWORKER_DEMO_DATA_PATH", T_STR, F(demo_data_path), NULL, 0, 0, 0,
-     "`files` target with demo data (default SANDBOX_BASE_PATH/demo_data)", NULL},
+     "`files` target with demo data (default SANDBOX_BASE_PATH/demo_data)", check_abs_path},
     {"SNAPWORKER_USER_FILES_PATH", T_STR, F(user_files_path), NULL, 0, 0, 0,
-     "`files` target without demo data (default SANDBOX_BASE_PATH/{sandbox_id}/files)", NULL},
+     "`files` target without demo data (default SANDBOX_BASE_PATH/{sandbox_id}/files)",
+     check_abs_path},
     {"OPENCODE_DISABLED_TOOLS", T_STR, F(opencode_disabled_tools), "question", 0, 0, 0,
      "comma-separated tools denied in opencode.json", NULL},
     {"SNAPWORKER_DB_MANAGED", T_STR, F(db_managed), "self", 0, 0, 0,
@@ -126,16 +140,16 @@ static const opt opts[] = {
      100 * 86400, 0, "Celery result expiry", NULL},
     {"SANDBOX_BACKEND", T_STR, F(sandbox_backend), "local", 0, 0, 0, "local or kubernetes",
      check_backend},
-    {"SANDBOX_BASE_PATH", T_STR, F(sandbox_base_path), "/tmp/onyx-sandboxes", 0, 0, 0,
-     "local backend root", NULL},
+    {"SANDBOX_BASE_PATH", T_STR, F(sandbox_base_path), "/tmp/onyx-sandboxes", 0, 0, O_NONEMPTY,
+     "local backend root (absolute)", check_abs_path_required},
     {"SANDBOX_NAMESPACE", T_STR, F(k8s_namespace), "onyx-sandboxes", 0, 0, 0,
-     "kubernetes namespace of the sandbox pods", check_name},
+     "kubernetes namespace of the sandbox pods (a DNS-1123 label)", check_dns_label},
     {"KUBECONFIG", T_STR, F(kubeconfig), NULL, 0, 0, 0,
      "kubeconfig path (current context); empty = in-cluster service account", NULL},
     {"SNAPWORKER_K8S_SANDBOX_CONTAINER", T_STR, F(k8s_sandbox_container), "sandbox", 0, 0, 0,
-     "container holding the session files and the dev server", check_name},
+     "container holding the session files and the dev server", check_dns_label},
     {"SNAPWORKER_K8S_SYNC_CONTAINER", T_STR, F(k8s_sync_container), "file-sync", 0, 0, 0,
-     "container that streams archives in and out", check_name},
+     "container that streams archives in and out", check_dns_label},
     {"SNAPWORKER_K8S_POD_PREFIX", T_STR, F(k8s_pod_prefix), "sandbox-", 0, 0, 0,
      "pod name = prefix + first 8 characters of the sandbox id", check_name},
     {"SNAPWORKER_K8S_EXEC_TIMEOUT_S", T_INT, F(k8s_exec_timeout_s), "120", 1, 86400, 0,
@@ -144,7 +158,7 @@ static const opt opts[] = {
     {"SNAPWORKER_K8S_API_TIMEOUT_S", T_INT, F(k8s_api_timeout_s), "30", 1, 3600, 0,
      "kubernetes API: connect and REST timeout, and exec silence limit", NULL},
     {"SANDBOX_S3_BUCKET", T_STR, F(s3_bucket), "onyx-sandbox-files", 0, 0, 0,
-     "bucket when the store URL names none", NULL},
+     "bucket when the store URL names none", check_bucket},
     {"SANDBOX_NEXTJS_PORT_START", T_INT, F(port_start), "3010", 1, 65535, 0,
      "dev-server port range start", NULL},
     {"SANDBOX_NEXTJS_PORT_END", T_INT, F(port_end), "3100", 2, 65536, 0,
@@ -195,7 +209,7 @@ static int set_value(cfg *c, const opt *o, const char *val, char *err, size_t n)
     switch (o->type) {
     case T_STR: {
         char **slot = (char **)(base + o->off);
-        if (o->check && o->check(c, val, err, n) < 0) return -1;
+        if (o->check && o->check(c, o->env, val, err, n) < 0) return -1;
         free(*slot);
         *slot = xstrdup(val);
         return 0;
@@ -230,16 +244,19 @@ static int set_value(cfg *c, const opt *o, const char *val, char *err, size_t n)
     return -1;
 }
 
-/* ---- checks ----------------------------------------------------------- */
+/* ---- checks -----------------------------------------------------------
+ * Each check names its variable ('var') in the message, in the form
+ * "VARIABLE: expected FORM, got 'VALUE'"; a value that may carry a password is
+ * shown redacted (cfg_redact_conninfo). */
 
-static int check_redis(cfg *c, const char *v, char *err, size_t n)
+static int check_redis(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     rds_url u = {0};
     char why[160];
     if (rds_url_parse(v, &u, why, sizeof why) < 0) {
         char red[256];
         cfg_redact_url(v, red, sizeof red);
-        snprintf(err, n, "REDIS_URL: %s, got '%s'", why, red);
+        snprintf(err, n, "%s: %s, got '%s'", var, why, red);
         return -1;
     }
     rds_url_free(&c->redis);
@@ -247,7 +264,7 @@ static int check_redis(cfg *c, const char *v, char *err, size_t n)
     return 0;
 }
 
-static int check_celery_url(cfg *c, const char *v, char *err, size_t n)
+static int check_celery_url(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
     if (!*v) return 0;
@@ -256,19 +273,154 @@ static int check_celery_url(cfg *c, const char *v, char *err, size_t n)
     if (rds_url_parse(v, &u, why, sizeof why) < 0) {
         char red[256];
         cfg_redact_url(v, red, sizeof red);
-        snprintf(err, n, "CELERY URL: %s, got '%s'", why, red);
+        snprintf(err, n, "%s: %s, got '%s'", var, why, red);
         return -1;
     }
     rds_url_free(&u);
     return 0;
 }
 
-static int check_store(cfg *c, const char *v, char *err, size_t n)
+/* S3 bucket naming rules (general purpose buckets): 3-63 characters of lowercase
+ * letters, digits, dots and hyphens, beginning and ending with a letter or digit, no
+ * "..", not formatted as an IPv4 address. */
+bool cfg_s3_bucket_valid(const char *b)
+{
+    size_t len = strlen(b);
+    if (len < 3 || len > 63) return false;
+    if (!isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[len - 1])) return false;
+    int dots = 0;
+    bool all_digits_dots = true;
+    for (size_t i = 0; i < len; i++) {
+        char ch = b[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'))
+            return false;
+        if (ch == '.' && b[i + 1] == '.') return false;
+        if (ch == '.') dots++;
+        else if (!isdigit((unsigned char)ch)) all_digits_dots = false;
+    }
+    if (all_digits_dots && dots == 3) return false; /* 192.168.5.4 */
+    return true;
+}
+
+static int check_store(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
-    if (strncmp(v, "file:///", 8) == 0 || strncmp(v, "s3://", 5) == 0) return 0;
-    snprintf(err, n, "SNAPWORKER_STORE: expected file:///absolute/path or s3://bucket, got '%s'",
-             v);
+    if (strncmp(v, "file:///", 8) == 0) return 0;
+    if (strncmp(v, "s3://", 5) == 0) {
+        const char *b = v + 5, *slash = strchr(b, '/');
+        size_t blen = slash ? (size_t)(slash - b) : strlen(b);
+        char bucket[80];
+        if (blen == 0) return 0; /* SANDBOX_S3_BUCKET names it: checked once all is loaded */
+        if (blen < sizeof bucket) {
+            memcpy(bucket, b, blen);
+            bucket[blen] = '\0';
+            if (cfg_s3_bucket_valid(bucket)) return 0;
+        }
+        snprintf(err, n,
+                 "%s: expected s3://BUCKET[/PREFIX] with a valid bucket name (3-63 characters of "
+                 "a-z, 0-9, '.', '-', starting and ending with a letter or digit, no '..', not an "
+                 "IP address), got '%s'",
+                 var, v);
+        return -1;
+    }
+    snprintf(err, n, "%s: expected file:///absolute/path or s3://bucket, got '%s'", var, v);
+    return -1;
+}
+
+static int check_bucket(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (!*v || cfg_s3_bucket_valid(v)) return 0;
+    snprintf(err, n,
+             "%s: expected a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-', "
+             "starting and ending with a letter or digit, no '..', not an IP address), got '%s'",
+             var, v);
+    return -1;
+}
+
+/* Absolute paths: a relative one would resolve against whatever the cwd is (and a
+ * relative `files` link target against the session folder). Empty = the default. */
+static int check_abs_path(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (!*v || v[0] == '/') return 0;
+    snprintf(err, n, "%s: expected an absolute path (starting with '/'), got '%s'", var, v);
+    return -1;
+}
+
+static int check_abs_path_required(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    if (!*v) {
+        snprintf(err, n, "%s: expected an absolute path (starting with '/'), got ''", var);
+        return -1;
+    }
+    return check_abs_path(c, var, v, err, n);
+}
+
+/* libpq's connection keywords (PostgreSQL 15, libpq-connect "Parameter Key Words"). */
+static const char *const pq_keywords[] = {
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "channel_binding",
+    "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+    "requiressl", "sslcompression", "sslcert", "sslkey", "sslpassword", "sslrootcert", "sslcrl",
+    "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "krbsrvname", "gsslib", "service", "target_session_attrs",
+    NULL};
+
+static bool pq_keyword(const char *k, size_t len)
+{
+    for (const char *const *p = pq_keywords; *p; p++)
+        if (strlen(*p) == len && strncmp(*p, k, len) == 0) return true;
+    return false;
+}
+
+/* The key=value form as libpq reads it (conninfo_parse): keyword, optional spaces, '=',
+ * optional spaces, then a bare value up to whitespace or a single-quoted value with
+ * backslash escapes. Returns true when every pair is well formed and every keyword known. */
+static bool conninfo_valid(const char *s)
+{
+    const char *p = s;
+    int pairs = 0;
+    for (;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p) break;
+        const char *k = p;
+        while (*p && !isspace((unsigned char)*p) && *p != '=') p++;
+        size_t klen = (size_t)(p - k);
+        while (isspace((unsigned char)*p)) p++;
+        if (klen == 0 || *p != '=' || !pq_keyword(k, klen)) return false;
+        p++;
+        while (isspace((unsigned char)*p)) p++;
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1]) p++;
+            if (*p != '\'') return false;
+            p++;
+        } else {
+            while (*p && !isspace((unsigned char)*p)) {
+                if (*p == '\\' && p[1]) p++;
+                p++;
+            }
+        }
+        pairs++;
+    }
+    return pairs > 0;
+}
+
+/* A syntactic check only: libpq itself is loaded lazily by the first job that needs
+ * PostgreSQL (common/lazylib.h), so PQconninfoParse is not called at start. */
+static int check_dburl(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0) return 0;
+    if (!strstr(v, "://") && conninfo_valid(v)) return 0;
+    char red[256];
+    cfg_redact_conninfo(v, red, sizeof red);
+    snprintf(err, n,
+             "%s: expected postgresql://[user[:password]@]host[:port]/dbname or key=value pairs "
+             "of libpq keywords (host=... dbname=...), got '%s'",
+             var, red);
     return -1;
 }
 
@@ -281,29 +433,32 @@ static int check_oneof(const char *v, const char *const *alts, const char *form,
     return -1;
 }
 
-static int check_managed(cfg *c, const char *v, char *err, size_t n)
+static int check_managed(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
+    (void)var;
     static const char *const alts[] = {"self", "external", NULL};
     return check_oneof(v, alts, "SNAPWORKER_DB_MANAGED: expected self or external", err, n);
 }
 
-static int check_backend(cfg *c, const char *v, char *err, size_t n)
+static int check_backend(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
+    (void)var;
     static const char *const alts[] = {"local", "kubernetes", NULL};
     return check_oneof(v, alts, "SANDBOX_BACKEND: expected local or kubernetes", err, n);
 }
 
-static int check_level(cfg *c, const char *v, char *err, size_t n)
+static int check_level(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
+    (void)var;
     static const char *const alts[] = {"debug", "info", "warn", "error", NULL};
     return check_oneof(v, alts, "SNAPWORKER_LOG_LEVEL: expected debug, info, warn or error",
                        err, n);
 }
 
-static int check_name(cfg *c, const char *v, char *err, size_t n)
+static int check_name(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
     size_t len = strlen(v);
@@ -311,11 +466,33 @@ static int check_name(cfg *c, const char *v, char *err, size_t n)
     for (size_t i = 0; ok && i < len; i++)
         ok = isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.';
     if (ok) return 0;
-    snprintf(err, n, "queue/namespace: expected 1-64 characters of [A-Za-z0-9_.-], got '%s'", v);
+    snprintf(err, n, "%s: expected 1-64 characters of [A-Za-z0-9_.-], got '%s'", var, v);
     return -1;
 }
 
-static int check_steps(cfg *c, const char *v, char *err, size_t n)
+/* A Kubernetes namespace: an RFC 1123 (DNS-1123) label. */
+bool cfg_dns_label_valid(const char *v)
+{
+    size_t len = strlen(v);
+    if (len < 1 || len > 63) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '-'))
+            return false;
+    return v[0] != '-' && v[len - 1] != '-';
+}
+
+static int check_dns_label(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (cfg_dns_label_valid(v)) return 0;
+    snprintf(err, n,
+             "%s: expected a DNS-1123 label (1-63 characters of a-z, 0-9 and '-', starting and "
+             "ending with a letter or digit), got '%s'",
+             var, v);
+    return -1;
+}
+
+static int check_steps(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
     long prev = -1;
@@ -334,14 +511,12 @@ static int check_steps(cfg *c, const char *v, char *err, size_t n)
     }
     if (count > 0) return 0;
 fail:
-    snprintf(err, n,
-             "SNAPWORKER_CELERY_PRIORITY_STEPS: expected ascending integers 0-255 separated by "
-             "commas, got '%s'",
+    snprintf(err, n, "%s: expected ascending integers 0-255 separated by commas, got '%s'", var,
              v);
     return -1;
 }
 
-static int check_http(cfg *c, const char *v, char *err, size_t n)
+static int check_http(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
     if (!*v) return 0;
@@ -349,16 +524,16 @@ static int check_http(cfg *c, const char *v, char *err, size_t n)
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : -1;
     if (colon && colon != v && *end == '\0' && port >= 0 && port <= 65535 && colon[1]) return 0;
-    snprintf(err, n, "SNAPWORKER_HTTP_ADDR: expected HOST:PORT, got '%s'", v);
+    snprintf(err, n, "%s: expected HOST:PORT, got '%s'", var, v);
     return -1;
 }
 
-static int check_webapp(cfg *c, const char *v, char *err, size_t n)
+static int check_webapp(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
     for (const char *p = v; *p; p++)
-        if (*p != ' ') return 0;
-    snprintf(err, n, "SNAPWORKER_WEBAPP_CMD: expected a command line, got '%s'", v);
+        if (*p != ' ' && *p != '\t') return 0;
+    snprintf(err, n, "%s: expected a command line, got '%s'", var, v);
     return -1;
 }
 
@@ -468,6 +643,40 @@ void cfg_redact_url(const char *url, char *out, size_t n)
     snprintf(out, n, "%.*s***%s", (int)(cut - url), url, at);
 }
 
+/* Like cfg_redact_url, and also every password=VALUE (URI query or key=value form,
+ * quoted or not) becomes password=***. */
+void cfg_redact_conninfo(const char *s, char *out, size_t n)
+{
+    char tmp[512];
+    if (strstr(s, "://")) cfg_redact_url(s, tmp, sizeof tmp);
+    else snprintf(tmp, sizeof tmp, "%s", s);
+    size_t o = 0;
+    for (const char *p = tmp; *p && o + 1 < n;) {
+        bool at_word = p == tmp || !isalnum((unsigned char)p[-1]);
+        if (at_word && strncasecmp(p, "password", 8) == 0) {
+            const char *q = p + 8;
+            while (*q == ' ') q++;
+            if (*q == '=') {
+                q++;
+                while (*q == ' ') q++;
+                if (*q == '\'') {
+                    for (q++; *q && *q != '\''; q++)
+                        if (*q == '\\' && q[1]) q++;
+                    if (*q) q++;
+                } else {
+                    while (*q && !isspace((unsigned char)*q) && *q != '&') q++;
+                }
+                int w = snprintf(out + o, n - o, "password=***");
+                o += (size_t)w < n - o ? (size_t)w : n - o - 1;
+                p = q;
+                continue;
+            }
+        }
+        out[o++] = *p++;
+    }
+    out[o < n ? o : n - 1] = '\0';
+}
+
 /* ---- loading ---------------------------------------------------------- */
 
 static char *default_store(void)
@@ -505,7 +714,8 @@ int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, si
     /* 2. environment */
     for (size_t i = 0; i < NOPTS; i++) {
         const char *v = getenv(opts[i].env);
-        if (v && *v && set_value(c, &opts[i], v, err, n) < 0) return -1;
+        if (v && (*v || (opts[i].flags & O_NONEMPTY)) && set_value(c, &opts[i], v, err, n) < 0)
+            return -1;
     }
     /* 3. flags */
     int i = *argi;
@@ -560,6 +770,12 @@ int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, si
                              "REDIS_URL (the ingress moves messages atomically with one script)");
             return -1;
         }
+    }
+    if (strncmp(c->store_url, "s3://", 5) == 0 && (c->store_url[5] == '\0' || c->store_url[5] == '/') &&
+        !*c->s3_bucket) {
+        snprintf(err, n, "SNAPWORKER_STORE: expected s3://BUCKET (the URL names no bucket and "
+                         "SANDBOX_S3_BUCKET is empty), got '%s'", c->store_url);
+        return -1;
     }
     if (!c->aws_region || !*c->aws_region) {
         free(c->aws_region);

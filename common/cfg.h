@@ -41,6 +41,8 @@ typedef struct cfg {
     int retry_max_ms;         /* SNAPWORKER_RETRY_MAX_MS, backoff cap */
     int default_timeout_s;    /* SNAPWORKER_JOB_TIMEOUT_S, when a payload gives none */
     char *http_addr;          /* SNAPWORKER_HTTP_ADDR, empty = off */
+    int http_max_connections; /* SNAPWORKER_HTTP_MAX_CONNECTIONS, open connections at most */
+    int http_timeout_s;       /* SNAPWORKER_HTTP_TIMEOUT_S, whole request + reply, per connection */
     char *log_level;          /* SNAPWORKER_LOG_LEVEL: debug|info|warn|error */
     /* restore and archives */
     int64_t max_restore_bytes;   /* SNAPWORKER_MAX_RESTORE_BYTES */
@@ -106,5 +108,13 @@ int rds_url_parse(const char *url, rds_url *u, char *err, size_t n);
 void rds_url_free(rds_url *u);
 /* Copy 'url' with any password replaced by "***" into out (size n). */
 void cfg_redact_url(const char *url, char *out, size_t n);
+/* The same for a libpq URI or key=value string: the userinfo password and every
+ * password=VALUE parameter become "***". */
+void cfg_redact_conninfo(const char *s, char *out, size_t n);
+/* S3 general-purpose bucket naming rules (3-63 of [a-z0-9.-], alnum ends, no "..",
+ * not an IPv4 address). */
+bool cfg_s3_bucket_valid(const char *bucket);
+/* A DNS-1123 label (Kubernetes namespace, container name): 1-63 of [a-z0-9-], alnum ends. */
+bool cfg_dns_label_valid(const char *s);
 
 #endif

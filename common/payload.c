@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/redact.h"
 #include "common/xmalloc.h"
 
 static int get_str(json_t *o, const char *name, bool required, const char **out, sw_err *err)
@@ -56,7 +57,11 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
         goto out;
     }
     if (!root) {
-        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not JSON: %s (line %d)", je.text, je.line);
+        /* jansson quotes the input near the error, which may be a secret (DESIGN §8b) */
+        char why[JSON_ERROR_TEXT_LENGTH];
+        redact_json_error(je.text, why, sizeof why);
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not JSON: %s (line %d, column %d)", why,
+                je.line, je.column);
         goto out;
     }
     if (!json_is_object(root)) {

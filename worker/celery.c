@@ -222,6 +222,16 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     memset(&m, 0, sizeof m);
     int rc = celery_parse(raw, len, &m, &err);
     it->celery = 1;
+    if (rc < 0 && len > CELERY_MAX_RAW_BYTES) {
+        /* refused unread; the id by the ingress script's rule, the dead entry its prefix */
+        char id[129], bytes[32];
+        bool have = celery_scan_task_id(raw, len, id, sizeof id);
+        snprintf(bytes, sizeof bytes, "%zu", len);
+        celery_msg_free(&m);
+        wk_take_celery_oversize(w, it, raw, len > PAYLOAD_MAX_BYTES ? PAYLOAD_MAX_BYTES : len,
+                                bytes, have ? id : NULL);
+        return 0;
+    }
     if (rc < 0) {
         it->raw = xstrndup(raw, len); /* the dead entry keeps the message as received */
         it->raw_len = len;
@@ -266,6 +276,24 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
 }
 
 
+/* An oversize message, cut by the ingress script (worker/scripts.c): not parsed. Its
+ * task gets FAILURE (InvalidPayload) when the script could read the id, and the kept
+ * prefix goes to the dead stream like any malformed message (DESIGN §4). */
+void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,
+                             const char *bytes, const char *task_id)
+{
+    it->celery = 1;
+    it->raw = xstrndup(prefix, len);
+    it->raw_len = len;
+    snprintf(it->req.type, sizeof it->req.type, "%s", "celery");
+    if (task_id && id_valid_job(task_id)) snprintf(it->req.id, sizeof it->req.id, "%s", task_id);
+    char msg[160];
+    snprintf(msg, sizeof msg, "celery message is %s bytes, over the %d MiB limit",
+             bytes && *bytes ? bytes : "too many", CELERY_MAX_RAW_BYTES >> 20);
+    if (it->req.id[0]) wk_set_meta(it, "FAILURE", NULL, SW_E_INVALID_PAYLOAD, msg, NULL, NULL);
+    wk_reject(w, it, SW_E_INVALID_PAYLOAD, msg);
+}
+
 /* ---- Celery ingress ---------------------------------------------------------
  * Lua cannot block, so the ingress polls: one script pops up to a batch from the
  * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
@@ -299,6 +327,8 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     wk_script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
     cv_cat(&v, &w->ingress_keys);
     cv_addf(&v, "%d", BATCH_MAX);
+    cv_addf(&v, "%d", CELERY_MAX_RAW_BYTES);
+    cv_addf(&v, "%d", PAYLOAD_MAX_BYTES); /* what a dead entry keeps of it anyway */
     w->ingressing = 1;
     wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }

@@ -25,6 +25,7 @@
 
 #include "common/ids.h"
 #include "common/payload.h"
+#include "common/redact.h"
 #include "common/xmalloc.h"
 #include "jobs/job.h"
 
@@ -190,8 +191,11 @@ static json_t *decode_body(json_t *env, sw_err *e)
     json_error_t je;
     json_t *v = json_loadb(text, n, JSON_DECODE_ANY, &je);
     free(owned);
-    if (!v)
-        sw_errc(e, SW_E_INVALID_PAYLOAD, "celery message: body is not JSON: %s", je.text);
+    if (!v) {
+        char why[JSON_ERROR_TEXT_LENGTH];
+        redact_json_error(je.text, why, sizeof why); /* no quoted input: it may be a secret */
+        sw_errc(e, SW_E_INVALID_PAYLOAD, "celery message: body is not JSON: %s", why);
+    }
     return v;
 }
 
@@ -431,7 +435,9 @@ int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err)
     }
     json_error_t je;
     if (!(env = json_loadb(raw, len, 0, &je))) {
-        sw_errc(&e, SW_E_INVALID_PAYLOAD, "celery message is not JSON: %s", je.text);
+        char why[JSON_ERROR_TEXT_LENGTH];
+        redact_json_error(je.text, why, sizeof why);
+        sw_errc(&e, SW_E_INVALID_PAYLOAD, "celery message is not JSON: %s", why);
         goto out;
     }
     if (!json_is_object(env)) {
@@ -452,6 +458,80 @@ out:
     }
     if (err) *err = e;
     return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Oversize messages and display copies
+ * ------------------------------------------------------------------------------------------ */
+
+/* The string value of the first `"name"<spaces>:<spaces>"VALUE"` at or after 'from'. */
+static bool scan_member(const char *raw, size_t len, const char *from, const char *name,
+                        char *out, size_t n)
+{
+    size_t nl = strlen(name);
+    const char *end = raw + len;
+    for (const char *p = from; p && p < end;) {
+        p = memmem(p, (size_t)(end - p), name, nl);
+        if (!p) return false;
+        const char *q = p + nl;
+        p++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        if (q >= end || *q != ':') continue;
+        q++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        if (q >= end || *q != '"') continue;
+        const char *v = ++q;
+        while (q < end && *q != '"' && *q != '\\' && (size_t)(q - v) < n) q++;
+        if (q >= end || *q != '"' || (size_t)(q - v) >= n) continue;
+        memcpy(out, v, (size_t)(q - v));
+        out[q - v] = '\0';
+        if (id_valid_job(out)) return true;
+    }
+    return false;
+}
+
+bool celery_scan_task_id(const char *raw, size_t len, char *out, size_t n)
+{
+    if (n == 0) return false;
+    out[0] = '\0';
+    const char *h = memmem(raw, len, "\"headers\"", 9);
+    if (h && scan_member(raw, len, h, "\"id\"", out, n)) return true;
+    if (scan_member(raw, len, raw, "\"correlation_id\"", out, n)) return true;
+    out[0] = '\0';
+    return false;
+}
+
+char *celery_redact_raw(const char *raw, size_t len)
+{
+    static const char *const also_body[] = {"body", NULL};
+    json_t *env = json_loadb(raw, len, 0, NULL);
+    json_t *body = json_object_get(env, "body");
+    if (!json_is_object(env) || !json_is_string(body)) {
+        /* kombu writes "body" first: a cut envelope may show nothing else */
+        bool envelope = memmem(raw, len, "\"body\"", 6) != NULL;
+        json_decref(env);
+        return redact_json_text(raw, len, envelope ? also_body : NULL);
+    }
+    const char *text = json_string_value(body);
+    size_t tn = json_string_length(body);
+    char *owned = NULL;
+    json_t *props = json_object_get(env, "properties");
+    json_t *enc = json_is_object(props) ? json_object_get(props, "body_encoding") : NULL;
+    if (json_is_string(enc) && strcmp(json_string_value(enc), "base64") == 0) {
+        owned = b64_decode(text, tn, &tn);
+        text = owned;
+    }
+    json_t *shown = redact_json(env);
+    char *b = text ? redact_json_text(text, tn, NULL) : NULL;
+    /* shown decoded: a person reads it, nothing parses it back */
+    json_t *bs = b ? json_string(b) : NULL; /* NULL too when the body is not UTF-8 */
+    json_object_set_new(shown, "body", bs ? bs : json_string(REDACTED));
+    free(b);
+    free(owned);
+    char *s = json_dumps(shown, JSON_COMPACT);
+    json_decref(shown);
+    json_decref(env);
+    return s ? s : xstrdup(REDACTED);
 }
 
 void celery_msg_free(celery_msg *m)

@@ -13,8 +13,10 @@
 #include "common/err.h"
 #include "common/payload.h"
 
-/* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64). */
-#define CELERY_MAX_RAW_BYTES (32 * 1024 * 1024)
+/* Messages larger than this are refused unread (a 1 MiB payload is ~1.4 MiB as base64, so
+ * nothing larger could hold a valid payload). Kept small because a parse costs several times
+ * the text in jansson nodes; the task id of a larger one is found by celery_scan_task_id. */
+#define CELERY_MAX_RAW_BYTES (4 * 1024 * 1024)
 
 typedef struct celery_msg {
     char task_id[129];     /* headers.id (else properties.correlation_id; protocol v1: body.id),
@@ -76,6 +78,19 @@ bool celery_state_ready(const char *status);
  * is NULL or the steps are malformed. 'sep' may hold any bytes but NUL. */
 char **celery_priority_lists(const char *queue, const char *sep, const char *steps_csv);
 void celery_strv_free(char **v);       /* NULL-safe */
+
+/* A copy of a stream or dead-entry text fit to show a person (DESIGN §8b): a kombu
+ * envelope gets its body decoded (base64) and redacted, anything else goes through
+ * redact_json_text(); a cut or broken envelope has its "body" hidden whole. Caller frees. */
+char *celery_redact_raw(const char *raw, size_t len);
+
+/* The task id of a message too large to parse (over CELERY_MAX_RAW_BYTES), found without
+ * parsing or copying it: the first "id" string member after the first "headers" key
+ * (kombu writes "headers": {"lang", "task", "id", ...}; the base64 body before it holds no
+ * quote), else the first "correlation_id" string member (Celery sets it to the task id).
+ * The Lua ingress applies the same rule (worker/scripts.c). Writes the id into out (size n)
+ * and returns true when one is found and valid as a job id (common/ids.h). */
+bool celery_scan_task_id(const char *raw, size_t len, char *out, size_t n);
 
 /* Decode C escapes (\xHH, \ooo, \n \t \r \a \b \f \v \\ \' \" \?) in a config value such as
  * SNAPWORKER_CELERY_PRIORITY_SEP ("\x06\x16") into raw bytes. Returns an owned string, or NULL

@@ -14,8 +14,10 @@
 
 #include "common/ids.h"
 #include "common/payload.h"
+#include "common/redact.h"
 #include "common/rds.h"
 #include "common/xmalloc.h"
+#include "worker/celery_msg.h"
 #include "worker/scripts.h"
 
 static int usage_enqueue(void)
@@ -35,15 +37,27 @@ static redisContext *connect_or_say(const cfg *c, const char *who)
     return rc;
 }
 
+/* A job hash or a dead entry as JSON for a person: nothing secret is printed
+ * (DESIGN §8b). The dead entry's `job` keeps the payload whole in Redis, for
+ * `dead requeue`; here it is shown redacted (celery_redact_raw). */
 static json_t *hash_to_json(redisReply *r)
 {
     json_t *o = json_object();
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
         if (!k || !v) continue;
-        if (!strcmp(k, "result") || !strcmp(k, "error")) {
-            json_t *j = json_loads(v, 0, NULL);
-            json_object_set_new(o, k, j ? j : json_string(v));
+        if (redact_name_is_secret(k)) {
+            json_object_set_new(o, k, json_string(REDACTED));
+        } else if (!strcmp(k, "job")) {
+            char *shown = celery_redact_raw(v, r->element[i + 1]->len);
+            json_t *j = json_string(shown);
+            json_object_set_new(o, k, j ? j : json_string(REDACTED));
+            free(shown);
+        } else if (!strcmp(k, "result") || !strcmp(k, "error")) {
+            char *shown = redact_json_text(v, r->element[i + 1]->len, NULL);
+            json_t *j = json_loads(shown, JSON_DECODE_ANY, NULL);
+            json_object_set_new(o, k, j ? j : json_string(shown));
+            free(shown);
         } else if (!strcmp(k, "attempt") || !strcmp(k, "deliveries") || !strcmp(k, "updated_ms") ||
                    !strcmp(k, "started_ms") || !strcmp(k, "lease_until")) {
             json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
@@ -128,7 +142,10 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
         json_error_t je;
         json_t *a = json_loads(args, 0, &je);
         if (!a || !json_is_object(a)) {
-            fprintf(stderr, "snapworker enqueue: --args must be a JSON object (%s)\n", je.text);
+            char why[JSON_ERROR_TEXT_LENGTH];
+            redact_json_error(je.text, why, sizeof why); /* no quoted input: maybe a secret */
+            fprintf(stderr, "snapworker enqueue: --args must be a JSON object (%s, column %d)\n",
+                    a ? "not an object" : why, je.column);
             json_decref(a);
             json_decref(o);
             return 2;
@@ -177,12 +194,12 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
     freeReplyObject(r);
     int w = wait_outcome(sub, req.id, timeout_s, &ev);
     if (w == 0) {
-        json_t *res = json_pack("{s:s,s:O,s:O,s:O}", "id", req.id, "status",
+        json_t *res = json_pack("{s:s,s:O,s:O,s:o}", "id", req.id, "status",
                                 json_object_get(ev, "status"), "attempt",
                                 json_object_get(ev, "attempt"),
                                 !strcmp(json_string_value(json_object_get(ev, "status")), "succeeded")
                                     ? "result" : "error",
-                                json_object_get(ev, "data"));
+                                redact_json(json_object_get(ev, "data")));
         print_json(res);
         json_decref(res);
         rc = strcmp(json_string_value(json_object_get(ev, "status")), "succeeded") == 0 ? 0 : 1;
@@ -225,21 +242,36 @@ int cli_job_main(const cfg *c, int argc, char **argv)
     return code;
 }
 
+/* Newest first, DEAD_PAGE entries per reply: a dead entry may hold up to 1 MiB, so a
+ * whole `--count 100000` in one reply could need gigabytes. */
+#define DEAD_PAGE 10
 static int dead_list(redisContext *rc, const char *k_dead, int count)
 {
-    redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", k_dead, count);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r) freeReplyObject(r);
-        return 1;
+    char end[64] = "+";
+    int shown = 0;
+    while (shown < count) {
+        int want = count - shown < DEAD_PAGE ? count - shown : DEAD_PAGE;
+        redisReply *r = redisCommand(rc, "XREVRANGE %s %s - COUNT %d", k_dead, end, want);
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
+            if (r) freeReplyObject(r);
+            return 1;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || !e->element[0]->str ||
+                e->element[1]->type != REDIS_REPLY_ARRAY)
+                continue;
+            json_t *o = hash_to_json(e->element[1]);
+            json_object_set_new(o, "dead_id", json_string(e->element[0]->str));
+            print_json(o);
+            json_decref(o);
+            snprintf(end, sizeof end, "(%s", e->element[0]->str); /* exclusive: Redis >= 6.2 */
+        }
+        size_t got = r->elements;
+        freeReplyObject(r);
+        shown += (int)got;
+        if ((int)got < want) break;
     }
-    for (size_t i = 0; i < r->elements; i++) {
-        redisReply *e = r->element[i];
-        json_t *o = hash_to_json(e->element[1]);
-        json_object_set_new(o, "dead_id", json_string(e->element[0]->str));
-        print_json(o);
-        json_decref(o);
-    }
-    freeReplyObject(r);
     return 0;
 }
 

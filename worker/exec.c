@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/rds.h"
 #include "common/xmalloc.h"
 
@@ -159,6 +160,11 @@ static void run_item(thread_state *ts, item *it)
     };
     sw_err err;
     sw_err_clear(&err);
+    /* Secrets of this payload (DESIGN §8b): nothing a job returns or says may carry
+     * them on to the job hash, events, Celery results or logs. Results are redacted
+     * by name and both results and messages scrubbed of the secret values. */
+    redact_values secrets;
+    redact_values_collect(it->req.args, &secrets);
     it->started_ms = job_now_ms();
     if (it->poison) {
         sw_errf(&err, SW_E_INTERNAL, false, "delivered %d times without finishing (poison)",
@@ -168,8 +174,11 @@ static void run_item(thread_state *ts, item *it)
         int rc = it->type->run(&ctx, &result, &err);
         if (rc == 0) {
             if (!result) result = json_object();
+            json_t *shown = redact_json(result);
+            redact_json_values(shown, &secrets);
             free(it->data);
-            it->data = json_dumps(result, JSON_COMPACT);
+            it->data = json_dumps(shown, JSON_COMPACT | JSON_ENCODE_ANY);
+            json_decref(shown);
             json_decref(result);
             it->outcome = "succeeded";
         } else {
@@ -180,7 +189,10 @@ static void run_item(thread_state *ts, item *it)
                         sw_code_name(err.code));
         }
     }
-    if (err.code != SW_OK) item_fail(it, c, &err);
+    if (err.code != SW_OK) {
+        redact_text_values(err.msg, sizeof err.msg, &secrets);
+        item_fail(it, c, &err);
+    }
     /* A job about to end dead may need to undo (a restore rolls its port back);
      * that undo is retried until it succeeds or the worker stops. */
     if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
@@ -191,6 +203,7 @@ static void run_item(thread_state *ts, item *it)
             log_begin(&l, LOG_WARN, "on_dead_retry");
             log_str(&l, "job", it->req.id);
             log_str(&l, "code", sw_code_name(e2.code));
+            redact_text_values(e2.msg, sizeof e2.msg, &secrets);
             log_str(&l, "error", e2.msg);
             log_end(&l);
             if (atomic_load(&it->cancel)) {
@@ -203,6 +216,7 @@ static void run_item(thread_state *ts, item *it)
         }
     }
     it->duration_ms = job_now_ms() - it->started_ms;
+    redact_values_free(&secrets);
 }
 
 static void *thread_main(void *arg)

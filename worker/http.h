@@ -18,8 +18,11 @@ typedef struct worker_stats {
 
 typedef struct http_srv http_srv;
 
-/* Listen on "HOST:PORT"; NULL (logged) when it cannot bind. */
-http_srv *http_start(struct event_base *base, const char *addr, const worker_stats *st);
+/* Listen on "HOST:PORT" with at most 'max_conns' open connections (more are closed at
+ * once) and 'timeout_s' for each connection's request and reply; NULL (logged) when it
+ * cannot bind. */
+http_srv *http_start(struct event_base *base, const char *addr, int max_conns, int timeout_s,
+                     const worker_stats *st);
 void http_stop(http_srv *h); /* NULL-safe */
 
 #endif

@@ -308,16 +308,35 @@ static const char requeue_dead_lua[] =
     "return nid\n";
 
 /* KEYS: stream, then kombu lists in pop order (lowest priority step first).
- * ARGV: max messages. Each message is RPOPed (kombu LPUSHes) and XADDed as field
- * `celery` in the same script, so no crash can lose one between the two.
- * Returns the number moved. */
+ * ARGV: max messages, size limit in bytes, bytes kept of an oversize message.
+ * Each message is RPOPed (kombu LPUSHes) and XADDed as field `celery` in the same
+ * script, so no crash can lose one between the two. A message over the size limit is
+ * not copied whole into the stream (every reader would have to hold it): its first
+ * ARGV[3] bytes go as field `celery_oversize`, with `bytes` (its size) and `task_id`
+ * (read by the rule of celery_scan_task_id in worker/celery_msg.c: the first "id"
+ * string after "headers", else "correlation_id"; '' when none), so the worker can
+ * still answer FAILURE and keep a dead entry. Returns the number moved. */
 static const char celery_ingress_lua[] =
     "local moved, max = 0, tonumber(ARGV[1])\n"
+    "local limit, keep = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local function task_id(m)\n"
+    "  local id\n"
+    "  local h = string.find(m, '\"headers\"', 1, true)\n"
+    "  if h then id = string.match(m, '\"id\"%s*:%s*\"([%w_.:%-]+)\"', h) end\n"
+    "  if not id then id = string.match(m, '\"correlation_id\"%s*:%s*\"([%w_.:%-]+)\"') end\n"
+    "  if id and #id <= 128 then return id end\n"
+    "  return ''\n"
+    "end\n"
     "for i = 2, #KEYS do\n"
     "  while moved < max do\n"
     "    local m = redis.call('RPOP', KEYS[i])\n"
     "    if not m then break end\n"
-    "    redis.call('XADD', KEYS[1], '*', 'celery', m)\n"
+    "    if #m > limit then\n"
+    "      redis.call('XADD', KEYS[1], '*', 'celery_oversize', string.sub(m, 1, keep),\n"
+    "        'bytes', tostring(#m), 'task_id', task_id(m))\n"
+    "    else\n"
+    "      redis.call('XADD', KEYS[1], '*', 'celery', m)\n"
+    "    end\n"
     "    moved = moved + 1\n"
     "  end\n"
     "  if moved >= max then break end\n"

@@ -398,7 +398,8 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
         item *it = xcalloc(1, sizeof *it);
         snprintf(it->entry, sizeof it->entry, "%s", id);
         wk_track(w, it);
-        redisReply *celery = NULL;
+        redisReply *celery = NULL, *oversize = NULL;
+        const char *bytes = NULL, *task_id = NULL;
         for (size_t k = 0; k + 1 < f->elements; k += 2) {
             const char *name = f->element[k]->str;
             if (!name || !f->element[k + 1]->str) continue;
@@ -408,11 +409,16 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
                 break;
             }
             if (strcmp(name, "celery") == 0) celery = f->element[k + 1];
+            else if (strcmp(name, "celery_oversize") == 0) oversize = f->element[k + 1];
+            else if (strcmp(name, "bytes") == 0) bytes = f->element[k + 1]->str;
+            else if (strcmp(name, "task_id") == 0) task_id = f->element[k + 1]->str;
         }
         sw_err err;
         sw_err_clear(&err);
         int runnable = 0;
-        if (!it->raw && celery) {
+        if (!it->raw && oversize) {
+            wk_take_celery_oversize(w, it, oversize->str, oversize->len, bytes, task_id);
+        } else if (!it->raw && celery) {
             runnable = wk_take_celery(w, it, celery->str, celery->len);
         } else if (!it->raw) {
             wk_reject(w, it, SW_E_INVALID_PAYLOAD, "stream entry has no 'job' field");
@@ -657,7 +663,9 @@ int worker_run(worker *w)
     log_msg(LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
     w->stats.consumer = w->name;
     w->stats.queue = w->cfg->queue;
-    if (*w->cfg->http_addr && !(w->http = http_start(w->base, w->cfg->http_addr, &w->stats)))
+    if (*w->cfg->http_addr &&
+        !(w->http = http_start(w->base, w->cfg->http_addr, w->cfg->http_max_connections,
+                               w->cfg->http_timeout_s, &w->stats)))
         return 1;
     wk_conn_connect(&w->rd);
     wk_conn_connect(&w->cmd);

@@ -117,6 +117,10 @@ void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg);
 int wk_celery_setup(worker *w);                         /* 0, or -1 on a bad result URL */
 /* Map a `celery` stream entry into it: 1 = start it now, 0 = handled (rejected/deferred). */
 int wk_take_celery(worker *w, item *it, const char *raw, size_t len);
+/* A `celery_oversize` entry (the ingress cut a message over CELERY_MAX_RAW_BYTES):
+ * FAILURE when task_id is a valid id, then dead with invalid_payload; 'prefix' is kept. */
+void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,
+                             const char *bytes, const char *task_id);
 cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta); /* result-write script */
 void wk_retry_meta(worker *w);                          /* send queued result writes, batched */
 void wk_complete(worker *w, item *it);                  /* result (if any), then finish */

@@ -164,6 +164,20 @@ class QueueBasics(SWTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("SNAPWORKER_LEASE_S", p.stderr)
 
+    def test_configuration_that_cannot_work_exits_2_at_start_naming_the_variable(self):
+        # issue 10 item 7: each of these used to start, then fail every job that needed it
+        cases = [("SANDBOX_BASE_PATH", "relative/path"),
+                 ("DATABASE_URL", "garbage://u:pw-S3CRET@x/db"),
+                 ("SNAPWORKER_STORE", "s3://Not_A_Bucket"),
+                 ("SNAPWORKER_STORE", "s3://10.1.2.3"),
+                 ("SNAPWORKER_WEBAPP_CMD", ""),
+                 ("SANDBOX_NAMESPACE", "Onyx_Sandboxes")]
+        for var, val in cases:
+            p = self.cli("run", timeout=10, **{var: val})
+            self.assertEqual(p.returncode, 2, (var, val, p.stderr))
+            self.assertIn(f"{var}: expected", p.stderr)
+            self.assertNotIn("S3CRET", p.stderr + p.stdout)
+
     def test_secrets_in_a_bad_redis_url_are_not_printed(self):
         p = self.cli("run", REDIS_URL="redis://u:hunter2secret@host:99999/0")
         self.assertEqual(p.returncode, 2)
@@ -182,6 +196,55 @@ class QueueBasics(SWTestCase):
         lines = [json.loads(x) for x in self.cli("dead", "list", check=True).stdout.splitlines()]
         self.assertEqual(lines[0]["job_id"], jid)
         self.assertEqual(self.cli("job", "no-such-job").returncode, 1)
+
+    def test_an_api_key_is_kept_only_in_the_dead_entry_and_requeue_still_uses_it(self):
+        # issue 10 item 4 (DESIGN §8b): the key used to be printed by `dead list`
+        key = "sk-live-REDACTME-0123456789"
+        w = self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        args = {"llm_config": {"provider": "openai", "model_name": "gpt-4o", "api_key": key},
+                "use_demo_data": False, "extra": [{"auth_token": key + "-2"}]}
+        jid = new_uuid()
+        # no session directory yet: workspace_missing, dead after one attempt
+        p = self.cli("enqueue", "regenerate", "--sandbox", sb, "--session", ss, "--id", jid,
+                     "--args", json.dumps(args), "--wait", "--timeout", "20")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["error"]["code"], "workspace_missing")
+        self.assertNotIn(key, p.stdout + p.stderr)
+        # a broken payload whose parse error would quote the key (jansson's "near '...'")
+        broken = ('{"v":1,"id":"broken-1","type":"regenerate","tenant_id":"public","sandbox_id":"%s",'
+                  '"session_id":"%s","args":{"llm_config":{"api_key": %s}}}' % (sb, ss, key))
+        self.xadd(broken)
+        wait_for(lambda: len(self.dead_entries()) == 2, what="both jobs dead")
+        # what people and non-queue keys see: no key anywhere
+        shown = {
+            "dead list": self.cli("dead", "list", check=True).stdout,
+            "job": self.cli("job", jid, check=True).stdout,
+            "job hash": json.dumps(self.job_hash(jid)),
+            "events": json.dumps([f for _i, f in self.r.xrange(self.key("events"))]),
+            "dead errors": json.dumps([d["error"] for d in self.dead_entries()]),
+            "worker log": w.text(),
+        }
+        for what, text in shown.items():
+            self.assertNotIn("REDACTME", text, what)
+        lines = [json.loads(x) for x in shown["dead list"].splitlines()]
+        mine = [x for x in lines if x["job_id"] == jid][0]
+        job = json.loads(mine["job"])
+        self.assertEqual(job["args"]["llm_config"]["api_key"], "***")
+        self.assertEqual(job["args"]["llm_config"]["provider"], "openai")
+        self.assertEqual(job["args"]["extra"], [{"auth_token": "***"}])
+        # the dead entry itself keeps the payload whole, so a requeue reruns with the key
+        dead = [(i, f) for i, f in self.r.xrange(self.key("dead")) if f["job_id"] == jid]
+        self.assertIn(key, dead[0][1]["job"])
+        sdir = os.path.join(self.tmp, "sandboxes", sb, "sessions", ss)
+        os.makedirs(os.path.join(sdir, "outputs"))
+        self.cli("dead", "requeue", dead[0][0], check=True)
+        self.wait_status(jid, "succeeded")
+        with open(os.path.join(sdir, "opencode.json")) as f:
+            self.assertIn(key, f.read())
+        self.assertNotIn("REDACTME", json.dumps(self.job_hash(jid)))
+        self.assertNotIn("REDACTME", self.cli("job", jid, check=True).stdout)
+        self.assertNotIn("REDACTME", w.text())
 
     def test_enqueue_refuses_bad_ids_before_touching_redis(self):
         p = self.cli("enqueue", "noop", "--sandbox", "../x", "--session", new_uuid())

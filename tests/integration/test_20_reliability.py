@@ -79,6 +79,25 @@ class Retries(SWTestCase):
         self.assertEqual(out["purged"], 1)
         self.assertEqual(self.dead_entries(), [])
 
+    def test_noop_refuses_bogus_args_as_invalid_payload_naming_the_field(self):
+        # issue 10 item 8: fail:"bogus" and sleep_ms:-1 used to succeed quietly
+        self.start_worker()
+        cases = [({"fail": "bogus"}, "args.fail"), ({"sleep_ms": -1}, "args.sleep_ms"),
+                 ({"sleep_ms": "10"}, "args.sleep_ms"), ({"fail_attempts": -2}, "args.fail_attempts"),
+                 ({"fail": 1}, "args.fail")]
+        jobs = []
+        for args, field in cases:
+            p = self.payload(args=args)
+            self.xadd(p)
+            jobs.append((p["id"], field))
+        for jid, field in jobs:
+            self.wait_status(jid, "dead")
+            err = json.loads(self.job_hash(jid)["error"])
+            self.assertEqual(err["code"], "invalid_payload", err)
+            self.assertFalse(err["retryable"])
+            self.assertIn(field, err["message"])
+            self.assertEqual(self.job_hash(jid)["attempt"], "1")
+
     def test_poison_a_job_delivered_too_often_goes_dead_with_internal(self):
         env = dict(SNAPWORKER_LEASE_S=1, SNAPWORKER_MAX_DELIVERIES=1)
         w1 = self.start_worker(**env)

@@ -59,6 +59,7 @@ FAST_TESTS = [
     "test_a_transient_failure_shows_retry_then_success",
     "test_countdown_runs_no_earlier_than_its_eta",
     "test_malformed_list_entries_do_not_stop_the_ingress_and_fail_when_an_id_is_known",
+    "test_an_api_key_sent_through_celery_is_in_no_result_event_log_or_cli_output",
 ]
 
 class CeleryCase(SWTestCase):
@@ -440,6 +441,60 @@ class Robustness(CeleryCase):
         # and the ingress still takes new work
         self.assertEqual(self.send(app, kwargs=self.kwargs()).get(timeout=30 * SLOW),
                          {"ok": True})
+
+
+class Hardening(CeleryCase):
+    """issue 10 items 4 and 8: secrets in Celery results, messages over the size limit."""
+
+    def test_an_api_key_sent_through_celery_is_in_no_result_event_log_or_cli_output(self):
+        key = "sk-live-CELERYREDACT-42"
+        w = self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        res = self.send(self.app(), "snapworker.regenerate",
+                        kwargs={"sandbox_id": sb, "session_id": ss,
+                                "llm_config": {"provider": "openai", "api_key": key}})
+        with self.assertRaises(Exception) as cm:
+            res.get(timeout=30 * SLOW)
+        self.assertEqual(type(cm.exception).__name__, "WorkspaceMissing")
+        self.wait_status(res.id, "dead")
+        raw_meta = self.rb.get(f"celery-task-meta-{res.id}")
+        self.assertNotIn("CELERYREDACT", raw_meta)
+        self.assertNotIn("kwargs", json.loads(raw_meta))  # no extended meta carrying the args
+        for what, text in {"dead list": self.cli("dead", "list", check=True).stdout,
+                           "job": self.cli("job", res.id, check=True).stdout,
+                           "job hash": json.dumps(self.job_hash(res.id)),
+                           "events": json.dumps([f for _i, f in self.r.xrange(self.key("events"))]),
+                           "worker log": w.text()}.items():
+            self.assertNotIn("CELERYREDACT", text, what)
+        # the dead entry keeps the canonical payload whole for `dead requeue`
+        self.assertIn(key, self.dead_entries()[0]["job"])
+
+    def test_a_message_over_the_size_limit_gets_failure_and_a_dead_entry(self):
+        w = self.start_worker()
+        app = self.app()
+        tid = "big-" + new_uuid()
+        before = self.rb.get(f"celery-task-meta-{tid}")
+        self.assertIsNone(before)
+        # ~6.7 MiB of base64 body: over the 4 MiB limit of a kombu message
+        res = self.send(app, task_id=tid, kwargs=self.kwargs(pad="x" * (5 * 1024 * 1024)))
+        with self.assertRaises(Exception) as cm:
+            res.get(timeout=60 * SLOW)
+        self.assertEqual(type(cm.exception).__name__, "InvalidPayload")
+        m = self.meta(tid)
+        self.assertEqual(m["status"], "FAILURE")
+        self.assertEqual(m["result"]["exc_module"], "snapworker")
+        self.assertIn("over the 4 MiB limit", m["result"]["exc_message"][0])
+        # the result is written before the finish script adds the dead entry
+        dead = wait_for(lambda: [d for d in self.dead_entries() if d["job_id"] == tid],
+                        what="the dead entry")
+        self.assertEqual(len(dead), 1)
+        self.assertEqual(json.loads(dead[0]["error"])["code"], "invalid_payload")
+        self.assertLessEqual(len(dead[0]["job"]), 1024 * 1024)
+        self.assertEqual(self.job_hash(tid).get("status"), "dead")
+        wait_for(lambda: self.r.xlen(self.key("stream")) == 0, what="stream emptied")
+        # and the ingress goes on
+        self.assertEqual(self.send(app, kwargs=self.kwargs()).get(timeout=30 * SLOW), {"ok": True})
+        self.assertTrue(w.alive())
 
 
 class Jobs(CeleryCase):

@@ -692,6 +692,57 @@ static void config_escapes_decode_to_raw_bytes(void **state)
     assert_null(celery_unescape(NULL));
 }
 
+/* issue 10 item 8: an oversize message is not parsed, but its task id is still found */
+static void the_task_id_of_an_oversize_message_is_found_by_a_scan(void **state)
+{
+    (void)state;
+    char id[129];
+    const char *kombu = "{\"body\": \"W1tdLCB7fV0=\", \"content-encoding\": \"utf-8\", "
+                        "\"headers\": {\"lang\": \"py\", \"task\": \"snapworker.noop\", "
+                        "\"id\": \"t-123\", \"root_id\": \"r\"}, "
+                        "\"properties\": {\"correlation_id\": \"c-9\"}}";
+    assert_true(celery_scan_task_id(kombu, strlen(kombu), id, sizeof id));
+    assert_string_equal(id, "t-123");
+    /* no headers.id: correlation_id; an invalid id is skipped */
+    const char *corr = "{\"headers\": {\"id\": \"bad id/..\"}, "
+                       "\"properties\": {\"correlation_id\":\"c-9\"}}";
+    assert_true(celery_scan_task_id(corr, strlen(corr), id, sizeof id));
+    assert_string_equal(id, "c-9");
+    const char *none = "{\"body\": \"xx\", \"headers\": {}}";
+    assert_false(celery_scan_task_id(none, strlen(none), id, sizeof id));
+    assert_string_equal(id, "");
+    /* cut inside the value: nothing read past the end */
+    const char *cut = "{\"headers\": {\"id\": \"abc";
+    assert_false(celery_scan_task_id(cut, strlen(cut), id, sizeof id));
+}
+
+/* issue 10 item 4: a dead Celery envelope is shown with its body decoded and redacted */
+static void a_celery_envelope_is_shown_with_its_body_redacted(void **state)
+{
+    (void)state;
+    /* base64 of [[], {"llm_config": {"api_key": "sk-live-9"}}, {}] */
+    const char *body64 = "W1tdLCB7ImxsbV9jb25maWciOiB7ImFwaV9rZXkiOiAic2stbGl2ZS05In19LCB7fV0=";
+    char raw[512];
+    snprintf(raw, sizeof raw,
+             "{\"body\": \"%s\", \"headers\": {\"id\": \"t1\"}, "
+             "\"properties\": {\"body_encoding\": \"base64\"}}", body64);
+    char *shown = celery_redact_raw(raw, strlen(raw));
+    assert_null(strstr(shown, "sk-live-9"));
+    assert_null(strstr(shown, body64));
+    assert_non_null(strstr(shown, "api_key"));
+    assert_non_null(strstr(shown, "t1"));
+    free(shown);
+    /* cut: the body is hidden whole */
+    shown = celery_redact_raw(raw, 40);
+    assert_null(strstr(shown, "W1td"));
+    free(shown);
+    /* a canonical payload (not an envelope) is redacted by name */
+    const char *p = "{\"id\":\"j\",\"args\":{\"llm_config\":{\"api_key\":\"sk-live-9\"}}}";
+    shown = celery_redact_raw(p, strlen(p));
+    assert_null(strstr(shown, "sk-live-9"));
+    free(shown);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,6 +766,8 @@ int main(void)
         cmocka_unit_test(metas_refuse_bad_input_and_handle_odd_messages),
         cmocka_unit_test(priority_lists_are_named_as_kombu_names_them),
         cmocka_unit_test(config_escapes_decode_to_raw_bytes),
+        cmocka_unit_test(the_task_id_of_an_oversize_message_is_found_by_a_scan),
+        cmocka_unit_test(a_celery_envelope_is_shown_with_its_body_redacted),
     };
     return cmocka_run_group_tests_name("celery", tests, NULL, NULL);
 }

@@ -23,7 +23,11 @@ static void clear_env(void)
 {
     const char *vars[] = {"REDIS_URL", "SNAPWORKER_LEASE_S", "SNAPWORKER_QUEUE", "SNAPWORKER_STORE",
                           "SANDBOX_NEXTJS_PORT_START", "SANDBOX_NEXTJS_PORT_END",
-                          "AWS_SECRET_ACCESS_KEY", "SNAPWORKER_WEBAPP_NPM_INSTALL", NULL};
+                          "AWS_SECRET_ACCESS_KEY", "SNAPWORKER_WEBAPP_NPM_INSTALL",
+                          "DATABASE_URL", "SANDBOX_BASE_PATH", "SANDBOX_NAMESPACE",
+                          "SANDBOX_S3_BUCKET", "SNAPWORKER_WEBAPP_CMD", "SNAPWORKER_NAMESPACE",
+                          "SNAPWORKER_DEMO_DATA_PATH", "SNAPWORKER_USER_FILES_PATH",
+                          "SNAPWORKER_K8S_SANDBOX_CONTAINER", "SNAPWORKER_HTTP_TIMEOUT_S", NULL};
     for (int i = 0; vars[i]; i++) unsetenv(vars[i]);
 }
 
@@ -79,7 +83,34 @@ static void bad_values_name_the_variable(void **state)
         {"REDIS_URL", "rediss://h:1", "TLS"},
         {"REDIS_URL", "http://x", "REDIS_URL"},
         {"SNAPWORKER_STORE", "ftp://x", "SNAPWORKER_STORE"},
-        {"SNAPWORKER_QUEUE", "a b", "queue"},
+        {"SNAPWORKER_QUEUE", "a b", "SNAPWORKER_QUEUE: expected"},
+        /* issue 10 item 7: values that were accepted but can never work */
+        {"SNAPWORKER_NAMESPACE", "a/b", "SNAPWORKER_NAMESPACE: expected"},
+        {"SANDBOX_BASE_PATH", "relative", "SANDBOX_BASE_PATH: expected an absolute path"},
+        {"SANDBOX_BASE_PATH", "", "SANDBOX_BASE_PATH: expected an absolute path"},
+        {"SNAPWORKER_DEMO_DATA_PATH", "demo", "SNAPWORKER_DEMO_DATA_PATH: expected an absolute"},
+        {"SNAPWORKER_USER_FILES_PATH", "f/{sandbox_id}", "SNAPWORKER_USER_FILES_PATH: expected"},
+        {"DATABASE_URL", "garbage://x", "DATABASE_URL: expected postgresql://"},
+        {"DATABASE_URL", "host=x nosuchkeyword=1", "DATABASE_URL: expected"},
+        {"DATABASE_URL", "host=x dbname", "DATABASE_URL: expected"},
+        {"DATABASE_URL", "host=x password='unterminated", "DATABASE_URL: expected"},
+        {"DATABASE_URL", "just-a-word", "DATABASE_URL: expected"},
+        {"SNAPWORKER_STORE", "file://relative/path", "SNAPWORKER_STORE: expected file:///"},
+        {"SNAPWORKER_STORE", "s3://Upper_Case", "SNAPWORKER_STORE: expected s3://BUCKET"},
+        {"SNAPWORKER_STORE", "s3://ab", "SNAPWORKER_STORE: expected s3://BUCKET"},
+        {"SNAPWORKER_STORE", "s3://a..b", "SNAPWORKER_STORE: expected s3://BUCKET"},
+        {"SNAPWORKER_STORE", "s3://192.168.5.4", "SNAPWORKER_STORE: expected s3://BUCKET"},
+        {"SNAPWORKER_STORE", "s3://-bucket/x", "SNAPWORKER_STORE: expected s3://BUCKET"},
+        {"SANDBOX_S3_BUCKET", "My_Bucket", "SANDBOX_S3_BUCKET: expected a valid S3 bucket"},
+        {"SNAPWORKER_WEBAPP_CMD", "", "SNAPWORKER_WEBAPP_CMD: expected a command line"},
+        {"SNAPWORKER_WEBAPP_CMD", " \t ", "SNAPWORKER_WEBAPP_CMD: expected a command line"},
+        {"SANDBOX_NAMESPACE", "Onyx_Sandboxes", "SANDBOX_NAMESPACE: expected a DNS-1123 label"},
+        {"SANDBOX_NAMESPACE", "-x", "SANDBOX_NAMESPACE: expected a DNS-1123 label"},
+        {"SANDBOX_NAMESPACE", "a.b", "SANDBOX_NAMESPACE: expected a DNS-1123 label"},
+        {"SANDBOX_NAMESPACE",
+         "a234567890123456789012345678901234567890123456789012345678901234",
+         "SANDBOX_NAMESPACE: expected a DNS-1123 label"},
+        {"SNAPWORKER_K8S_SANDBOX_CONTAINER", "Sandbox", "SNAPWORKER_K8S_SANDBOX_CONTAINER: expected"},
         {"SNAPWORKER_WEBAPP_NPM_INSTALL", "maybe", "SNAPWORKER_WEBAPP_NPM_INSTALL: expected true or false"},
         {"SANDBOX_NEXTJS_PORT_END", "3000", "SANDBOX_NEXTJS_PORT_END"},
     };
@@ -109,6 +140,101 @@ static void a_bad_secret_is_not_echoed(void **state)
     assert_non_null(strstr(err, "REDIS_URL"));
     cfg_free(&c);
     clear_env();
+}
+
+static int load_env(const char *var, const char *val, char *err)
+{
+    clear_env();
+    setenv(var, val, 1);
+    cfg c;
+    char *argv[] = {(char *)"snapworker", NULL};
+    int rc = load(&c, 1, argv, err);
+    cfg_free(&c);
+    clear_env();
+    return rc;
+}
+
+static void database_urls_are_checked_without_loading_libpq(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *good[] = {
+        "postgresql://postgres@127.0.0.1:5432/snapworker",
+        "postgres://u:p@h/db?sslmode=require",
+        "postgresql:///db?host=/var/run/postgresql",
+        "host=127.0.0.1 port=5432 dbname=snapworker user=postgres",
+        "host = h  dbname=x",
+        "dbname='my db' password='it\\'s' connect_timeout=3",
+        "service=mine",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (load_env("DATABASE_URL", good[i], err) != 0) fail_msg("'%s' refused: %s", good[i], err);
+}
+
+static void a_bad_database_url_never_shows_its_password(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *bad[] = {
+        "garbage://user:pw-S3CRET@host/db",
+        "host=x password=pw-S3CRET bogus=1",
+        "host=x password='pw-S3CRET and more' bogus=1",
+        "mysql://u@h/db?password=pw-S3CRET",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(load_env("DATABASE_URL", bad[i], err), -1);
+        assert_non_null(strstr(err, "DATABASE_URL: expected"));
+        if (strstr(err, "S3CRET")) fail_msg("secret echoed: %s", err);
+    }
+}
+
+static void s3_bucket_names_follow_the_naming_rules(void **state)
+{
+    (void)state;
+    assert_true(cfg_s3_bucket_valid("onyx-sandbox-files"));
+    assert_true(cfg_s3_bucket_valid("abc"));
+    assert_true(cfg_s3_bucket_valid("my.bucket.1"));
+    assert_true(cfg_s3_bucket_valid("1.2.3"));  /* three parts: not an IPv4 address */
+    assert_false(cfg_s3_bucket_valid("ab"));
+    assert_false(cfg_s3_bucket_valid(
+        "a234567890123456789012345678901234567890123456789012345678901234"));
+    assert_false(cfg_s3_bucket_valid("Bucket"));
+    assert_false(cfg_s3_bucket_valid("my_bucket"));
+    assert_false(cfg_s3_bucket_valid(".abc"));
+    assert_false(cfg_s3_bucket_valid("abc-"));
+    assert_false(cfg_s3_bucket_valid("a..b"));
+    assert_false(cfg_s3_bucket_valid("10.0.0.1"));
+    char err[512];
+    assert_int_equal(load_env("SNAPWORKER_STORE", "s3://onyx-sandbox-files/pre/fix", err), 0);
+    assert_int_equal(load_env("SNAPWORKER_STORE", "s3://", err), 0); /* SANDBOX_S3_BUCKET */
+    assert_int_equal(load_env("SNAPWORKER_STORE", "file:///var/lib/store", err), 0);
+}
+
+static void s3_without_any_bucket_is_refused(void **state)
+{
+    (void)state;
+    clear_env();
+    cfg c;
+    char err[512] = "";
+    char *argv[] = {(char *)"snapworker", (char *)"--store", (char *)"s3://",
+                    (char *)"--sandbox-s3-bucket", (char *)"", NULL};
+    assert_int_equal(load(&c, 5, argv, err), -1);
+    assert_non_null(strstr(err, "SNAPWORKER_STORE: expected s3://BUCKET"));
+    cfg_free(&c);
+}
+
+static void dns_labels(void **state)
+{
+    (void)state;
+    assert_true(cfg_dns_label_valid("onyx-sandboxes"));
+    assert_true(cfg_dns_label_valid("a"));
+    assert_true(cfg_dns_label_valid("0abc9"));
+    assert_false(cfg_dns_label_valid(""));
+    assert_false(cfg_dns_label_valid("a-"));
+    assert_false(cfg_dns_label_valid("A"));
+    assert_false(cfg_dns_label_valid("a_b"));
+    char err[512];
+    assert_int_equal(load_env("SANDBOX_NAMESPACE", "team-1", err), 0);
 }
 
 static void redis_urls_parse(void **state)
@@ -169,6 +295,11 @@ int main(void)
         cmocka_unit_test(bad_values_name_the_variable),
         cmocka_unit_test(a_bad_secret_is_not_echoed),
         cmocka_unit_test(redis_urls_parse),
+        cmocka_unit_test(database_urls_are_checked_without_loading_libpq),
+        cmocka_unit_test(a_bad_database_url_never_shows_its_password),
+        cmocka_unit_test(s3_bucket_names_follow_the_naming_rules),
+        cmocka_unit_test(s3_without_any_bucket_is_refused),
+        cmocka_unit_test(dns_labels),
         cmocka_unit_test(keys_share_the_queue_hash_tag),
         cmocka_unit_test(error_codes_have_stable_names),
     };
