@@ -272,9 +272,13 @@ static void abort_upload(s3_writer *w)
     sw_err ignore = {0};
     s3i_req rq = {.method = "DELETE", .key = w->key, .query = q, .what = "AbortMultipartUpload"};
     /* best effort, one attempt: 405/501 (s3rver and others lack abort) are fine, and
-     * a bucket lifecycle rule reaps what an abort could not */
+     * `store gc` or a bucket lifecycle rule reaps what an abort could not. It runs even
+     * when the job was cancelled (lease lost, timeout): that is when uploads get left. */
+    const atomic_int *cancel = w->s->cancel;
+    w->s->cancel = NULL;
     if (s3i_setup(w->s, &x, &rq, &ignore) == 0 && s3i_start(&x, &ignore) == 0) s3i_wait(&x);
     s3i_release(&x);
+    w->s->cancel = cancel;
     free(q);
     free(eid);
 }
