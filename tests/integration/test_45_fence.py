@@ -209,9 +209,9 @@ class FenceCase(JobsCase):
         sb, ss, sdir, jid, res_b, a = self.stalled_commit(env, {"env": {}, "wait": wait_held},
                                                           release, big_bytes)
         log = self.ctl("stats")["log"]
+        self.check_outcome(env, sb, ss, sdir, jid, res_b)
         self.assertIn("precondition failed", [e["result"] for e in log],
                       "A's commit met B's object: 412")
-        self.check_outcome(env, sb, ss, sdir, jid, res_b)
         return log
 
     def test_an_s3_multipart_commit_in_flight_when_its_worker_paused_cannot_replace_the_newer_snapshot(self):
