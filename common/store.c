@@ -636,6 +636,7 @@ store_reader *store_get_open(store *s, const char *key, store_info *info_out, sw
     if (info_out) {
         info_out->size_bytes = size;
         memcpy(info_out->sha256, expect, sizeof expect);
+        info_out->adopted = false;
     }
     return r;
 }
@@ -715,6 +716,7 @@ int store_head(store *s, const char *key, store_info *out, sw_err *err)
     if (out) {
         out->size_bytes = size;
         memcpy(out->sha256, hex, sizeof hex);
+        out->adopted = false;
     }
     return 0;
 }

@@ -147,7 +147,7 @@ int cli_store_main(const cfg *c, int argc, char **argv)
     } else if (!strcmp(cmd, "get")) {
         rc = cmd_get(s, a1, a2, &err);
     } else if (!strcmp(cmd, "head")) {
-        store_info info;
+        store_info info = {0};
         rc = store_head(s, a1, &info, &err);
         if (rc == 0) print_info(a1, &info);
     } else if (!strcmp(cmd, "rm")) {

@@ -146,6 +146,31 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
     return sw_errc(err, SW_E_INTERNAL, "cannot record job memo '%s' in Redis", name);
 }
 
+/* True when this worker knows it no longer owns the delivery: the renewal said so
+ * (cancel flag), or the job hash, read now, names another worker or entry or is no
+ * longer running. Unknown (Redis unreachable) is false: the caller goes on as before. */
+static bool lease_lost(thread_state *ts, item *it)
+{
+    if (atomic_load(&it->cancel)) return true;
+    sw_err e;
+    if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, &e))) return false;
+    char key[256];
+    rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
+    redisReply *r = redisCommand(ts->rc, "HMGET %s worker entry status", key);
+    bool lost = false;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        redisReply **v = r->element;
+        lost = v[0]->type != REDIS_REPLY_STRING || strcmp(v[0]->str, ts->pool->consumer) != 0 ||
+               v[1]->type != REDIS_REPLY_STRING || strcmp(v[1]->str, it->entry) != 0 ||
+               v[2]->type != REDIS_REPLY_STRING || strcmp(v[2]->str, "running") != 0;
+    } else if (!r) {
+        redisFree(ts->rc);
+        ts->rc = NULL;
+    }
+    if (r) freeReplyObject(r);
+    return lost;
+}
+
 /* ---- running one item -------------------------------------------------- */
 
 static void run_item(thread_state *ts, item *it)
@@ -188,8 +213,13 @@ static void run_item(thread_state *ts, item *it)
     }
     if (err.code != SW_OK) item_fail(it, c, &err);
     /* A job about to end dead may need to undo (a restore rolls its port back);
-     * that undo is retried until it succeeds or the worker stops. */
-    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
+     * that undo is retried until it succeeds or the worker stops. Not when the lease
+     * is known lost: another worker owns the job now (its finish would be fenced out
+     * anyway), and undoing here could roll back that worker's successful restore
+     * (docs/store.md "Writes of a stale attempt"). */
+    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead && lease_lost(ts, it)) {
+        log_msg(LOG_WARN, "on_dead_skipped", "job", it->req.id, "reason", "lease lost", NULL);
+    } else if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
         int64_t backoff = 200;
         sw_err e2;
         while (it->type->on_dead(&ctx, &e2) < 0) {
