@@ -179,6 +179,8 @@ static const opt opts[] = {
      "time budget for retrying one store operation", NULL},
     {"SNAPWORKER_STORE_TIMEOUT_S", T_INT, F(store_timeout_s), "30", 1, 86400, 0,
      "store connect timeout and stall limit (no bytes moving)", NULL},
+    {"SNAPWORKER_STORE_ORPHAN_GRACE_S", T_INT, F(store_orphan_grace_s), "3600", 60, 100 * 86400, 0,
+     "age after which abandoned temp files / multipart uploads are swept", NULL},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

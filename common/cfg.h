@@ -91,6 +91,7 @@ typedef struct cfg {
     int64_t s3_part_size;     /* SNAPWORKER_S3_PART_SIZE, >= 5 MiB */
     int store_retry_budget_s; /* SNAPWORKER_STORE_RETRY_BUDGET_S */
     int store_timeout_s;      /* SNAPWORKER_STORE_TIMEOUT_S: connect timeout and stall limit */
+    int store_orphan_grace_s; /* SNAPWORKER_STORE_ORPHAN_GRACE_S: orphans older are swept */
 } cfg;
 
 /* Fill 'c' with defaults, then the environment, then argv flags (--name=value or

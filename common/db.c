@@ -651,7 +651,7 @@ typedef struct snapshot_arg {
     session_arg session;
     const char *storage_path;
     int64_t size_bytes;
-    char *out;                   /* db_snapshot_latest: path buffer */
+    char *out;                   /* db_snapshot_latest: path buffer (NULL: db_snapshot_size) */
     size_t out_n;
     bool found;
 } snapshot_arg;
@@ -688,36 +688,55 @@ int db_snapshot_insert(db *d, const char *snapshot_id, const char *session_id,
 static int snapshot_latest_op(db *d, void *arg, sw_err *err)
 {
     snapshot_arg *a = arg;
-    const char *params[] = {a->session.id};
-    PGresult *res = query(d, "latest snapshot",
-                          "SELECT storage_path FROM snapshot WHERE session_id = $1::uuid "
-                          "ORDER BY created_at DESC, id DESC LIMIT 1",
-                          1, params, err);
+    const char *params[] = {a->session.id, a->storage_path};
+    PGresult *res = a->storage_path
+        ? query(d, "snapshot size",
+                "SELECT storage_path, size_bytes FROM snapshot WHERE session_id = $1::uuid "
+                "AND storage_path = $2 ORDER BY created_at DESC, id DESC LIMIT 1", 2, params, err)
+        : query(d, "latest snapshot",
+                "SELECT storage_path, size_bytes FROM snapshot WHERE session_id = $1::uuid "
+                "ORDER BY created_at DESC, id DESC LIMIT 1", 1, params, err);
     if (!res) return -1;
     int rc = 0;
     a->found = PQntuples(res) > 0;
     if (a->found) {
         const char *v = PQgetvalue(res, 0, 0);
-        if (strlen(v) >= a->out_n)
+        a->size_bytes = PQgetisnull(res, 0, 1) ? 0 : strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        if (a->out && strlen(v) >= a->out_n)
             rc = sw_errf(err, SW_E_DATABASE, false, "snapshot storage_path of session %s is "
                          "longer than %zu bytes", a->session.id, a->out_n - 1);
-        else
+        else if (a->out)
             memcpy(a->out, v, strlen(v) + 1);
     }
     PQclear(res);
     return rc;
 }
 
-int db_snapshot_latest(db *d, const char *session_id, char *path, size_t n, bool *found,
-                       sw_err *err)
+int db_snapshot_latest(db *d, const char *session_id, char *path, size_t n, int64_t *size_out,
+                       bool *found, sw_err *err)
 {
     snapshot_arg a = {.session = {.port = -1}, .out = path, .out_n = n};
     *found = false;
+    if (size_out) *size_out = 0;
     if (n) path[0] = '\0';
     if (uuid_arg(session_id, "session_id", a.session.id, err) < 0) return -1;
     if (n == 0) return sw_errf(err, SW_E_INTERNAL, false, "db_snapshot_latest: no buffer");
     if (run(d, snapshot_latest_op, &a, err) < 0) return -1;
     *found = a.found;
     if (!a.found) path[0] = '\0';
+    if (a.found && size_out) *size_out = a.size_bytes;
+    return 0;
+}
+
+int db_snapshot_size(db *d, const char *session_id, const char *storage_path, int64_t *size_out,
+                     bool *found, sw_err *err)
+{
+    snapshot_arg a = {.session = {.port = -1}, .storage_path = storage_path};
+    *found = false;
+    *size_out = 0;
+    if (uuid_arg(session_id, "session_id", a.session.id, err) < 0) return -1;
+    if (run(d, snapshot_latest_op, &a, err) < 0) return -1;
+    *found = a.found;
+    if (a.found) *size_out = a.size_bytes;
     return 0;
 }

@@ -71,10 +71,15 @@ int db_session_activate(db *d, const char *session_id, sw_err *err);
 int db_snapshot_insert(db *d, const char *snapshot_id, const char *session_id,
                        const char *storage_path, int64_t size_bytes, sw_err *err);
 /* storage_path of the session's newest snapshot (created_at DESC, id DESC) into path (size n,
- * at least 1024); *found=false (path "") when it has none. A longer path is SW_E_DATABASE
+ * at least 1024) and its size_bytes into *size_out (may be NULL; 0 = not recorded, as Onyx
+ * writes it); *found=false (path "") when it has none. A longer path is SW_E_DATABASE
  * permanent. */
-int db_snapshot_latest(db *d, const char *session_id, char *path, size_t n, bool *found,
-                       sw_err *err);
+int db_snapshot_latest(db *d, const char *session_id, char *path, size_t n, int64_t *size_out,
+                       bool *found, sw_err *err);
+/* size_bytes of the session's snapshot row with this storage_path into *size_out;
+ * *found=false when there is none. */
+int db_snapshot_size(db *d, const char *session_id, const char *storage_path, int64_t *size_out,
+                     bool *found, sw_err *err);
 
 /* ---- pure helpers (no server; exposed for tests/unit/test_db.c) ------- */
 typedef struct db_migration {

@@ -6,22 +6,32 @@
  * verification) must be identical for file:// and s3://, and fakes in tests
  * get it for free.
  *
- * Sidecar protocol for a put of KEY (each step only after the previous succeeded):
+ * Put protocol for KEY (each step only after the previous succeeded; docs/store.md
+ * "Write-once objects" gives the reasoning and the alternatives rejected):
  *
  *   stream bytes ──► backend (invisible: temp file / multipart parts / memory)
- *   delete KEY.sha256            (an old sidecar must never describe a new object)
- *   publish KEY                  (rename / CompleteMultipartUpload / PUT)
- *   write KEY.sha256 = "<64 hex>\n"
+ *   publish KEY only if absent   (renameat2 NOREPLACE or link / If-None-Match: *)
+ *     ├ published ──► write KEY.sha256 = "<64 hex>\n" (write-once too; an existing
+ *     │               one that differs is a stale leftover: replaced)
+ *     └ KEY existed ─► the attempt's bytes are discarded; ADOPT the stored object:
+ *                     size from head, sha256 from KEY.sha256 or, when there is
+ *                     none yet, from reading the object (then written as KEY.sha256)
  *
- * A crash between the steps leaves either the old object without sidecar or the
- * new object without sidecar: both read back fine (unverified), neither mismatches. */
+ * Objects are never replaced, so a sidecar only ever describes the one object ever
+ * published under its key: every writer of KEY.sha256 writes the same bytes, and a
+ * writer that stalled before its commit can no longer overwrite a newer object.
+ * A crash between the steps leaves the object without sidecar: it reads back fine
+ * (unverified) and the next put of KEY (adopting) writes the sidecar. Deletes remove
+ * the sidecar first, so no sidecar outlives its object. */
 #include "common/store.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/lazylib.h"
@@ -246,23 +256,121 @@ static void writer_free(store_writer *w)
     free(w);
 }
 
-/* Write the small sidecar object through the backend like any object. */
+static int get_sidecar(store *s, const char *key, char out[65], sw_err *err);
+
+/* One write-once put of the sidecar bytes: 0 published, 1 one existed, -1 error. */
+static int put_sidecar_once(store *s, const char *sk, const char *line, sw_err *err)
+{
+    void *bw = s->ops->put_begin(s->impl, sk, err);
+    if (!bw) return -1;
+    if (s->ops->put_write(bw, line, strlen(line), err) < 0) {
+        s->ops->put_abort(bw);
+        return -1;
+    }
+    return s->ops->put_commit(bw, err);
+}
+
+/* Write KEY.sha256 = hex for the object now stored under KEY. 'hex' describes that
+ * object (this put published it, or it was computed from its bytes), so an existing
+ * sidecar with the same hex is fine and one with another (or garbled) is a stale
+ * leftover of a deleted object: replaced. */
 static int put_sidecar(store *s, const char *key, const char *hex, sw_err *err)
 {
     char *sk = sidecar_key(key);
-    char line[SHA256_HEX_LEN + 2];
+    char line[SHA256_HEX_LEN + 2], have[65];
     int rc = -1;
     snprintf(line, sizeof line, "%s\n", hex);
-    void *bw = s->ops->put_begin(s->impl, sk, err);
-    if (!bw) goto out;
-    if (s->ops->put_write(bw, line, strlen(line), err) < 0) {
-        s->ops->put_abort(bw);
-        goto out;
+    for (int tries = 0; tries < 3; tries++) {
+        int c = put_sidecar_once(s, sk, line, err);
+        if (c <= 0) {
+            rc = c;
+            goto out;
+        }
+        sw_err e2 = {0};
+        if (get_sidecar(s, key, have, &e2) < 0 && e2.retryable) {
+            if (err) *err = e2;
+            goto out;
+        }
+        if (have[0] && strcmp(have, hex) == 0) {
+            rc = 0;
+            goto out;
+        }
+        if (have[0] || e2.code != SW_OK) {   /* another object's, or garbled: replace */
+            if (s->ops->del(s->impl, sk, err) < 0) goto out;
+        }
     }
-    rc = s->ops->put_commit(bw, err);
+    sw_errf(err, SW_E_STORAGE, true, "%s: sidecar %.120s keeps changing under us", s->desc, sk);
 out:
     free(sk);
     return rc;
+}
+
+/* sha256 and size of what is stored under 'key', by reading it all. */
+static int hash_object(store *s, const char *key, char hex[65], int64_t *size_out, sw_err *err)
+{
+    int64_t size = -1, got = 0;
+    void *br = s->ops->get_open(s->impl, key, &size, err);
+    if (!br) return -1;
+    sha256_ctx *sha = sha256_new();
+    char *buf = xmalloc(PUT_CHUNK);
+    int rc = -1;
+    for (;;) {
+        ssize_t n = s->ops->get_read(br, buf, PUT_CHUNK, err);
+        if (n < 0) goto out;
+        if (n == 0) break;
+        sha256_update(sha, buf, (size_t)n);
+        got += n;
+    }
+    if (size >= 0 && got != size) {
+        sw_errf(err, SW_E_STORAGE, true, "%s/%.120s: read %lld of %lld bytes", s->desc, key,
+                (long long)got, (long long)size);
+        goto out;
+    }
+    sha256_final_hex(sha, hex);
+    *size_out = got;
+    rc = 0;
+out:
+    free(buf);
+    sha256_free(sha);
+    s->ops->get_close(br);
+    return rc;
+}
+
+/* The commit found KEY already published (another attempt of the same job, a
+ * worker that stalled past its lease, a lost answer to our own commit): describe
+ * the stored object instead of the bytes this attempt streamed, which the backend
+ * already discarded. */
+static int adopt(store *s, const char *key, store_info *out, sw_err *err)
+{
+    int64_t size = -1;
+    char hex[65];
+    if (s->ops->head(s->impl, key, &size, err) < 0) {
+        if (err && err->code == SW_E_SNAPSHOT_NOT_FOUND)
+            sw_errf(err, SW_E_STORAGE, true,
+                    "%s/%.120s: existed at commit, gone right after (deleted meanwhile)", s->desc,
+                    key);
+        return -1;
+    }
+    if (get_sidecar(s, key, hex, err) < 0) return -1;
+    if (!hex[0]) {   /* its writer has not written the sidecar (yet, or ever) */
+        if (hash_object(s, key, hex, &size, err) < 0 || put_sidecar(s, key, hex, err) < 0)
+            return -1;
+    }
+    if (out) {
+        out->size_bytes = size;
+        memcpy(out->sha256, hex, sizeof hex);
+        out->adopted = true;
+    }
+    return 0;
+}
+
+/* Test hook (docs/store.md "Test hooks"): SNAPWORKER_TEST_STOP_BEFORE_COMMIT=TEXT stops
+ * the whole process (SIGSTOP, as a VM pause would) right before it commits a key
+ * containing TEXT, so a test can let the lease lapse and SIGCONT it later. */
+static void test_stop_before_commit(const char *key)
+{
+    const char *t = getenv("SNAPWORKER_TEST_STOP_BEFORE_COMMIT");
+    if (t && *t && strstr(key, t)) raise(SIGSTOP);
 }
 
 int store_put_commit(store_writer *w, store_info *out, sw_err *err)
@@ -271,20 +379,21 @@ int store_put_commit(store_writer *w, store_info *out, sw_err *err)
     char hex[SHA256_HEX_LEN + 1];
     int rc = -1;
     sha256_final_hex(w->sha, hex);
-    char *sk = sidecar_key(w->key);
-    if (s->ops->del(s->impl, sk, err) < 0) {
-        s->ops->put_abort(w->bw);
+    test_stop_before_commit(w->key);
+    int c = s->ops->put_commit(w->bw, err);
+    if (c < 0) goto out;
+    if (c == 1) {
+        rc = adopt(s, w->key, out, err);
         goto out;
     }
-    if (s->ops->put_commit(w->bw, err) < 0) goto out;
     if (put_sidecar(s, w->key, hex, err) < 0) goto out;
     if (out) {
         out->size_bytes = w->size_bytes;
         memcpy(out->sha256, hex, sizeof hex);
+        out->adopted = false;
     }
     rc = 0;
 out:
-    free(sk);
     writer_free(w);
     return rc;
 }
@@ -386,11 +495,14 @@ int store_put_sized(store *s, const char *key, int64_t size, const store_source 
         return put_sized_streamed(s, key, size, src, out, err);
     hashed_src h = {src, sha256_async_new(HASH_SLOT, HASH_SLOTS), 0};
     store_source hs = {hashed_read, src->rewind ? hashed_rewind : NULL, &h};
-    char *sk = sidecar_key(key);
     char hex[SHA256_HEX_LEN + 1];
     int rc = -1;
-    if (s->ops->del(s->impl, sk, err) < 0) goto out;
-    if (s->ops->put_sized(s->impl, key, size, &hs, err) < 0) goto out;
+    int c = s->ops->put_sized(s->impl, key, size, &hs, err);
+    if (c < 0) goto out;
+    if (c == 1) {
+        rc = adopt(s, key, out, err);
+        goto out;
+    }
     if (h.got != size) {   /* the backend must have refused this: a bug, say so */
         sw_errf(err, SW_E_INTERNAL, false, "%s/%.120s: published %lld bytes of %lld declared",
                 s->desc, key, (long long)h.got, (long long)size);
@@ -401,10 +513,10 @@ int store_put_sized(store *s, const char *key, int64_t size, const store_source 
     if (out) {
         out->size_bytes = size;
         memcpy(out->sha256, hex, sizeof hex);
+        out->adopted = false;
     }
     rc = 0;
 out:
-    free(sk);
     sha256_async_free(h.sha);
     return rc;
 }
@@ -524,6 +636,7 @@ store_reader *store_get_open(store *s, const char *key, store_info *info_out, sw
     if (info_out) {
         info_out->size_bytes = size;
         memcpy(info_out->sha256, expect, sizeof expect);
+        info_out->adopted = false;
     }
     return r;
 }
@@ -603,6 +716,7 @@ int store_head(store *s, const char *key, store_info *out, sw_err *err)
     if (out) {
         out->size_bytes = size;
         memcpy(out->sha256, hex, sizeof hex);
+        out->adopted = false;
     }
     return 0;
 }
@@ -610,11 +724,11 @@ int store_head(store *s, const char *key, store_info *out, sw_err *err)
 int store_delete(store *s, const char *key, sw_err *err)
 {
     if (store_key_check(key, err) < 0) return -1;
-    if (s->ops->del(s->impl, key, err) < 0) return -1;
-    char *sk = sidecar_key(key);
+    char *sk = sidecar_key(key);   /* sidecar first: none ever outlives its object */
     int rc = s->ops->del(s->impl, sk, err);
     free(sk);
-    return rc;
+    if (rc < 0) return -1;
+    return s->ops->del(s->impl, key, err);
 }
 
 struct list_filter {
@@ -641,4 +755,24 @@ int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *ke
         return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "store prefix is too long");
     struct list_filter f = {cb, arg};
     return s->ops->list(s->impl, prefix, list_filter_cb, &f, err);
+}
+
+/* ---- orphans ---------------------------------------------------------------------- */
+
+int store_gc(store *s, const char *prefix, int64_t grace_s, int64_t budget_ms,
+             store_gc_stats *out, sw_err *err)
+{
+    store_gc_stats st = {0};
+    if (!prefix) prefix = "";
+    for (const char *p = prefix; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "store prefix has a control character");
+    if (strlen(prefix) > STORE_KEY_MAX)
+        return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "store prefix is too long");
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + budget_ms;
+    int rc = s->ops->gc ? s->ops->gc(s->impl, prefix, grace_s, deadline, &st, err) : 0;
+    if (out) *out = st;
+    return rc;
 }

@@ -24,6 +24,7 @@ typedef struct store store;                 /* one per executor thread; reuses c
 typedef struct store_info {
     int64_t size_bytes;                     /* -1 when unknown */
     char sha256[65];                        /* lowercase hex; "" when unknown */
+    bool adopted;                           /* put: KEY existed, this is the existing object */
 } store_info;
 typedef struct store_writer store_writer;   /* push-style upload */
 typedef struct store_reader store_reader;   /* pull-style download */
@@ -47,16 +48,25 @@ const char *store_describe(const store *s); /* "s3://bucket" / "file:///root"; b
  * SW_E_INVALID_PAYLOAD. Every function below validates its key this way. */
 int store_key_check(const char *key, sw_err *err);
 
-/* Begin an upload to 'key'. Returns an owned writer ended by exactly one of
+/* ---- puts are write-once (docs/store.md "Write-once objects") ----------------
+ * An object, once published, is never replaced: the first commit of KEY wins. A
+ * commit that finds KEY already there discards its own bytes and ADOPTS the
+ * existing object: it succeeds with *out describing what is stored (size from the
+ * backend, sha256 from KEY.sha256, else computed by reading the object, then
+ * written to KEY.sha256) and out->adopted = true. So what a put returns always
+ * matches the stored bytes, whoever wrote them. To write new bytes under a key,
+ * store_delete() it first.
+ *
+ * Begin an upload to 'key'. Returns an owned writer ended by exactly one of
  * store_put_commit() or store_put_abort(); NULL with err on a bad key or a
  * failure to start. Nothing is visible until commit succeeds. */
 store_writer *store_put_begin(store *s, const char *key, sw_err *err);
 /* Append n bytes. 0, or -1 with err (SW_E_STORAGE, retryable unless
  * authorization); after -1 only store_put_abort() is allowed. */
 int store_put_write(store_writer *w, const void *buf, size_t n, sw_err *err);
-/* Publish the object, then KEY.sha256. Always frees w. 0 with *out (may be NULL)
- * filled, or -1 with err; on -1 the object may be absent or the previous one,
- * never a partial one. */
+/* Publish the object unless KEY exists (then adopt it, see above), then write
+ * KEY.sha256. Always frees w. 0 with *out (may be NULL) filled, or -1 with err;
+ * on -1 the object may be absent or another writer's, never a partial one. */
 int store_put_commit(store_writer *w, store_info *out, sw_err *err);
 void store_put_abort(store_writer *w);      /* frees w; nothing becomes visible; NULL-safe */
 
@@ -72,8 +82,8 @@ typedef struct store_source {
 } store_source;
 #define STORE_SINGLE_PUT_MAX ((int64_t)5 * 1024 * 1024 * 1024)   /* S3's single-PUT limit */
 
-/* Upload exactly 'size' bytes pulled from src to 'key', then KEY.sha256 (the
- * sidecar protocol of store_put_commit). S3 sends one streaming PUT with
+/* Upload exactly 'size' bytes pulled from src to 'key' unless it exists (then
+ * adopt it, as store_put_commit), then KEY.sha256. S3 sends one streaming PUT with
  * Content-Length = size up to STORE_SINGLE_PUT_MAX (multipart above); retries
  * restart from the first byte through src->rewind. If src ends before 'size'
  * bytes or has more, fails with SW_E_INVALID_PAYLOAD (non-retryable) and nothing
@@ -104,7 +114,8 @@ void store_get_close(store_reader *r);      /* NULL-safe; may stop a transfer mi
 /* Size and sha256 of 'key' (sha256 "" without sidecar). 0, or -1 with err:
  * SW_E_SNAPSHOT_NOT_FOUND when missing, SW_E_STORAGE otherwise. */
 int store_head(store *s, const char *key, store_info *out, sw_err *err);
-/* Delete 'key' and KEY.sha256. A missing key is success. 0 or -1 with err. */
+/* Delete KEY.sha256, then 'key' (never a sidecar without its object). A missing
+ * key is success. 0 or -1 with err. */
 int store_delete(store *s, const char *key, sw_err *err);
 /* Call cb for every object whose key starts with 'prefix' ("" or NULL = all),
  * sidecars and temp files left out; keys are borrowed for the call. S3 lists in
@@ -112,6 +123,22 @@ int store_delete(store *s, const char *key, sw_err *err);
  * on, non-zero to stop (store_list then returns 0). 0 or -1 with err. */
 int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
                void *arg, sw_err *err);
+
+/* ---- orphans -----------------------------------------------------------------
+ * What a killed or stalled writer left behind: file:// temp files (".swtmp-*"),
+ * S3 multipart uploads never completed nor aborted. Never a published object. */
+typedef struct store_gc_stats {
+    int64_t seen;                           /* temp files / uploads looked at */
+    int64_t removed;                        /* removed / aborted */
+    int64_t kept;                           /* younger than the grace period */
+    int64_t removed_bytes;                  /* file:// only */
+    bool truncated;                         /* the time budget ran out first */
+} store_gc_stats;
+/* Remove the orphans under 'prefix' ("" = the whole store) older than grace_s
+ * (file mtime / upload initiation time), spending at most budget_ms (then
+ * out->truncated). 0 with *out filled, or -1 with err (SW_E_STORAGE). */
+int store_gc(store *s, const char *prefix, int64_t grace_s, int64_t budget_ms,
+             store_gc_stats *out, sw_err *err);
 
 /* ---- backend interface (store_file.c, store_s3.c, fakes in tests) ----------
  * Backends store raw bytes under already-validated keys; the sidecar, hashing
@@ -124,6 +151,10 @@ typedef struct store_ops {
     int (*put_write)(void *w, const void *buf, size_t n, sw_err *err);
     int (*put_commit)(void *w, sw_err *err);            /* always frees w */
     void (*put_abort)(void *w);                         /* frees w */
+    /* put_commit and put_sized publish only when KEY does not exist yet: they
+     * return 1 when it did (nothing published, the attempt's staging data
+     * discarded), 0 when published, -1 with err. A backend returning only 0/-1
+     * replaces (fakes). */
     /* *size_out: object size or -1 when unknown */
     void *(*get_open)(void *impl, const char *key, int64_t *size_out, sw_err *err);
     ssize_t (*get_read)(void *r, void *buf, size_t n, sw_err *err);
@@ -140,6 +171,10 @@ typedef struct store_ops {
     int (*put_sized)(void *impl, const char *key, int64_t size, const store_source *src,
                      sw_err *err);
     int64_t put_sized_max;
+    /* Optional (NULL = nothing to sweep): remove orphans, as store_gc(); stop
+     * (out->truncated) once CLOCK_MONOTONIC ms pass deadline_ms. */
+    int (*gc)(void *impl, const char *prefix, int64_t grace_s, int64_t deadline_ms,
+              store_gc_stats *out, sw_err *err);
 } store_ops;
 
 /* Wrap a backend: takes ownership of 'impl' (released through ops->close).
@@ -164,6 +199,9 @@ char *store_s3_url(const char *endpoint, const char *region, const char *bucket,
                    const char *key, const char *query);
 /* Largest object a multipart upload with this part size can hold (10000 parts). */
 int64_t store_s3_max_object_bytes(int64_t part_size);
+/* Parse an ISO-8601 UTC time as S3 writes it ("2024-05-01T12:00:00.000Z") into
+ * seconds since the epoch; -1 when unparseable. */
+int64_t store_s3_parse_time(const char *iso);
 /* Backoff before attempt 'attempt' (1 = first retry): equal jitter over
  * min(cap_ms, base_ms << (attempt-1)); 'rnd' is any 64-bit random value. */
 int64_t store_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t rnd);

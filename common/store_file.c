@@ -1,11 +1,13 @@
 /* common/store_file.c — the file:///ROOT backend: object KEY is the plain file ROOT/KEY.
- * Owns: atomic publication on a local filesystem (temp file in the same folder,
- * fsync, rename, fsync of the folder) and the walk behind list. Does not own
- * hashing or the sidecar (store.c) nor key validation (keys arrive checked).
- * Why a temp file in the same folder: rename(2) is atomic only within one
- * filesystem, and a reader must see the old object or the whole new one. Temp
- * files are named ".swtmp-<hex>" (a segment no key may start with) and are
- * hidden from list; a crash can leave one behind, harmless and removable. */
+ * Owns: write-once publication on a local filesystem (temp file in the same folder,
+ * fsync, renameat2(RENAME_NOREPLACE) or link(2), fsync of the folder), the walk
+ * behind list, and the sweep of orphaned temp files. Does not own hashing or the
+ * sidecar (store.c) nor key validation (keys arrive checked).
+ * Why a temp file in the same folder: a rename or link is atomic only within one
+ * filesystem, and a reader must see no object or the whole one; NOREPLACE/link
+ * because an object is never replaced (store.h: the first commit wins). Temp files
+ * are named ".swtmp-<hex>" (a segment no key may start with) and are hidden from
+ * list; a crash can leave one behind, swept by fs_gc once older than the grace. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,6 +168,20 @@ static void fs_put_abort(void *wp)
     free(w);
 }
 
+/* Give tmp the name path unless path exists: 0 done, 1 path exists (tmp kept),
+ * -1 with errno. renameat2(RENAME_NOREPLACE) where the filesystem has it, else
+ * link(2) + unlink (a crash between the two leaves a second name of the object
+ * under .swtmp-*: the sweep removes that name, never the object). */
+static int publish_noreplace(const char *tmp, const char *path)
+{
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) return 0;
+    if (errno == EEXIST) return 1;
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return -1;
+    if (link(tmp, path) < 0) return errno == EEXIST ? 1 : -1;
+    unlink(tmp);
+    return 0;
+}
+
 static int fs_put_commit(void *wp, sw_err *err)
 {
     fwriter *w = wp;
@@ -180,8 +197,13 @@ static int fs_put_commit(void *wp, sw_err *err)
         ferr(err, errno, "close", w->tmp);
         goto out;
     }
-    if (rename(w->tmp, w->path) < 0) {
-        ferr(err, errno, "rename onto", w->path);
+    int p = publish_noreplace(w->tmp, w->path);
+    if (p < 0) {
+        ferr(err, errno, "publish", w->path);
+        goto out;
+    }
+    if (p == 1) {                      /* the first commit won: ours is discarded below */
+        rc = 1;
         goto out;
     }
     free(w->tmp);
@@ -377,6 +399,83 @@ static int fs_list(void *impl, const char *prefix, int (*cb)(void *arg, const ch
     return walk_dir(&wk, fs->root, "", err);
 }
 
+/* ---- orphans ------------------------------------------------------------------------ */
+
+typedef struct gcwalk {
+    const char *prefix;
+    size_t prefix_len;
+    time_t cutoff;        /* temp files last modified before this are orphans */
+    int64_t deadline_ms;
+    store_gc_stats *st;
+} gcwalk;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Visit folder 'dirpath' (keys start with 'rel'): remove ".swtmp-*" regular files
+ * older than the cutoff, recurse into folders that may hold keys of the prefix. A
+ * writer appends to its temp file all along, so only a stalled or dead one ages. */
+static int gc_dir(gcwalk *g, const char *dirpath, const char *rel, sw_err *err)
+{
+    DIR *d = opendir(dirpath);
+    if (!d) {
+        if (errno == ENOENT || errno == ENOTDIR) return 0;
+        return ferr(err, errno, "opendir", dirpath);
+    }
+    int rc = 0;
+    for (;;) {
+        if (mono_ms() > g->deadline_ms) {
+            g->st->truncated = true;
+            break;
+        }
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            if (errno) rc = ferr(err, errno, "readdir", dirpath);
+            break;
+        }
+        const char *nm = de->d_name;
+        if (!strcmp(nm, ".") || !strcmp(nm, "..")) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), nm, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;   /* gone meanwhile */
+        if (!strncmp(nm, TMP_PREFIX, strlen(TMP_PREFIX))) {
+            if (!S_ISREG(st.st_mode)) continue;   /* folders visited may hold keys of the prefix */
+            g->st->seen++;
+            if (st.st_mtime >= g->cutoff) {
+                g->st->kept++;
+            } else if (unlinkat(dirfd(d), nm, 0) == 0) {
+                g->st->removed++;
+                g->st->removed_bytes += (int64_t)st.st_size;
+            }
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) continue;
+        char *sub = xasprintf("%s%s/", rel, nm);
+        size_t sl = strlen(sub), m = sl < g->prefix_len ? sl : g->prefix_len;
+        if (strncmp(sub, g->prefix, m) == 0) {
+            char *childpath = xasprintf("%s/%s", dirpath, nm);
+            rc = gc_dir(g, childpath, sub, err);
+            free(childpath);
+        }
+        free(sub);
+        if (rc < 0 || g->st->truncated) break;
+    }
+    closedir(d);
+    return rc;
+}
+
+static int fs_gc(void *impl, const char *prefix, int64_t grace_s, int64_t deadline_ms,
+                 store_gc_stats *out, sw_err *err)
+{
+    fstore *fs = impl;
+    gcwalk g = {prefix, strlen(prefix), time(NULL) - (time_t)grace_s, deadline_ms, out};
+    return gc_dir(&g, fs->root, "", err);
+}
+
 const store_ops store_file_ops = {
     .scheme = "file",
     .close = fs_close,
@@ -391,4 +490,5 @@ const store_ops store_file_ops = {
     .del = fs_del,
     .list = fs_list,
     .set_cancel = NULL,
+    .gc = fs_gc,
 };

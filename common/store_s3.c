@@ -3,7 +3,9 @@
  * PUT for small objects, the streaming single PUT of a known length (up to 5 GiB,
  * body pulled from the caller's source, UNSIGNED-PAYLOAD), the pull-style download that pauses between reads and
  * resumes a dropped connection with Range (If-Match the first ETag), head, delete
- * and ListObjectsV2. Does not own the transport (store_s3_http.c: signing inputs,
+ * ListObjectsV2, write-once commits (If-None-Match: * on every PUT and
+ * CompleteMultipartUpload: a 412 means the key exists and the attempt is discarded)
+ * and the sweep of abandoned multipart uploads. Does not own the transport (store_s3_http.c: signing inputs,
  * retries, error mapping), whole-object hashing or the sidecar (store.c), nor key
  * validation (keys arrive checked).
  * Why the multi interface: the reader must return to its caller between network
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "common/lazylib.h"
 #include "common/sha256.h"
@@ -182,6 +185,9 @@ static int finish_flying(s3_writer *w, sw_err *err)
         s3i_release(x);
         o = s3i_call(w->s, &w->fly_req, x, err);
     }
+    if (o == R_NOTFOUND)   /* NoSuchUpload: aborted under us (a sweep, while we stalled) */
+        return sw_errf(err, SW_E_STORAGE, true, "UploadPart %d of %.140s: the upload is gone (%s)",
+                       w->fly_partno, w->key, err ? err->msg : "");
     if (o != R_OK) return -1;
     int partno = w->fly_partno;
     if (!x->etag[0]) {
@@ -266,9 +272,13 @@ static void abort_upload(s3_writer *w)
     sw_err ignore = {0};
     s3i_req rq = {.method = "DELETE", .key = w->key, .query = q, .what = "AbortMultipartUpload"};
     /* best effort, one attempt: 405/501 (s3rver and others lack abort) are fine, and
-     * a bucket lifecycle rule reaps what an abort could not */
+     * `store gc` or a bucket lifecycle rule reaps what an abort could not. It runs even
+     * when the job was cancelled (lease lost, timeout): that is when uploads get left. */
+    const atomic_int *cancel = w->s->cancel;
+    w->s->cancel = NULL;
     if (s3i_setup(w->s, &x, &rq, &ignore) == 0 && s3i_start(&x, &ignore) == 0) s3i_wait(&x);
     s3i_release(&x);
+    w->s->cancel = cancel;
     free(q);
     free(eid);
 }
@@ -290,13 +300,16 @@ static void s3_put_abort(void *wp)
     free(w);
 }
 
+/* 0 published, 1 the key exists (nothing written), -1 error. */
 static int put_single(s3_writer *w, sw_err *err)
 {
     part_slot *sl = &w->slot[w->fill];
     s3i_xfer x;
     s3i_req rq = {.method = "PUT", .key = w->key, .body = sl->p, .body_len = sl->len,
-              .ctype = "application/octet-stream", .what = "PUT"};
-    if (s3i_call(w->s, &rq, &x, err) != R_OK) return -1;
+              .ctype = "application/octet-stream", .what = "PUT", .if_none_match = true};
+    s3i_outcome o = s3i_call(w->s, &rq, &x, err);
+    if (o == R_EXISTS) return 1;
+    if (o != R_OK) return -1;
     s3i_release(&x);
     return 0;
 }
@@ -323,33 +336,45 @@ static char *complete_xml(const s3_writer *w)
 
 static int s3_head(void *impl, const char *key, int64_t *size_out, sw_err *err);
 
-/* CompleteMultipartUpload. S3 may answer 200 with an <Error> body; a retry after a
- * lost answer may get NoSuchUpload although the first one succeeded, so a 404 on a
- * retry is checked against the object's size. */
+/* CompleteMultipartUpload with If-None-Match: *. 0 published, 1 the key exists (412:
+ * another commit won; the upload is left for s3_put_abort to abort), -1 error.
+ * S3 may answer 200 with an <Error> body. A retry after a lost answer may get
+ * NoSuchUpload (or 412) although the first attempt published: both end in "exists",
+ * and the adopting caller describes the stored object, which is then our own. A 409
+ * ConditionalRequestConflict (another conditional write of the key in progress) is
+ * retried: the retry then meets the winner's object (412) or publishes. */
 static int complete_upload(s3_writer *w, sw_err *err)
 {
     char *xml = complete_xml(w);
     char *eid = s3i_encode_dup(w->upload_id, false);
     char *q = xasprintf("uploadId=%s", eid);
     s3i_req rq = {.method = "POST", .key = w->key, .query = q, .body = (unsigned char *)xml,
-              .body_len = strlen(xml), .ctype = "application/xml", .what = "CompleteMultipartUpload"};
+              .body_len = strlen(xml), .ctype = "application/xml", .what = "CompleteMultipartUpload",
+              .if_none_match = true};
     s3i_budget b;
     int rc = -1;
     s3i_budget_start(w->s, &b);
     for (;;) {
         s3i_xfer x;
         s3i_outcome o = s3i_call(w->s, &rq, &x, err);
-        if (o == R_NOTFOUND && (b.attempt > 0 || rq.attempts > 1)) {
+        if (o == R_EXISTS) {
+            rc = 1;
+            break;
+        }
+        if (o == R_NOTFOUND) {
             int64_t size = -1;
             sw_err e2 = {0};
-            if (s3_head(w->s, w->key, &size, &e2) == 0 && size == w->total) rc = 0;
+            if (s3_head(w->s, w->key, &size, &e2) == 0) rc = 1;   /* published: ours or not */
+            else sw_errf(err, SW_E_STORAGE, true, "CompleteMultipartUpload %.140s: the upload is "
+                         "gone and no object was published", w->key);
             break;
         }
         if (o != R_OK) break;
         size_t pos = 0;
         char *code = x.body.p ? store_xml_take(x.body.p, x.body.len, &pos, "Code") : NULL;
         bool ok = x.body.p && strstr(x.body.p, "CompleteMultipartUploadResult") && !code;
-        if (!ok) {
+        bool exists = code && !strcmp(code, "PreconditionFailed");
+        if (!ok && !exists) {
             char where[200];
             s3i_target(w->s, w->key, where, sizeof where);
             sw_errf(err, SW_E_STORAGE, true, "CompleteMultipartUpload %s: error %s in a 200 answer",
@@ -357,8 +382,8 @@ static int complete_upload(s3_writer *w, sw_err *err)
         }
         free(code);
         s3i_release(&x);
-        if (ok) {
-            rc = 0;
+        if (ok || exists) {
+            rc = exists ? 1 : 0;
             break;
         }
         if (!s3i_budget_retry(w->s, &b, err)) break;
@@ -390,7 +415,7 @@ static int s3_put_commit(void *wp, sw_err *err)
     if (rc == 0) {
         free(w->upload_id);             /* completed: nothing left to abort */
         w->upload_id = NULL;
-    }
+    }                                   /* rc 1: the key existed, the upload is aborted below */
 out:
     s3_put_abort(w);
     return rc;
@@ -408,7 +433,7 @@ static int s3_put_sized(void *impl, const char *key, int64_t size, const store_s
     s3 *s = impl;
     s3i_stream st = {.src = src, .len = size};
     s3i_req rq = {.method = "PUT", .key = key, .stream = &st, .ctype = "application/octet-stream",
-                  .what = "PUT"};
+                  .what = "PUT", .if_none_match = true};
     char where[200];
     s3i_target(s, key, where, sizeof where);
     if (size == 0) {            /* curl reads nothing for an empty body: probe here */
@@ -449,6 +474,7 @@ static int s3_put_sized(void *impl, const char *key, int64_t size, const store_s
         }
         s3i_outcome o = s3i_classify(s, &x, &rq, err);
         s3i_release(&x);
+        if (o == R_EXISTS) return 1;   /* nothing written: the key was there */
         if (o == R_OK) {
             if (st.off != size)     /* curl said done without sending it all: never trust it */
                 return sw_errf(err, SW_E_STORAGE, true, "PUT %s: sent %lld of %lld bytes", where,
@@ -772,6 +798,102 @@ out:
     return rc;
 }
 
+/* ---- orphans: multipart uploads never completed nor aborted ------------------------------
+ * ListMultipartUploads under the store prefix + 'prefix' (a page of up to 1000), abort
+ * each one initiated more than grace_s ago. A writer's upload is initiated when its first
+ * part fills and lives until its commit, so the grace must exceed the longest snapshot
+ * (docs/store.md). Aborting never touches a published object. */
+
+static int abort_id(s3 *s, const char *key, const char *upload_id, sw_err *err)
+{
+    char *eid = s3i_encode_dup(upload_id, false);
+    char *q = xasprintf("uploadId=%s", eid);
+    s3i_req rq = {.method = "DELETE", .key = key, .query = q, .what = "AbortMultipartUpload"};
+    s3i_xfer x;
+    s3i_outcome o = s3i_call(s, &rq, &x, err);
+    free(q);
+    free(eid);
+    if (o == R_OK) s3i_release(&x);
+    if (o == R_NOTFOUND) sw_err_clear(err);   /* aborted or completed meanwhile */
+    return o == R_OK || o == R_NOTFOUND ? 0 : -1;
+}
+
+static int s3_gc(void *impl, const char *prefix, int64_t grace_s, int64_t deadline_ms,
+                 store_gc_stats *out, sw_err *err)
+{
+    s3 *s = impl;
+    char *full = *s->prefix ? xasprintf("%s/%s", s->prefix, prefix) : xstrdup(prefix);
+    size_t cut = *s->prefix ? strlen(s->prefix) + 1 : 0;
+    char *eprefix = s3i_encode_dup(full, false);
+    char *kmark = NULL, *umark = NULL;
+    int64_t cutoff = (int64_t)time(NULL) - grace_s;
+    int rc = -1;
+    for (;;) {
+        if (s3i_now_ms() > deadline_ms) {
+            out->truncated = true;
+            break;
+        }
+        char *ek = kmark ? s3i_encode_dup(kmark, false) : NULL;
+        char *eu = umark ? s3i_encode_dup(umark, false) : NULL;
+        char *q = ek ? xasprintf("key-marker=%s&prefix=%s&upload-id-marker=%s&uploads=", ek, eprefix,
+                                 eu ? eu : "")
+                     : xasprintf("prefix=%s&uploads=", eprefix);
+        free(ek);
+        free(eu);
+        s3i_req rq = {.method = "GET", .query = q, .resp_max = LIST_BODY_MAX,
+                      .what = "ListMultipartUploads"};
+        s3i_xfer x;
+        s3i_outcome o = s3i_call(s, &rq, &x, err);
+        free(q);
+        if (o != R_OK) goto out;
+        const char *xml = x.body.p ? x.body.p : "";
+        size_t n = x.body.len, pos = 0, b, l;
+        bool failed = false;
+        while (!failed && s3i_xml_span(xml, n, &pos, "Upload", &b, &l)) {
+            size_t p2 = 0;
+            char *k = store_xml_take(xml + b, l, &p2, "Key");
+            p2 = 0;
+            char *id = store_xml_take(xml + b, l, &p2, "UploadId");
+            p2 = 0;
+            char *when = store_xml_take(xml + b, l, &p2, "Initiated");
+            int64_t t = store_s3_parse_time(when);
+            if (k && id && strlen(k) > cut && strncmp(k, full, strlen(full)) == 0) {
+                out->seen++;
+                if (t < 0 || t >= cutoff) out->kept++;     /* young, or unreadable: leave it */
+                else if (abort_id(s, k + cut, id, err) < 0) failed = true;
+                else out->removed++;
+            }
+            free(k);
+            free(id);
+            free(when);
+            if (!failed && s3i_now_ms() > deadline_ms) {
+                out->truncated = true;
+                break;
+            }
+        }
+        pos = 0;
+        char *trunc = store_xml_take(xml, n, &pos, "IsTruncated");
+        pos = 0;
+        free(kmark);
+        kmark = store_xml_take(xml, n, &pos, "NextKeyMarker");
+        pos = 0;
+        free(umark);
+        umark = store_xml_take(xml, n, &pos, "NextUploadIdMarker");
+        bool more = trunc && !strcmp(trunc, "true") && kmark && *kmark;
+        free(trunc);
+        s3i_release(&x);
+        if (failed) goto out;
+        if (!more || out->truncated) break;
+    }
+    rc = 0;
+out:
+    free(kmark);
+    free(umark);
+    free(eprefix);
+    free(full);
+    return rc;
+}
+
 const store_ops store_s3_ops = {
     .scheme = "s3",
     .close = s3_close,
@@ -788,4 +910,5 @@ const store_ops store_s3_ops = {
     .set_cancel = s3_set_cancel,
     .put_sized = s3_put_sized,
     .put_sized_max = STORE_SINGLE_PUT_MAX,
+    .gc = s3_gc,
 };

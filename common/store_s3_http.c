@@ -8,7 +8,9 @@
  * (store_s3.c).
  *
  * Error mapping: 404 → SW_E_SNAPSHOT_NOT_FOUND; 401/403 → SW_E_STORAGE permanent
- * ("authorization", naming bucket and key); 5xx, 429, SlowDown, RequestTimeout,
+ * ("authorization", naming bucket and key); 412 to a write with If-None-Match →
+ * R_EXISTS (the key exists: the caller adopts it); 409 ConditionalRequestConflict
+ * (a concurrent conditional write) and 5xx, 429, SlowDown, RequestTimeout,
  * connection failures, resets and stalls (CURLOPT_LOW_SPEED_*) → retried inside
  * store_retry_budget_s, then SW_E_STORAGE retryable. Secrets never reach a message. */
 #include <curl/curl.h>
@@ -78,6 +80,22 @@ char *store_s3_url(const char *endpoint, const char *region, const char *bucket,
     }
     free(ek);
     return url;
+}
+
+int64_t store_s3_parse_time(const char *iso)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int y, mo, d, h, mi, sec;
+    if (!iso || sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6) return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    return (int64_t)timegm(&tm);
 }
 
 int64_t store_s3_max_object_bytes(int64_t part_size)
@@ -320,6 +338,7 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
         snprintf(line, sizeof line, "If-Match: %s", rq->if_match);
         x->hdrs = add_hdr(x->hdrs, line);
     }
+    if (rq->if_none_match) x->hdrs = add_hdr(x->hdrs, "If-None-Match: *");
     CURL *e = x->e;
     curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -580,8 +599,13 @@ s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, const s3i_req *rq, sw_e
                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
                 s->bucket, rq->key ? rq->key : "(none)", x->status, *cs ? " " : "", cs);
         o = R_FAIL;
+    } else if (x->status == 412 && rq->if_none_match) {
+        sw_errf(err, SW_E_STORAGE, false, "%s %s: the key exists (HTTP 412%s%s)",
+                rq->what ? rq->what : rq->method, where, *cs ? " " : "", cs);
+        o = R_EXISTS;
     } else {
         bool again = x->status >= 500 || x->status == 429 || !strcmp(cs, "SlowDown") ||
+                     (x->status == 409 && !strcmp(cs, "ConditionalRequestConflict")) ||
                      !strcmp(cs, "RequestTimeout") || !strcmp(cs, "InternalError");
         sw_errf(err, SW_E_STORAGE, again, "%s %s: HTTP %ld%s%s", rq->what ? rq->what : rq->method,
                 where, x->status, *cs ? " " : "", cs);

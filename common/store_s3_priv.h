@@ -86,12 +86,14 @@ typedef struct s3i_req {
     const char *ctype;                  /* Content-Type or NULL */
     const char *range;                  /* "bytes=N-" or NULL */
     const char *if_match;               /* ETag or NULL */
+    bool if_none_match;                 /* send "If-None-Match: *": write only a new key */
     size_t resp_max;                    /* answer body kept (0 = S3I_ERRBODY_MAX) */
     const char *what;                   /* "UploadPart 3", for messages */
     int attempts;                       /* out: attempts made by the last s3i_call */
 } s3i_req;
 
-typedef enum { R_OK, R_NOTFOUND, R_RETRY, R_FAIL } s3i_outcome;
+/* R_EXISTS: 412 to an if_none_match request, the key already exists (err filled). */
+typedef enum { R_OK, R_NOTFOUND, R_RETRY, R_FAIL, R_EXISTS } s3i_outcome;
 
 typedef struct s3i_budget {
     int64_t started_ms, deadline_ms;    /* monotonic */

@@ -161,12 +161,26 @@ static ssize_t source(void *arg, void *buf, size_t n, sw_err *err)
     return store_get_read(a->rd, buf, n, err);
 }
 
-static int download(job_ctx *ctx, sb_session *s, sb_stage *g, restore_out *o, sw_err *err)
+/* The object must be the one its row recorded: the size before a byte is extracted
+ * (row_size 0 = not recorded, as Onyx writes rows), the sha256 against KEY.sha256 by
+ * the store while it streams (store_get_drain, before the swap). A mismatch is a
+ * permanent storage_error, like a sidecar mismatch: retrying would read the same bytes.
+ * (Not unsafe_archive: the archive is not hostile, it is not the recorded one.) */
+static int download(job_ctx *ctx, sb_session *s, sb_stage *g, int64_t row_size, restore_out *o,
+                    sw_err *err)
 {
     store *sto = job_store(ctx, err);
     if (!sto) return -1;
-    store_reader *rd = store_get_open(sto, o->snapshot_path, NULL, err);
+    store_info info = {0};
+    store_reader *rd = store_get_open(sto, o->snapshot_path, &info, err);
     if (!rd) return -1;
+    if (row_size > 0 && info.size_bytes >= 0 && info.size_bytes != row_size) {
+        store_get_close(rd);
+        return sw_errf(err, SW_E_STORAGE, false,
+                       "%s/%.120s is %lld bytes but its snapshot row records %lld: not the "
+                       "snapshot that was recorded", store_describe(sto), o->snapshot_path,
+                       (long long)info.size_bytes, (long long)row_size);
+    }
     source_arg a = {rd, ctx};
     int rc = s->ops->stage_extract(g, source, &a, &o->st, err);
     if (rc == 0) rc = store_get_drain(rd, err); /* verify size and sha256 to the last byte */
@@ -178,14 +192,19 @@ static int download(job_ctx *ctx, sb_session *s, sb_stage *g, restore_out *o, sw
 static int fill_stage(job_ctx *ctx, sb_session *s, const restore_args *a, sb_stage *g,
                       restore_out *o, sw_err *err)
 {
-    bool found = true;
-    if (a->snapshot_path)
+    bool found = true, has_row = false;
+    int64_t row_size = 0;
+    if (a->snapshot_path) {
         snprintf(o->snapshot_path, sizeof o->snapshot_path, "%s", a->snapshot_path);
-    else if (db_snapshot_latest(job_db(ctx), s->session_id, o->snapshot_path,
-                                sizeof o->snapshot_path, &found, err) != 0)
+        if (db_snapshot_size(job_db(ctx), s->session_id, a->snapshot_path, &row_size, &has_row,
+                             err) != 0)
+            return -1;
+    } else if (db_snapshot_latest(job_db(ctx), s->session_id, o->snapshot_path,
+                                  sizeof o->snapshot_path, &row_size, &found, err) != 0) {
         return -1;
+    }
     if (job_cancelled(ctx)) return sw_errc(err, SW_E_TIMEOUT, "restore cancelled");
-    if (found) return download(ctx, s, g, o, err);
+    if (found) return download(ctx, s, g, row_size, o, err);
     o->snapshot_path[0] = '\0';
     o->fresh = true;
     return s->ops->stage_fresh(g, err);

@@ -3,10 +3,13 @@
  * Owns: the snapshot id rule, the object key, the order "object, then row" and the result.
  * Does not own: the archive walk (common/arc.h via the backend), uploads (common/store.h),
  * SQL (common/db.h).
- * Idempotent: the id (and so the key and the row) is a function of the job id, so a rerun
- * overwrites the same object with a complete new one (never a partial one: the store
- * publishes on commit) and the row insert treats a conflict as success. No temp file: the
- * archive's gzip blocks go to store_put_write as they are produced. */
+ * Idempotent: the id (and so the key and the row) is a function of the job id, and store
+ * objects are write-once: the first attempt to commit the key wins, a later one (a rerun,
+ * or a worker that stalled past its lease and resumed) adopts the stored object, so the
+ * size and sha256 in the row and the result always describe the bytes stored, whoever
+ * wrote them (docs/store.md "Write-once objects"). The row insert treats a conflict as
+ * success: any attempt would insert the same values. No temp file: the archive's gzip
+ * blocks go to store_put_write as they are produced. */
 #include <stdio.h>
 
 #include "common/ids.h"

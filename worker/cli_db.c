@@ -139,7 +139,7 @@ static int tool_cmd(db *d, int argc, char **argv, char *out, size_t n, sw_err *e
     if (strcmp(cmd, "snap-latest") == 0 && argc == 2) {
         bool found = false;
         if (n < 1024) return -2;
-        if (db_snapshot_latest(d, argv[1], out, n, &found, err) < 0) return -1;
+        if (db_snapshot_latest(d, argv[1], out, n, NULL, &found, err) < 0) return -1;
         if (!found) snprintf(out, n, "none");
         return 0;
     }

@@ -11,6 +11,8 @@
  *   snapworker store head KEY           {"key": …, "size_bytes": N, "sha256": "…"|""}
  *   snapworker store rm KEY             missing is fine
  *   snapworker store ls [PREFIX]        one "KEY<TAB>SIZE" line per object
+ *   snapworker store gc [PREFIX]        sweep orphans older than SNAPWORKER_STORE_ORPHAN_GRACE_S
+ *                                       (temp files, abandoned multipart uploads); prints JSON
  * Exit 0 ok, 1 error ("snapworker store: <code>: <message>" on stderr), 2 usage. */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,13 +29,14 @@
 #include "common/xmalloc.h"
 
 #define IO_CHUNK (256 * 1024)
+#define GC_BUDGET_MS (15 * 60 * 1000)   /* one CLI sweep stops after this (then "truncated") */
 
 int cli_store_main(const cfg *c, int argc, char **argv);
 
 static int usage(void)
 {
     fputs("usage: snapworker store put KEY [FILE|-] | get KEY [FILE|-] | head KEY | rm KEY | "
-          "ls [PREFIX]\n",
+          "ls [PREFIX] | gc [PREFIX]\n",
           stderr);
     return 2;
 }
@@ -48,6 +51,7 @@ static void print_info(const char *key, const store_info *info)
 {
     json_t *o = json_pack("{s:s, s:I, s:s}", "key", key, "size_bytes", (json_int_t)info->size_bytes,
                           "sha256", info->sha256);
+    if (o && info->adopted) json_object_set_new(o, "adopted", json_true());
     char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (txt) printf("%s\n", txt);
     free(txt);
@@ -59,7 +63,7 @@ static void print_info(const char *key, const store_info *info)
 static int cmd_put(store *s, const char *key, const char *path, sw_err *err)
 {
     int fd = 0;
-    store_info info;
+    store_info info = {0};
     if (strcmp(path, "-") != 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return sw_errf(err, SW_E_INTERNAL, false, "open %s: %s", path, strerror(errno));
     int rc = store_put_fd(s, key, fd, &info, err);
@@ -108,16 +112,31 @@ static int print_entry(void *arg, const char *key, int64_t size)
     return 0;
 }
 
+static int cmd_gc(store *s, const cfg *c, const char *prefix, sw_err *err)
+{
+    store_gc_stats st;
+    if (store_gc(s, prefix, c->store_orphan_grace_s, GC_BUDGET_MS, &st, err) < 0) return -1;
+    json_t *o = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:b}", "prefix", prefix, "grace_s",
+                          c->store_orphan_grace_s, "seen", (json_int_t)st.seen, "removed",
+                          (json_int_t)st.removed, "kept", (json_int_t)st.kept, "removed_bytes",
+                          (json_int_t)st.removed_bytes, "truncated", st.truncated);
+    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    json_decref(o);
+    return 0;
+}
+
 int cli_store_main(const cfg *c, int argc, char **argv)
 {
     if (argc < 2) return usage();
     const char *cmd = argv[1];
     const char *a1 = argc > 2 ? argv[2] : NULL, *a2 = argc > 3 ? argv[3] : "-";
-    bool needs_key = strcmp(cmd, "ls") != 0;
+    bool needs_key = strcmp(cmd, "ls") != 0 && strcmp(cmd, "gc") != 0;
     int max_args = !strcmp(cmd, "put") || !strcmp(cmd, "get") ? 4 : 3;
     if ((needs_key && !a1) || argc > max_args) return usage();
     if (strcmp(cmd, "put") && strcmp(cmd, "get") && strcmp(cmd, "head") && strcmp(cmd, "rm") &&
-        strcmp(cmd, "ls"))
+        strcmp(cmd, "ls") && strcmp(cmd, "gc"))
         return usage();
     sw_err err = {0};
     int rc = -1;
@@ -128,11 +147,13 @@ int cli_store_main(const cfg *c, int argc, char **argv)
     } else if (!strcmp(cmd, "get")) {
         rc = cmd_get(s, a1, a2, &err);
     } else if (!strcmp(cmd, "head")) {
-        store_info info;
+        store_info info = {0};
         rc = store_head(s, a1, &info, &err);
         if (rc == 0) print_info(a1, &info);
     } else if (!strcmp(cmd, "rm")) {
         rc = store_delete(s, a1, &err);
+    } else if (!strcmp(cmd, "gc")) {
+        rc = cmd_gc(s, c, a1 ? a1 : "", &err);
     } else {
         rc = store_list(s, a1 ? a1 : "", print_entry, NULL, &err);
     }

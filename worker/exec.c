@@ -5,11 +5,13 @@
  * job type, turns the outcome into succeeded / retry (backoff with full jitter) /
  * dead, and moves the item to the done queue. The first item into an empty done
  * queue writes one byte to the loop's pipe, so a burst of completions costs one
- * wake-up. The memo write-through uses a per-thread blocking Redis connection. */
+ * wake-up. The memo write-through uses a per-thread blocking Redis connection.
+ * Between jobs a thread may sweep store orphans (gc_between_jobs). */
 #include "worker/exec.h"
 
 #include <errno.h>
 #include <hiredis.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,10 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/rds.h"
+#include "common/store.h"
 #include "common/xmalloc.h"
+
+#define GC_BUDGET_MS 5000   /* one sweep between jobs stops after this (checked between requests) */
 
 struct exec_pool {
     const cfg *cfg;
@@ -35,6 +40,7 @@ struct exec_pool {
     int nthreads;
     int exited;        /* threads that returned */
     pthread_t *threads;
+    _Atomic int64_t gc_next_ms;  /* job_now_ms() before which no thread sweeps the store */
 };
 
 typedef struct thread_state {
@@ -141,6 +147,31 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
     return sw_errc(err, SW_E_INTERNAL, "cannot record job memo '%s' in Redis", name);
 }
 
+/* True when this worker knows it no longer owns the delivery: the renewal said so
+ * (cancel flag), or the job hash, read now, names another worker or entry or is no
+ * longer running. Unknown (Redis unreachable) is false: the caller goes on as before. */
+static bool lease_lost(thread_state *ts, item *it)
+{
+    if (atomic_load(&it->cancel)) return true;
+    sw_err e;
+    if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, &e))) return false;
+    char key[256];
+    rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
+    redisReply *r = redisCommand(ts->rc, "HMGET %s worker entry status", key);
+    bool lost = false;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        redisReply **v = r->element;
+        lost = v[0]->type != REDIS_REPLY_STRING || strcmp(v[0]->str, ts->pool->consumer) != 0 ||
+               v[1]->type != REDIS_REPLY_STRING || strcmp(v[1]->str, it->entry) != 0 ||
+               v[2]->type != REDIS_REPLY_STRING || strcmp(v[2]->str, "running") != 0;
+    } else if (!r) {
+        redisFree(ts->rc);
+        ts->rc = NULL;
+    }
+    if (r) freeReplyObject(r);
+    return lost;
+}
+
 /* ---- running one item -------------------------------------------------- */
 
 static void run_item(thread_state *ts, item *it)
@@ -194,8 +225,13 @@ static void run_item(thread_state *ts, item *it)
         item_fail(it, c, &err);
     }
     /* A job about to end dead may need to undo (a restore rolls its port back);
-     * that undo is retried until it succeeds or the worker stops. */
-    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
+     * that undo is retried until it succeeds or the worker stops. Not when the lease
+     * is known lost: another worker owns the job now (its finish would be fenced out
+     * anyway), and undoing here could roll back that worker's successful restore
+     * (docs/store.md "Writes of a stale attempt"). */
+    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead && lease_lost(ts, it)) {
+        log_msg(LOG_WARN, "on_dead_skipped", "job", it->req.id, "reason", "lease lost", NULL);
+    } else if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
         int64_t backoff = 200;
         sw_err e2;
         while (it->type->on_dead(&ctx, &e2) < 0) {
@@ -219,6 +255,42 @@ static void run_item(thread_state *ts, item *it)
     redact_values_free(&secrets);
 }
 
+/* Store orphans (temp files, multipart uploads of killed writers; docs/store.md
+ * "Orphans") are swept here, not in a timer of the loop: only a thread that already
+ * opened the store for a job does it (so an idle or noop-only worker never loads
+ * libcrypto/libcurl), at most once per grace period per process (one thread claims
+ * the slot), for the tenant of the job it just ran, after that job's outcome went
+ * back to the loop, within GC_BUDGET_MS. Replicas sweeping the same prefix are
+ * harmless: removing a temp file or aborting an upload twice is a no-op. */
+static void gc_between_jobs(thread_state *ts, const char *tenant)
+{
+    exec_pool *p = ts->pool;
+    store *s = ts->jt.store;
+    int64_t now = job_now_ms(), next = atomic_load(&p->gc_next_ms);
+    if (!s || now < next) return;
+    int64_t grace_s = p->cfg->store_orphan_grace_s;
+    if (!atomic_compare_exchange_strong(&p->gc_next_ms, &next, now + grace_s * 1000)) return;
+    char prefix[80];
+    snprintf(prefix, sizeof prefix, "%s/", tenant);
+    store_gc_stats st;
+    sw_err e;
+    sw_err_clear(&e);
+    int rc = store_gc(s, prefix, grace_s, GC_BUDGET_MS, &st, &e);
+    log_line l;
+    log_begin(&l, rc < 0 ? LOG_WARN : LOG_INFO, "store_gc");
+    log_str(&l, "prefix", prefix);
+    if (rc < 0) {
+        log_str(&l, "code", sw_code_name(e.code));
+        log_str(&l, "error", e.msg);
+    } else {
+        log_int(&l, "seen", st.seen);
+        log_int(&l, "removed", st.removed);
+        log_int(&l, "kept", st.kept);
+        log_int(&l, "truncated", st.truncated);
+    }
+    log_end(&l);
+}
+
 static void *thread_main(void *arg)
 {
     thread_state *ts = arg;
@@ -240,6 +312,8 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&p->mu);
 
         run_item(ts, it);
+        char tenant[64];
+        snprintf(tenant, sizeof tenant, "%s", it->req.tenant_id);
 
         pthread_mutex_lock(&p->mu);
         p->running--;
@@ -248,12 +322,14 @@ static void *thread_main(void *arg)
         if (p->done_tail) p->done_tail->next = it;
         else p->done_head = it;
         p->done_tail = it;
+        bool stopping = p->stopping;
         pthread_mutex_unlock(&p->mu);
         if (was_empty) {
             char b = 1;
             ssize_t w = write(p->notify_fd, &b, 1);
             (void)w; /* a full pipe already means "wake up" */
         }
+        if (*tenant && !stopping) gc_between_jobs(ts, tenant);
     }
     job_thread_free(&ts->jt);
     if (ts->rc) redisFree(ts->rc);

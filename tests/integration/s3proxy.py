@@ -20,10 +20,25 @@ It prints "PORT=<n>" once listening. Control endpoints (not signed):
     A body shorter than its Content-Length (the client died or gave up mid-body) is
     answered 400 IncompleteBody and never forwarded, as S3 does (s3rver would store
     the bytes that did arrive).
-    POST /__proxy/reset   clear rules and statistics
-    GET  /__proxy/stats   JSON: connections, requests, sig_failures, faults, log[]
+        "action": "hold", "name": "A": the matching request (checked and signed, not
+        yet forwarded) waits until POST /__proxy/release {"name": "A"}; its log entry
+        says "held" meanwhile. For a stalled client whose request is in flight.
+    POST /__proxy/release {"name": N}   let requests held by rule N go on (no name: all)
+    POST /__proxy/age {"seconds": S}    multipart uploads seen so far look S seconds older
+    POST /__proxy/reset   clear rules and statistics (held requests are released)
+    GET  /__proxy/stats   JSON: connections, requests, sig_failures, faults, log[], uploads{}
+
+S3 semantics s3rver lacks, done here as AWS does:
+    If-None-Match: * on PUT and CompleteMultipartUpload: 412 PreconditionFailed when the
+        key exists (checked and written under one lock, so two conditional writes of a
+        key never both succeed); the header is not forwarded.
+    Multipart uploads are tracked (CreateMultipartUpload answers are read): abort
+        (DELETE ?uploadId=) answers 204 and forgets the upload (s3rver says 405);
+        UploadPart/Complete of an aborted upload get 404 NoSuchUpload; ListMultipartUploads
+        (GET /BUCKET?uploads[&prefix=]) lists the open ones with their Initiated time.
 """
 import argparse
+import datetime
 import hashlib
 import hmac
 import http.client
@@ -34,6 +49,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.sax.saxutils import escape as xml_escape
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -65,6 +81,10 @@ class State:
     def __init__(self, args):
         self.args = args
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # conditional check + write, atomically
+        self.uploads = {}    # upload id -> {"key", "initiated"} (open multipart uploads)
+        self.aborted = set()
+        self.holds = {}      # rule name -> threading.Event
         self.reset()
 
     def reset(self):
@@ -75,6 +95,13 @@ class State:
             self.sig_failures = 0
             self.faults = 0
             self.log = []
+            for ev in self.holds.values():
+                ev.set()
+            self.holds = {}
+
+    def hold_event(self, name):
+        with self.lock:
+            return self.holds.setdefault(name, threading.Event())
 
 
 def s3_error(status, code, message):
@@ -139,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__proxy/stats":
             with st.lock:
                 data = {"connections": st.connections, "requests": st.requests,
-                        "sig_failures": st.sig_failures, "faults": st.faults, "log": st.log}
+                        "sig_failures": st.sig_failures, "faults": st.faults, "log": st.log,
+                        "uploads": st.uploads}
             return self.send_simple(200, json.dumps(data).encode(), "application/json")
         if self.path == "/__proxy/reset":
             st.reset()
@@ -148,6 +176,21 @@ class Handler(BaseHTTPRequestHandler):
             rules = json.loads(body or b"[]")
             with st.lock:
                 st.rules = rules
+            return self.send_simple(200, b"{}", "application/json")
+        if self.path == "/__proxy/release":
+            name = json.loads(body or b"{}").get("name")
+            with st.lock:
+                evs = [ev for n, ev in st.holds.items() if name is None or n == name]
+            for ev in evs:
+                ev.set()
+            if name is not None and not evs:
+                st.hold_event(name).set()  # released before it arrived: do not hold it
+            return self.send_simple(200, b"{}", "application/json")
+        if self.path == "/__proxy/age":
+            secs = json.loads(body or b"{}").get("seconds", 0)
+            with st.lock:
+                for u in st.uploads.values():
+                    u["initiated"] -= secs
             return self.send_simple(200, b"{}", "application/json")
         return self.send_simple(404, b"{}", "application/json")
 
@@ -268,22 +311,126 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(rule.get("stall_s", 30))
             self.close_connection = True
             return
+        if rule and rule["action"] == "hold":
+            entry["result"] = "held"
+            st.hold_event(rule.get("name", "")).wait()
+        if self.s3_semantics(body, entry):
+            return
         entry["result"] = "forwarded"
         self.forward(body, rule if rule and rule["action"] == "drop" else None)
 
-    def forward(self, body, drop):
+    # ---- S3 semantics s3rver lacks -------------------------------------------
+    def bucket_and_key(self):
+        path = urllib.parse.unquote(self.path.partition("?")[0])
+        bucket, _, key = path.lstrip("/").partition("/")
+        return bucket, key
+
+    def s3_semantics(self, body, entry):
+        """Answer here what s3rver gets wrong; True when answered."""
+        st = self.server.state
+        q = urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        bucket, key = self.bucket_and_key()
+        upload_id = (q.get("uploadId") or [None])[0]
+        if self.command == "GET" and not key and "uploads" in q:
+            return self.list_uploads(bucket, (q.get("prefix") or [""])[0], entry)
+        if upload_id is not None:
+            with st.lock:
+                gone = upload_id in st.aborted or upload_id not in st.uploads
+            if self.command == "DELETE":
+                with st.lock:
+                    st.uploads.pop(upload_id, None)
+                    st.aborted.add(upload_id)
+                entry["result"] = "aborted" if not gone else "abort unknown"
+                if gone:
+                    self.send_simple(*s3_error(404, "NoSuchUpload", "no such upload"))
+                    return True
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
+            if gone:
+                entry["result"] = "no such upload"
+                self.send_simple(*s3_error(404, "NoSuchUpload", "no such upload"))
+                return True
+        conditional = (self.headers.get("If-None-Match") == "*" and key and
+                       (self.command == "PUT" and "partNumber" not in q or
+                        self.command == "POST" and upload_id is not None))
+        if conditional:
+            with st.write_lock:
+                if self.exists(bucket, key):
+                    entry["result"] = "precondition failed"
+                    self.send_simple(*s3_error(412, "PreconditionFailed", "At least one of the "
+                                               "pre-conditions you specified did not hold"))
+                    return True
+                entry["result"] = "forwarded"
+                status = self.forward(body, None)
+            if upload_id is not None and status == 200:
+                with st.lock:
+                    st.uploads.pop(upload_id, None)
+            return True
+        if self.command == "POST" and "uploads" in q:
+            entry["result"] = "forwarded"
+            status, data = self.forward(body, None, capture=True)
+            m = data and data.split(b"<UploadId>")
+            if status == 200 and m and len(m) > 1:
+                uid = m[1].split(b"</UploadId>")[0].decode()
+                with st.lock:
+                    st.uploads[uid] = {"key": key, "initiated": time.time()}
+            return True
+        if self.command == "POST" and upload_id is not None:  # unconditional complete
+            entry["result"] = "forwarded"
+            if self.forward(body, None) == 200:
+                with st.lock:
+                    st.uploads.pop(upload_id, None)
+            return True
+        return False
+
+    def exists(self, bucket, key):
+        up = urllib.parse.urlsplit(self.server.state.args.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+        try:
+            conn.request("HEAD", "/%s/%s" % (bucket, urllib.parse.quote(key)))
+            r = conn.getresponse()
+            r.read()
+            return r.status == 200
+        finally:
+            conn.close()
+
+    def list_uploads(self, bucket, prefix, entry):
+        st = self.server.state
+        with st.lock:
+            ups = sorted((u["key"], uid, u["initiated"]) for uid, u in st.uploads.items()
+                         if u["key"].startswith(prefix))
+        parts = ["<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListMultipartUploadsResult>",
+                 "<Bucket>%s</Bucket><Prefix>%s</Prefix><MaxUploads>1000</MaxUploads>"
+                 "<IsTruncated>false</IsTruncated>" % (xml_escape(bucket), xml_escape(prefix))]
+        for k, uid, t in ups:
+            when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+            parts.append("<Upload><Key>%s</Key><UploadId>%s</UploadId><Initiated>%s</Initiated>"
+                         "</Upload>" % (xml_escape(k), xml_escape(uid),
+                                        when.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
+        parts.append("</ListMultipartUploadsResult>")
+        entry["result"] = "listed uploads"
+        self.send_simple(200, "".join(parts).encode())
+        return True
+
+    def forward(self, body, drop, capture=False):
+        """Send the request upstream and its answer back; returns the status (and the
+        body when capture)."""
         up = urllib.parse.urlsplit(self.server.state.args.upstream)
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in HOP and k.lower() != "if-none-match"}
         try:
             conn.request(self.command, self.path, body=body if body else None, headers=headers)
             resp = conn.getresponse()
             self.send_response(resp.status)
             length = resp.getheader("Content-Length")
             data = None
-            if length is None and self.command != "HEAD":
+            if (length is None or capture) and self.command != "HEAD":
                 data = resp.read()
                 length = str(len(data))
+            captured = data
             for k, v in resp.getheaders():
                 if k.lower() not in HOP and k.lower() != "content-length":
                     self.send_header(k, v)
@@ -291,7 +438,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", length)
             self.end_headers()
             if self.command == "HEAD":
-                return
+                return (resp.status, None) if capture else resp.status
             sent, limit = 0, (drop.get("after_bytes", 0) if drop else None)
             while True:
                 chunk = data if data is not None else resp.read(256 * 1024)
@@ -303,9 +450,10 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
-                    return
+                    return (resp.status, None) if capture else resp.status
                 self.wfile.write(chunk)
                 sent += len(chunk)
+            return (resp.status, captured) if capture else resp.status
         finally:
             conn.close()
 

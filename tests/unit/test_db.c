@@ -195,7 +195,7 @@ static void ids_are_checked_before_any_query(void **state)
     assert_int_equal(db_snapshot_insert(d, "nope", "0b6f6a0e-6a43-4c43-9c3e-3c1f7f0f2f11", "p",
                                         1, &err), -1);
     assert_int_equal(err.code, SW_E_INVALID_PAYLOAD);
-    assert_int_equal(db_snapshot_latest(d, "", path, sizeof path, &found, &err), -1);
+    assert_int_equal(db_snapshot_latest(d, "", path, sizeof path, NULL, &found, &err), -1);
     assert_false(found);
     assert_int_equal(db_port_restore(d, "'; DROP TABLE x; --", 1, 2, &err), -1);
     assert_int_equal(err.code, SW_E_INVALID_PAYLOAD);

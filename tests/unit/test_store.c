@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cfg.h"
@@ -241,24 +242,125 @@ static void test_an_aborted_put_leaves_no_object_and_no_temp_file(void **state)
     free(dir);
 }
 
-static void test_an_unfinished_put_is_invisible_until_commit(void **state)
+static void test_an_unfinished_put_is_invisible_and_a_later_commit_adopts_the_first_object(void **state)
 {
     fx *f = *state;
     sw_err err = {0};
-    assert_int_equal(put_bytes(f->s, "v.tar.gz", (const unsigned char *)"old", 3, NULL, &err), 0);
+    store_info first = {0}, info = {0};
+    assert_int_equal(put_bytes(f->s, "v.tar.gz", (const unsigned char *)"old", 3, &first, &err), 0);
+    assert_false(first.adopted);
     store_writer *w = store_put_begin(f->s, "v.tar.gz", &err);
     assert_int_equal(store_put_write(w, "newer", 5, &err), 0);
-    store_info info;
     size_t n = 0;
     unsigned char *back = get_bytes(f->s, "v.tar.gz", &n, &info, &err);
     assert_int_equal(n, 3);                       /* readers still see the old object */
     assert_memory_equal(back, "old", 3);
     free(back);
-    assert_int_equal(store_put_commit(w, NULL, &err), 0);
+    /* write-once: the first commit won; this one discards "newer" and describes "old" */
+    assert_int_equal(store_put_commit(w, &info, &err), 0);
+    assert_true(info.adopted);
+    assert_int_equal(info.size_bytes, 3);
+    assert_string_equal(info.sha256, first.sha256);
     back = get_bytes(f->s, "v.tar.gz", &n, &info, &err);
-    assert_int_equal(n, 5);
-    assert_memory_equal(back, "newer", 5);
+    assert_int_equal(n, 3);
+    assert_memory_equal(back, "old", 3);
     free(back);
+    char *dir = path_in(f, "");
+    DIR *d = opendir(dir);                        /* the loser's temp file is gone */
+    for (struct dirent *de; (de = readdir(d));) assert_null(strstr(de->d_name, ".swtmp-"));
+    closedir(d);
+    free(dir);
+    /* after a delete the key takes a new object again */
+    assert_int_equal(store_delete(f->s, "v.tar.gz", &err), 0);
+    assert_int_equal(put_bytes(f->s, "v.tar.gz", (const unsigned char *)"newer", 5, &info, &err), 0);
+    assert_false(info.adopted);
+    assert_int_equal(info.size_bytes, 5);
+}
+
+static void test_adopting_an_object_without_sidecar_hashes_it_and_writes_the_sidecar(void **state)
+{
+    fx *f = *state;
+    sw_err err = {0};
+    unsigned char *data = pattern(300000, 4);
+    char want[65];
+    sha256_hex(data, 300000, want);
+    /* its writer died between the commit and the sidecar */
+    assert_int_equal(put_bytes(f->s, "a/o.tar.gz", data, 300000, NULL, &err), 0);
+    char *side = path_in(f, "a/o.tar.gz.sha256");
+    assert_int_equal(unlink(side), 0);
+    store_info info = {0};
+    assert_int_equal(put_bytes(f->s, "a/o.tar.gz", (const unsigned char *)"other", 5, &info, &err), 0);
+    assert_true(info.adopted);
+    assert_int_equal(info.size_bytes, 300000);
+    assert_string_equal(info.sha256, want);
+    assert_int_equal(store_head(f->s, "a/o.tar.gz", &info, &err), 0);
+    assert_string_equal(info.sha256, want);      /* the sidecar is back */
+    free(side);
+    free(data);
+}
+
+static void test_a_stale_sidecar_without_object_is_replaced_by_the_next_put(void **state)
+{
+    fx *f = *state;
+    sw_err err = {0};
+    char *side = path_in(f, "s.tar.gz.sha256"), *root = path_in(f, "");
+    mkdir(root, 0777);
+    free(root);
+    FILE *fp = fopen(side, "w");
+    assert_non_null(fp);                  /* left by a delete that died half-way */
+    fputs("0000000000000000000000000000000000000000000000000000000000000000\n", fp);
+    fclose(fp);
+    store_info info = {0};
+    assert_int_equal(put_bytes(f->s, "s.tar.gz", (const unsigned char *)"abc", 3, &info, &err), 0);
+    assert_false(info.adopted);
+    size_t n = 0;
+    unsigned char *back = get_bytes(f->s, "s.tar.gz", &n, &info, &err);
+    assert_non_null(back);                        /* verifies against the new sidecar */
+    assert_int_equal(n, 3);
+    free(back);
+    free(side);
+}
+
+static void test_gc_removes_old_temp_files_only(void **state)
+{
+    fx *f = *state;
+    sw_err err = {0};
+    assert_int_equal(put_bytes(f->s, "t/s/keep.tar.gz", (const unsigned char *)"obj", 3, NULL, &err), 0);
+    char *old_tmp = path_in(f, "t/s/.swtmp-00000000000000aa");
+    char *young_tmp = path_in(f, "t/s/.swtmp-00000000000000bb");
+    char *other = path_in(f, "u/.swtmp-00000000000000cc");
+    char *udir = path_in(f, "u");
+    mkdir(udir, 0777);
+    const char *files[] = {old_tmp, young_tmp, other};
+    for (int i = 0; i < 3; i++) {
+        FILE *fp = fopen(files[i], "w");
+        fputs("partial", fp);
+        fclose(fp);
+    }
+    struct timespec times[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, old_tmp, times, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, other, times, 0), 0);
+    store_gc_stats st;
+    assert_int_equal(store_gc(f->s, "t/", 3600, 10000, &st, &err), 0);   /* u/ is out of scope */
+    assert_int_equal(st.seen, 2);
+    assert_int_equal(st.removed, 1);
+    assert_int_equal(st.kept, 1);
+    assert_int_equal(st.removed_bytes, 7);
+    assert_false(st.truncated);
+    assert_int_equal(access(old_tmp, F_OK), -1);
+    assert_int_equal(access(young_tmp, F_OK), 0);
+    assert_int_equal(access(other, F_OK), 0);
+    store_info info;
+    assert_int_equal(store_head(f->s, "t/s/keep.tar.gz", &info, &err), 0);   /* objects untouched */
+    assert_int_equal(store_gc(f->s, "", 3600, 10000, &st, &err), 0);
+    assert_int_equal(st.removed, 1);
+    assert_int_equal(access(other, F_OK), -1);
+    assert_int_equal(store_gc(f->s, "", 3600, -1, &st, &err), 0);            /* no time: stops */
+    assert_true(st.truncated);
+    free(old_tmp);
+    free(young_tmp);
+    free(other);
+    free(udir);
 }
 
 static void test_get_and_head_of_a_missing_key_are_snapshot_not_found(void **state)
@@ -550,7 +652,7 @@ static const store_ops fake_ops = {"fake", fk_close, fk_put_begin, fk_put_write,
                                    fk_put_abort, fk_get_open, fk_get_read, fk_get_close, fk_head,
                                    fk_del, fk_list, NULL};
 
-static void test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_new_one(void **state)
+static void test_commit_publishes_then_writes_the_sidecar(void **state)
 {
     (void)state;
     fake f = {0};
@@ -560,7 +662,7 @@ static void test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_n
     assert_int_equal(store_put_write(w, "abc", 3, &err), 0);
     store_info info;
     assert_int_equal(store_put_commit(w, &info, &err), 0);
-    assert_string_equal(f.log, "delete x.tar.gz.sha256;publish x.tar.gz;publish x.tar.gz.sha256");
+    assert_string_equal(f.log, "publish x.tar.gz;publish x.tar.gz.sha256");
     assert_int_equal(info.size_bytes, 3);
     f.log[0] = '\0';
     f.fail_commit = 1;                               /* a failed publish writes no sidecar */
@@ -568,7 +670,7 @@ static void test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_n
     assert_int_equal(store_put_commit(w, &info, &err), -1);
     assert_int_equal(err.code, SW_E_STORAGE);
     assert_true(err.retryable);
-    assert_string_equal(f.log, "delete x.tar.gz.sha256");
+    assert_string_equal(f.log, "");
     seen sn = {0};
     assert_int_equal(store_list(s, "", collect, &sn, &err), 0);   /* sidecars hidden */
     assert_int_equal(sn.n, 2);
@@ -721,7 +823,7 @@ static void test_a_rewound_sized_put_hashes_only_the_attempt_that_was_published(
     assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), 0);
     assert_int_equal(m.rewinds, 1);
     assert_string_equal(info.sha256, want);
-    assert_string_equal(f.log, "delete r.tar.gz.sha256;publish r.tar.gz;publish r.tar.gz.sha256");
+    assert_string_equal(f.log, "publish r.tar.gz;publish r.tar.gz.sha256");
     /* not rewindable: the failed attempt is final and retryable, no sidecar */
     f.log[0] = '\0';
     m.off = 0;
@@ -729,14 +831,14 @@ static void test_a_rewound_sized_put_hashes_only_the_attempt_that_was_published(
     assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), -1);
     assert_int_equal(err.code, SW_E_STORAGE);
     assert_true(err.retryable);
-    assert_string_equal(f.log, "delete r.tar.gz.sha256");
+    assert_string_equal(f.log, "");
     /* above put_sized_max: streamed through the ordinary writer */
     f.log[0] = '\0';
     m.off = 0;
     ops.put_sized_max = 10;
     assert_int_equal(store_put_sized(s, "r.tar.gz", (int64_t)n, &src, &info, &err), 0);
     assert_string_equal(info.sha256, want);
-    assert_string_equal(f.log, "delete r.tar.gz.sha256;publish r.tar.gz;publish r.tar.gz.sha256");
+    assert_string_equal(f.log, "publish r.tar.gz;publish r.tar.gz.sha256");
     store_close(s);
     free(data);
 }
@@ -830,6 +932,16 @@ static void test_backoff_doubles_with_equal_jitter_and_stops_at_the_cap(void **s
     assert_int_equal(store_backoff_ms(40, 100, 5000, 0), 2500);
 }
 
+static void test_s3_times_parse_as_utc(void **state)
+{
+    (void)state;
+    assert_int_equal(store_s3_parse_time("1970-01-01T00:00:00.000Z"), 0);
+    assert_int_equal(store_s3_parse_time("2024-05-01T12:00:01.000Z"), 1714564801);
+    assert_int_equal(store_s3_parse_time("2024-05-01T12:00:01Z"), 1714564801);
+    assert_int_equal(store_s3_parse_time("yesterday"), -1);
+    assert_int_equal(store_s3_parse_time(NULL), -1);
+}
+
 static void test_xml_take_decodes_entities_and_walks_in_order(void **state)
 {
     (void)state;
@@ -883,7 +995,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_store_round_trips_boundary_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sidecar_is_64_hex_and_a_newline_next_to_the_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_aborted_put_leaves_no_object_and_no_temp_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_an_unfinished_put_is_invisible_until_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_unfinished_put_is_invisible_and_a_later_commit_adopts_the_first_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopting_an_object_without_sidecar_hashes_it_and_writes_the_sidecar, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_stale_sidecar_without_object_is_replaced_by_the_next_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_removes_old_temp_files_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_and_head_of_a_missing_key_are_snapshot_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_removes_object_and_sidecar_and_a_missing_key_is_fine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters_by_string_prefix_and_hides_sidecars_and_temp_files, setup, teardown),
@@ -893,7 +1008,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_garbled_sidecar_is_a_permanent_storage_error, setup, teardown),
         cmocka_unit_test(test_store_open_refuses_bad_urls_missing_bucket_and_missing_credentials),
         cmocka_unit_test(test_an_unreachable_s3_endpoint_is_a_retryable_storage_error),
-        cmocka_unit_test(test_commit_deletes_the_old_sidecar_then_publishes_then_writes_the_new_one),
+        cmocka_unit_test(test_commit_publishes_then_writes_the_sidecar),
         cmocka_unit_test_setup_teardown(test_put_sized_through_the_file_store_checks_the_size_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_fd_sends_a_regular_file_from_its_offset_and_a_pipe_to_eof, setup, teardown),
         cmocka_unit_test(test_a_rewound_sized_put_hashes_only_the_attempt_that_was_published),
@@ -903,6 +1018,7 @@ int main(void)
         cmocka_unit_test(test_part_size_bounds_the_largest_object),
         cmocka_unit_test(test_backoff_doubles_with_equal_jitter_and_stops_at_the_cap),
         cmocka_unit_test(test_xml_take_decodes_entities_and_walks_in_order),
+        cmocka_unit_test(test_s3_times_parse_as_utc),
         cmocka_unit_test(test_sha256_streams_and_validates_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
