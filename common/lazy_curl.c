@@ -1,4 +1,5 @@
-/* common/lazy_curl.c — the libcurl functions snapworker calls (the s3:// store), forwarded
+/* common/lazy_curl.c — the libcurl functions snapworker calls (the s3:// store and the
+ * Kubernetes client, common/k8s*.c), forwarded
  * into libcurl.so.4 loaded on first use (common/lazylib.h). Owns only this symbol list and
  * the forwarders, with curl.h's prototypes (included: the compiler checks them).
  * curl's type-checking macros would rewrite the definitions of the two variadic
@@ -13,8 +14,10 @@
 #undef curl_easy_getinfo
 
 #define SYMS(X)                                                                           \
-    X(curl_easy_cleanup) X(curl_easy_getinfo) X(curl_easy_init) X(curl_easy_pause)       \
-    X(curl_easy_reset) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_global_init)     \
+    X(curl_easy_cleanup) X(curl_easy_escape) X(curl_easy_getinfo) X(curl_easy_init)      \
+    X(curl_easy_pause) X(curl_easy_perform) X(curl_easy_recv) X(curl_easy_reset)         \
+    X(curl_easy_send) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_free)             \
+    X(curl_global_init)                                                                   \
     X(curl_multi_add_handle) X(curl_multi_cleanup) X(curl_multi_info_read)               \
     X(curl_multi_init) X(curl_multi_perform) X(curl_multi_poll)                          \
     X(curl_multi_remove_handle) X(curl_multi_strerror) X(curl_slist_append)              \
@@ -56,9 +59,29 @@ CURLcode curl_easy_getinfo(CURL *curl, CURLINFO info, ...)
 }
 
 void curl_easy_cleanup(CURL *curl) { FN(curl_easy_cleanup)(curl); }
+
+char *curl_easy_escape(CURL *handle, const char *string, int length)
+{
+    return FN(curl_easy_escape)(handle, string, length);
+}
+
 CURL *curl_easy_init(void) { return FN(curl_easy_init)(); }
 CURLcode curl_easy_pause(CURL *handle, int bitmask) { return FN(curl_easy_pause)(handle, bitmask); }
+CURLcode curl_easy_perform(CURL *curl) { return FN(curl_easy_perform)(curl); }
+
+CURLcode curl_easy_recv(CURL *curl, void *buffer, size_t buflen, size_t *n)
+{
+    return FN(curl_easy_recv)(curl, buffer, buflen, n);
+}
+
 void curl_easy_reset(CURL *curl) { FN(curl_easy_reset)(curl); }
+
+CURLcode curl_easy_send(CURL *curl, const void *buffer, size_t buflen, size_t *n)
+{
+    return FN(curl_easy_send)(curl, buffer, buflen, n);
+}
+
+void curl_free(void *p) { FN(curl_free)(p); }
 const char *curl_easy_strerror(CURLcode code) { return FN(curl_easy_strerror)(code); }
 CURLcode curl_global_init(long flags) { return FN(curl_global_init)(flags); }
 
