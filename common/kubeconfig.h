@@ -38,8 +38,9 @@ typedef struct k8s_creds {
  * here, only their resolved paths stored). 'what' names the file in messages. 0 or -1. */
 int kubeconfig_parse(const char *text, size_t len, const char *base_dir, const char *what,
                      k8s_creds *out, sw_err *err);
-/* c->kubeconfig when non-empty (a ':'-separated list: the first file that exists and parses
- * is used; merging across files is not supported and said so), else in-cluster:
+/* c->kubeconfig when non-empty (a ':'-separated list: the first file that exists is used, and
+ * a parse error in it is an error, not a reason to try the next; merging across files is not
+ * supported and said so in docs/kubernetes.md), else in-cluster:
  * KUBERNETES_SERVICE_HOST/_PORT (IPv6 bracketed) and the service-account token, ca.crt and
  * namespace under 'sa_dir' (NULL = /var/run/secrets/kubernetes.io/serviceaccount). 0 or -1. */
 int k8s_creds_load(const cfg *c, const char *sa_dir, k8s_creds *out, sw_err *err);
