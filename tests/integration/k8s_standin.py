@@ -1472,7 +1472,12 @@ def main():
     root = os.path.abspath(a.dir)
     os.makedirs(root, exist_ok=True)
     if not os.path.isdir(WORKSPACE):
-        os.makedirs(WORKSPACE, exist_ok=True)   # the bind-mount target (we run as root)
+        try:
+            os.makedirs(WORKSPACE, exist_ok=True)   # the bind-mount target (we run as root)
+        except OSError as e:
+            print("k8s stand-in: %s is needed as a mount point and cannot be made: %s"
+                  % (WORKSPACE, e), file=sys.stderr)
+            return 2
     pki = make_pki(os.path.join(root, "pki"))
     state = State(root, a.mode)
     api = ApiServer(state, pki, port=a.port)

@@ -201,6 +201,20 @@ def exec_path(argv, container="sandbox", pod=POD, ns=NS, stdin=False, stdout=Tru
         q, quote_via=urllib.parse.quote))
 
 
+def gone(pid, timeout=10.0):
+    """The process has died (a zombie waiting for init to reap it counts as dead)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class StandinCase(unittest.TestCase):
     sa = None
 
@@ -436,10 +450,26 @@ class StandinCase(unittest.TestCase):
         os.kill(pid, 0)   # still running after the exec ended
         code, obj = self.rest("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, POD))
         self.assertEqual(code, 200)
-        deadline = time.time() + 10
-        while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertFalse(os.path.exists("/proc/%d" % pid))
+        self.assertTrue(gone(pid))
+
+    def test_stopping_the_standin_kills_what_its_execs_left_running(self):
+        with K8sStandin() as sa:
+            sa.add_token(TOKEN)
+            sa.add_pod(POD, NS)
+            ws = WS(sa, exec_path(["sh", "-c", "nohup setsid sleep 300 >/dev/null 2>&1 & echo $!"]))
+            r = ws.run()
+            ws.close()
+            pid = int(r.stdout.decode())
+            os.kill(pid, 0)
+        self.assertTrue(gone(pid))
+
+    def test_a_child_holding_stdout_delays_the_status_by_at_most_two_seconds(self):
+        t = time.time()
+        r = self.exec_(["sh", "-c", "sleep 30 & echo started"])
+        took = time.time() - t
+        self.assertEqual((bytes(r.stdout), r.status["status"]), (b"started\n", "Success"))
+        self.assertTrue(1.5 < took < 6, took)
+        self.sa.remove_pod(POD, NS)   # and the sleep goes with the pod
 
     # ---- frame rules and faults
     def test_an_unmasked_client_frame_is_refused_with_1002(self):
@@ -553,6 +583,20 @@ class StandinCase(unittest.TestCase):
         self.assertEqual(json.loads(dels[0]["body"]), {"preconditions": {"uid": "not-the-uid"}})
         self.assertEqual([d["status"] for d in dels], [409, 200, 404, 200, 404])
         self.assertTrue(all(dict(d["headers"])["Authorization"] == "<redacted>" for d in dels))
+
+    def test_kubeconfig_points_at_the_standin(self):
+        path = self.sa.kubeconfig(os.path.join(self.sa.dir, "kc"), token=TOKEN, client_cert=True)
+        with open(path) as f:
+            text = f.read()
+        fields = dict(ln.strip().split(": ", 1) for ln in text.splitlines() if ": " in ln)
+        self.assertEqual(fields["server"], self.sa.url)
+        self.assertEqual(fields["token"], TOKEN)
+        self.assertEqual(fields["current-context"], "standin")
+        self.assertEqual(fields["namespace"], NS)
+        with open(self.sa.ca, "rb") as f:
+            self.assertEqual(base64.b64decode(fields["certificate-authority-data"]), f.read())
+        with open(self.sa.client_key, "rb") as f:
+            self.assertEqual(base64.b64decode(fields["client-key-data"]), f.read())
 
     # ---- TLS and the records
     def test_alpn_offers_h2_and_http2_is_refused(self):
