@@ -98,7 +98,62 @@ class K8sCase(JobsCase):
                     self.assertNotIn(d, argv[2], "datum inside a script")
 
 
-class RoundTrip(K8sCase):
+class StartupTests:  # mixed into RoundTrip: one set of servers for both
+    def test_the_worker_exits_2_without_kubernetes_credentials(self):
+        env = dict(os.environ)
+        env.update(self.env(KUBECONFIG=os.path.join(self.tmp, "missing-kubeconfig")))
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        p = subprocess.run([BIN, "run"], env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("SANDBOX_BACKEND=kubernetes needs kubernetes credentials", p.stderr)
+
+
+class DevServerTests:  # mixed into RoundTrip: one set of servers for both
+    def test_restore_starts_the_dev_server_in_the_pod_and_a_second_one_replaces_it(self):
+        port = free_port_block(1)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --delay 0.3"
+        self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=20,
+                          SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1)
+        sb, ss = new_uuid(), new_uuid()
+        self.pod(sb)
+        sdir = self.session_dir(sb, ss)
+        web = os.path.join(sdir, "outputs", "web")
+        os.makedirs(os.path.join(web, "node_modules"))
+        with open(os.path.join(web, "package.json"), "w") as f:
+            f.write("{}")
+        res = self.ok(self.submit("restore", sb, ss))
+        pid = res["webapp_pid"]
+        self.assertIsInstance(pid, int)
+        self.assertTrue(res["skipped"])
+        with open(os.path.join(sdir, "nextjs.pid")) as f:
+            self.assertEqual(int(f.read()), pid)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            self.assertLess(r.status, 500)
+        with open(os.path.join(sdir, "nextjs.log")) as f:
+            self.assertIn(f"stand-in dev server on {port}", f.read())
+        res2 = self.ok(self.submit("restore", sb, ss))
+        self.assertNotEqual(res2["webapp_pid"], pid)
+        self.assertTrue(jt.wait_gone(pid))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            self.assertLess(r.status, 500)
+
+    def test_a_dev_server_that_dies_fails_the_restore_and_rolls_back(self):
+        port = free_port_block(1)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --fail-after 0.3"
+        tmpl = self.template_with_web()
+        self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=10,
+                          SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1,
+                          SNAPWORKER_OUTPUTS_TEMPLATE=tmpl)
+        sb, ss = new_uuid(), new_uuid()
+        self.pod(sb)
+        h = self.dead(self.submit("restore", sb, ss, max_attempts=1), "backend_error")
+        self.assertIn("dev server", json.loads(h["error"])["message"])
+        self.assertEqual(self.port_of(ss), "null")
+        self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
+        self.assertEqual(self.stagings(sb), [])
+
+
+class RoundTrip(K8sCase, StartupTests, DevServerTests):
     def test_snapshot_then_restore_gives_back_the_identical_tree_and_config(self):
         w = self.start_worker()
         sb, ss = new_uuid(), new_uuid()
@@ -375,58 +430,3 @@ class Failures(K8sCase):
                 self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
                 self.assertEqual(self.stagings(sb), [])
                 self.assertEqual(os.listdir(outside), [])
-
-
-class Startup(K8sCase):
-    def test_the_worker_exits_2_without_kubernetes_credentials(self):
-        env = dict(os.environ)
-        env.update(self.env(KUBECONFIG=os.path.join(self.tmp, "missing-kubeconfig")))
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        p = subprocess.run([BIN, "run"], env=env, capture_output=True, text=True, timeout=30)
-        self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertIn("SANDBOX_BACKEND=kubernetes needs kubernetes credentials", p.stderr)
-
-
-class DevServer(K8sCase):
-    def test_restore_starts_the_dev_server_in_the_pod_and_a_second_one_replaces_it(self):
-        port = free_port_block(1)
-        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --delay 0.3"
-        self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=20,
-                          SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1)
-        sb, ss = new_uuid(), new_uuid()
-        self.pod(sb)
-        sdir = self.session_dir(sb, ss)
-        web = os.path.join(sdir, "outputs", "web")
-        os.makedirs(os.path.join(web, "node_modules"))
-        with open(os.path.join(web, "package.json"), "w") as f:
-            f.write("{}")
-        res = self.ok(self.submit("restore", sb, ss))
-        pid = res["webapp_pid"]
-        self.assertIsInstance(pid, int)
-        self.assertTrue(res["skipped"])
-        with open(os.path.join(sdir, "nextjs.pid")) as f:
-            self.assertEqual(int(f.read()), pid)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-            self.assertLess(r.status, 500)
-        with open(os.path.join(sdir, "nextjs.log")) as f:
-            self.assertIn(f"stand-in dev server on {port}", f.read())
-        res2 = self.ok(self.submit("restore", sb, ss))
-        self.assertNotEqual(res2["webapp_pid"], pid)
-        self.assertTrue(jt.wait_gone(pid))
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-            self.assertLess(r.status, 500)
-
-    def test_a_dev_server_that_dies_fails_the_restore_and_rolls_back(self):
-        port = free_port_block(1)
-        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --fail-after 0.3"
-        tmpl = self.template_with_web()
-        self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=10,
-                          SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1,
-                          SNAPWORKER_OUTPUTS_TEMPLATE=tmpl)
-        sb, ss = new_uuid(), new_uuid()
-        self.pod(sb)
-        h = self.dead(self.submit("restore", sb, ss, max_attempts=1), "backend_error")
-        self.assertIn("dev server", json.loads(h["error"])["message"])
-        self.assertEqual(self.port_of(ss), "null")
-        self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
-        self.assertEqual(self.stagings(sb), [])
