@@ -75,7 +75,7 @@ typedef struct arc_check_info {
  * hard links only to an earlier regular-file member, nothing below a symlink or file
  * member, no name taken twice (directories excepted), no devices/FIFOs/sockets, the size
  * and entry limits. An archive arc_check accepts is one arc_extract accepts into an empty
- * folder. Reads to the end of the tar (not necessarily of the stream: the caller drains).
+ * folder. The whole stream is read and must inflate cleanly to its end.
  * 'lim' may be NULL; 'out' is filled on 0. 0, or -1 with SW_E_UNSAFE_ARCHIVE,
  * SW_E_ARCHIVE_TOO_LARGE, SW_E_INTERNAL, or the source's error unchanged. Memory grows with
  * the number of distinct names (bounded by lim->max_entries and ARC_MAX_PATH). */

@@ -158,10 +158,13 @@ static void ns_free(nameset *t)
 /* ------------------------------------------------------------------ one member */
 
 typedef struct cctx {
-    struct archive *a;
+    struct archive *raw;        /* decompresses the source: gzip, zstd or none */
+    struct archive *a;          /* the tar reader, over raw's output */
     arc_source_fn source;
     void *src_arg;
-    unsigned char *inbuf;
+    unsigned char *inbuf;       /* compressed bytes from the source */
+    unsigned char *tbuf;        /* tar bytes from raw */
+    int raw_failed;
     int src_failed;
     sw_err src_err;
     bool rules;                 /* false: only count (arc_counter) */
@@ -260,7 +263,7 @@ static int member(cctx *x, struct archive_entry *e, sw_err *err)
 
 /* ------------------------------------------------------------------ the stream */
 
-static la_ssize_t read_cb(struct archive *a, void *p, const void **buf)
+static la_ssize_t src_cb(struct archive *a, void *p, const void **buf)
 {
     cctx *x = p;
     ssize_t n = x->source(x->src_arg, x->inbuf, IN_CHUNK, &x->src_err);
@@ -273,50 +276,83 @@ static la_ssize_t read_cb(struct archive *a, void *p, const void **buf)
     return (la_ssize_t)n;
 }
 
-static int corrupt(cctx *x, sw_err *err)
+/* The tar reader's source: raw's inflated bytes. */
+static la_ssize_t tar_cb(struct archive *a, void *p, const void **buf)
+{
+    cctx *x = p;
+    la_ssize_t n = archive_read_data(x->raw, x->tbuf, IN_CHUNK);
+    if (n < 0) {
+        x->raw_failed = 1;
+        archive_set_error(a, EIO, "inflate failed");
+        return -1;
+    }
+    *buf = x->tbuf;
+    return n;
+}
+
+static int corrupt(cctx *x, struct archive *a, sw_err *err)
 {
     if (x->src_failed) {
         if (err) *err = x->src_err;
         if (err && err->code == SW_OK) sw_errf(err, SW_E_STORAGE, true, "archive source failed");
         return -1;
     }
-    const char *s = archive_error_string(x->a);
+    const char *s = archive_error_string(x->raw_failed ? x->raw : a);
     if (x->name[0])
         return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: at %s: %s", x->name,
                        s ? s : "unreadable");
     return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: %s", s ? s : "unreadable");
 }
 
+/* Two readers chained in this thread: raw inflates the whole stream (so a cut or corrupt
+ * gzip shows even past the tar's end), the tar reader walks the members. */
 static int scan(cctx *x, sw_err *err)
 {
+    struct archive_entry *e;
     if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;
-    struct archive *a = x->a = archive_read_new();
-    if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");
-    if (archive_read_support_format_tar(a) != ARCHIVE_OK ||
-        archive_read_support_filter_gzip(a) != ARCHIVE_OK ||
-        archive_read_support_filter_zstd(a) < ARCHIVE_WARN ||
-        archive_read_support_filter_none(a) != ARCHIVE_OK)
-        return sw_errf(err, SW_E_INTERNAL, true, "archive setup: %s", archive_error_string(a));
     x->inbuf = xmalloc(IN_CHUNK);
-    if (archive_read_open(a, x, NULL, read_cb, NULL) != ARCHIVE_OK) return corrupt(x, err);
-    int f = archive_filter_code(a, 0);
+    x->tbuf = xmalloc(IN_CHUNK);
+    struct archive *raw = x->raw = archive_read_new(), *a = x->a = archive_read_new();
+    if (!raw || !a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");
+    if (archive_read_support_format_raw(raw) != ARCHIVE_OK ||
+        archive_read_support_filter_gzip(raw) != ARCHIVE_OK ||
+        archive_read_support_filter_zstd(raw) < ARCHIVE_WARN ||
+        archive_read_support_filter_none(raw) != ARCHIVE_OK ||
+        archive_read_support_format_tar(a) != ARCHIVE_OK ||
+        archive_read_support_filter_none(a) != ARCHIVE_OK)
+        return sw_errf(err, SW_E_INTERNAL, true, "archive setup: %s", archive_error_string(raw));
+    if (archive_read_open(raw, x, NULL, src_cb, NULL) != ARCHIVE_OK) return corrupt(x, raw, err);
+    int r = archive_read_next_header(raw, &e);
+    if (r == ARCHIVE_EOF) return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "corrupt archive: empty");
+    if (r != ARCHIVE_OK) return corrupt(x, raw, err);
+    int f = archive_filter_code(raw, 0);
     x->info.comp = f == ARCHIVE_FILTER_GZIP ? ARC_COMP_GZIP
                    : f == ARCHIVE_FILTER_ZSTD ? ARC_COMP_ZSTD : ARC_COMP_NONE;
+    if (archive_read_open(a, x, NULL, tar_cb, NULL) != ARCHIVE_OK) return corrupt(x, a, err);
     for (;;) {
-        struct archive_entry *e;
-        int r = archive_read_next_header(a, &e);
-        if (r == ARCHIVE_EOF) return 0;
-        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return corrupt(x, err);
+        r = archive_read_next_header(a, &e);
+        if (r == ARCHIVE_EOF) break;
+        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return corrupt(x, a, err);
         if (member(x, e, err) != 0) return -1;
-        /* skipping still inflates every byte: a corrupt or truncated stream shows here */
-        if (archive_read_data_skip(a) != ARCHIVE_OK) return corrupt(x, err);
+        if (archive_read_data_skip(a) != ARCHIVE_OK) return corrupt(x, a, err);
+    }
+    /* past the tar's end: the rest must inflate cleanly to the stream's end */
+    for (;;) {
+        la_ssize_t n = archive_read_data(raw, x->tbuf, IN_CHUNK);
+        if (n == 0) return 0;
+        if (n < 0) {
+            x->raw_failed = 1;
+            return corrupt(x, raw, err);
+        }
     }
 }
 
 static void cctx_free(cctx *x)
 {
     if (x->a) archive_read_free(x->a);
+    if (x->raw) archive_read_free(x->raw);
     free(x->inbuf);
+    free(x->tbuf);
     ns_free(&x->names);
     free(x);
 }
