@@ -93,12 +93,14 @@ static const char SH_BEGIN[] =
     "mkdir -m 0700 \"$3\"\n";
 
 /* $1 byte count, $2 staging dir, $3 "gzip" or "none", $4 "1" = strip setuid/setgid/sticky.
- * Reads exactly $1 bytes of stdin (v4 cannot signal EOF). umask 0: modes as archived. */
+ * Reads exactly $1 bytes of stdin (v4 cannot signal EOF), all of them even when tar fails
+ * early: a process that exits with stdin unread makes the server reset the connection,
+ * which can lose the exit status and stderr. umask 0: modes as archived. */
 static const char SH_EXTRACT[] =
     "set -e\n"
     "umask 0\n"
-    "if [ \"$3\" = gzip ]; then head -c \"$1\" | tar -x -z -o -f - -C \"$2\"\n"
-    "else head -c \"$1\" | tar -x -o -f - -C \"$2\"; fi\n"
+    "z=; if [ \"$3\" = gzip ]; then z=-z; fi\n"
+    "head -c \"$1\" | { rc=0; tar -x $z -o -f - -C \"$2\" || rc=$?; cat > /dev/null; exit $rc; }\n"
     "umask 022\n"
     "if [ \"$4\" = 1 ]; then\n"
     "  for n in outputs attachments; do\n"

@@ -303,11 +303,15 @@ class Failures(K8sCase):
         sb, ss = new_uuid(), new_uuid()
         self.pod(sb)
         snap, tree = self.workspace_with_snapshot(sb, ss)
-        self.s.set_faults({"match": "tar -x", "action": "exit", "code": 2,
-                           "stderr": "tar: outputs/big.bin: No space left on device", "count": 1})
+        # the swap's command (no stdin: the stand-in's "exit" fault does not run the command,
+        # so a fault on a command fed stdin would race the server's reset of the connection)
+        self.s.set_faults({"match": ': > "$j/none"', "action": "exit", "code": 2,
+                           "stderr": "mv: cannot move: No space left on device", "count": 1})
         h = self.dead(self.submit("restore", sb, ss, max_attempts=1), "backend_error")
         err = json.loads(h["error"])
-        self.assertIn("restore tar", err["message"])
+        self.assertFalse(err["retryable"], err)
+        self.assertIn("swap in pod", err["message"])
+        self.assertIn("exited 2", err["message"])
         self.assertIn("sandbox-" + sb[:8], err["message"])
         self.assertIn("No space left on device", err["message"])
         self.assert_rolled_back(sb, ss, tree)
