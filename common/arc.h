@@ -7,6 +7,7 @@
  * Layout, rules and the reasons behind them: docs/archive.md. */
 #ifndef SW_COMMON_ARC_H
 #define SW_COMMON_ARC_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -53,6 +54,54 @@ int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc
 /* The same into the open, empty directory 'dest_fd' (borrowed; 'what' names it in messages). */
 int arc_extract_at(arc_source_fn source, void *arg, int dest_fd, const char *what,
                    const arc_limits *lim, arc_stats *st, sw_err *err);
+
+/* Archive the folder 'dir' (followed when it is a symlink) as members 'as/', 'as/...' in a
+ * gzip tar into 'sink': the same walk and order as arc_write_session (an outputs template
+ * sent to a pod as "outputs"). 'st' may be NULL. 0, or -1 with SW_E_BACKEND (I/O, or 'dir'
+ * missing), SW_E_INTERNAL, or the sink's error unchanged. */
+int arc_write_tree(const char *dir, const char *as, int gzip_level, arc_sink_fn sink, void *arg,
+                   arc_stats *st, sw_err *err);
+
+/* ---- arc_check.c: the extraction rules without extracting -------------------------- */
+
+typedef enum arc_compression {
+    ARC_COMP_NONE,     /* a plain tar */
+    ARC_COMP_GZIP,
+    ARC_COMP_ZSTD,
+} arc_compression;
+
+typedef struct arc_check_info {
+    arc_stats st;            /* counted exactly as arc_extract counts them */
+    arc_compression comp;
+    bool special_bits;       /* a member carries setuid/setgid/sticky (arc_extract strips
+                                them; an extractor that keeps them must strip them too) */
+} arc_check_info;
+
+/* Read the whole tar, tar.gz or tar.zst from 'source' and apply every rule and limit of
+ * arc_extract to every member without writing anything: normalized names only under
+ * outputs/ and attachments/, no absolute or '..' name, symlink targets that stay inside,
+ * hard links only to an earlier regular-file member, nothing below a symlink or file
+ * member, no name taken twice (directories excepted), no devices/FIFOs/sockets, the size
+ * and entry limits. An archive arc_check accepts is one arc_extract accepts into an empty
+ * folder. The whole stream is read and must inflate cleanly to its end.
+ * 'lim' may be NULL; 'out' is filled on 0. 0, or -1 with SW_E_UNSAFE_ARCHIVE,
+ * SW_E_ARCHIVE_TOO_LARGE, SW_E_INTERNAL, or the source's error unchanged. Memory grows with
+ * the number of distinct names (bounded by lim->max_entries and ARC_MAX_PATH). */
+int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_check_info *out,
+              sw_err *err);
+
+/* Count a tar.gz that passes by in pieces (a snapshot streamed from elsewhere): members and
+ * regular-file bytes as arc_write_session counts them, no rules applied. A second thread
+ * reads what arc_counter_feed() hands over through a pipe; feed blocks only while that
+ * thread is behind. Caller ends with arc_counter_finish() or arc_counter_abort(). */
+typedef struct arc_counter arc_counter;
+arc_counter *arc_counter_start(sw_err *err);     /* NULL with SW_E_INTERNAL */
+int arc_counter_feed(arc_counter *c, const void *buf, size_t n, sw_err *err);
+/* End of stream: 0 with *st filled when the bytes were one complete, readable tar.gz (or
+ * tar), else -1 with SW_E_BACKEND retryable ("the pod's archive is truncated or corrupt").
+ * Frees c. */
+int arc_counter_finish(arc_counter *c, arc_stats *st, sw_err *err);
+void arc_counter_abort(arc_counter *c);          /* frees c; NULL-safe */
 
 /* Remove 'path' and everything under it without following symlinks. Missing is success.
  * 0, or -1 with SW_E_BACKEND. */

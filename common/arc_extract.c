@@ -250,68 +250,8 @@ static la_ssize_t read_cb(struct archive *a, void *p, const void **buf)
     return n;
 }
 
-/* ------------------------------------------------------------------ names */
-
-/* Normalize 'raw' into 'out' (ARC_MAX_PATH + 1 bytes): empty and "." components dropped;
- * a leading '/' or any ".." refused; the first component must be outputs or attachments.
- * Messages name member 'who' and say 'role' ("" or "hard link target: "). Returns 1 for the
- * archive root ("./"), which is skipped, 0 when fine, -1 refused. */
-static int normalize(const char *raw, char *out, const char *who, const char *role, sw_err *err)
-{
-    size_t len = 0;
-    int depth = 0;
-    const char *why = NULL;
-    if (!raw || !*raw) why = "empty name";
-    else if (raw[0] == '/') why = "absolute path";
-    for (const char *p = why ? "" : raw; *p && !why;) {
-        const char *c = p;
-        while (*p && *p != '/') p++;
-        size_t clen = (size_t)(p - c);
-        while (*p == '/') p++;
-        if (clen == 0 || (clen == 1 && c[0] == '.')) continue;
-        if (clen == 2 && c[0] == '.' && c[1] == '.') why = "'..' in path";
-        else if (clen > NAME_MAX) why = "name component too long";
-        else if (len + clen + 1 > ARC_MAX_PATH) why = "path too long";
-        else if (++depth > ARC_MAX_DEPTH) why = "too deeply nested";
-        if (why) break;
-        if (len) out[len++] = '/';
-        memcpy(out + len, c, clen);
-        len += clen;
-    }
-    out[len] = '\0';
-    if (!why && len == 0) return 1;
-    size_t top = strcspn(out, "/");
-    if (!why && !((top == 7 && !memcmp(out, "outputs", 7)) || (top == 11 && !memcmp(out, "attachments", 11))))
-        why = "not under outputs/ or attachments/";
-    if (!why) return 0;
-    return sw_errf(err, SW_E_UNSAFE_ARCHIVE, false, "member %s: %s%s", who && *who ? who : "(empty)", role, why);
-}
-
-/* A symlink target must stay inside dest_dir when resolved from the link's own folder.
- * Only leading ".." are allowed: once a name was passed it might itself be a symlink, and
- * "name/.." would then climb from wherever that link points, which text cannot tell. */
-static int check_target(const char *name, const char *target, sw_err *err)
-{
-    int depth = 0, seen_name = 0;
-    if (!target || !*target) return unsafe(err, name, "empty symlink target");
-    if (target[0] == '/') return unsafe(err, name, "absolute symlink target");
-    if (strlen(target) > ARC_MAX_PATH) return unsafe(err, name, "symlink target too long");
-    for (const char *p = name; *p; p++) depth += *p == '/';
-    for (const char *p = target; *p;) {
-        const char *c = p;
-        while (*p && *p != '/') p++;
-        size_t clen = (size_t)(p - c);
-        while (*p == '/') p++;
-        if (clen == 0 || (clen == 1 && c[0] == '.')) continue;
-        if (clen == 2 && c[0] == '.' && c[1] == '.') {
-            if (seen_name) return unsafe(err, name, "symlink target has '..' after a name");
-            if (--depth < 0) return unsafe(err, name, "symlink target points outside the destination");
-        } else {
-            seen_name = 1;
-        }
-    }
-    return 0;
-}
+/* Member names and symlink targets are checked by the rules in arc_check.c (arc_priv.h),
+ * the same ones arc_check() applies without writing. */
 
 /* ------------------------------------------------------------------ directories */
 
@@ -524,7 +464,7 @@ static int do_dir(xctx *x, struct archive_entry *e, int pfd, const char *leaf, s
 static int do_symlink(xctx *x, struct archive_entry *e, int pfd, const char *leaf, sw_err *err)
 {
     const char *target = archive_entry_symlink(e);
-    if (check_target(x->name, target, err) != 0) return -1;
+    if (arc_check_target(x->name, target, err) != 0) return -1;
     if (symlinkat(target, pfd, leaf) != 0) {
         if (errno == EEXIST) return unsafe(err, x->name, "duplicate member (the name is taken)");
         return arc_errno(err, errno, "symlink", x->name);
@@ -564,7 +504,7 @@ static int do_hardlink(xctx *x, const char *target, int pfd, const char *leaf, s
     const char *tleaf;
     struct stat st;
     int rc = -1;
-    int r = normalize(target, tname, x->name, "hard link target: ", err);
+    int r = arc_normalize(target, tname, x->name, "hard link target: ", err);
     if (r != 0) return r > 0 ? unsafe(err, x->name, "hard link to the archive root") : -1;
     int tfd = walk_plain(x->root, tname, &tleaf);
     if (tfd < 0 && errno != ENOENT && errno != ELOOP && errno != ENOTDIR)
@@ -603,7 +543,7 @@ static int do_entry(xctx *x, struct archive_entry *e, sw_err *err)
         return sw_errf(err, SW_E_ARCHIVE_TOO_LARGE, false, "archive has more than %lld entries (at %s)",
                        (long long)x->lim.max_entries, raw ? raw : "?");
     x->st.entries++;
-    int r = normalize(raw, x->name, raw, "", err);
+    int r = arc_normalize(raw, x->name, raw, "", err);
     if (r != 0) return r > 0 ? 0 : -1;
     if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
         return unsafe(err, x->name, type_name(type));

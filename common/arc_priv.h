@@ -27,4 +27,16 @@ typedef struct arc_locale {
 void arc_locale_enter(arc_locale *l);
 void arc_locale_leave(arc_locale *l);
 
+/* ---- the member rules (arc_check.c), shared by arc_extract() and arc_check() ---- */
+
+/* Normalize 'raw' into 'out' (ARC_MAX_PATH + 1 bytes): empty and "." components dropped;
+ * a leading '/' or any ".." refused; the first component must be outputs or attachments.
+ * Messages name member 'who' and say 'role' ("" or "hard link target: "). Returns 1 for the
+ * archive root ("./"), which is skipped, 0 when fine, -1 refused (SW_E_UNSAFE_ARCHIVE). */
+int arc_normalize(const char *raw, char *out, const char *who, const char *role, sw_err *err);
+/* A symlink member 'name' (normalized) may point at 'target' only when, resolved from the
+ * link's own folder, it stays inside the destination: relative, and ".." only leading
+ * (docs/archive.md). 0, or -1 with SW_E_UNSAFE_ARCHIVE. */
+int arc_check_target(const char *name, const char *target, sw_err *err);
+
 #endif

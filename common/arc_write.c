@@ -251,3 +251,41 @@ out:
     if (rc == 0 && st) *st = w.st;
     return rc;
 }
+
+int arc_write_tree(const char *dir, const char *as, int gzip_level, arc_sink_fn sink, void *arg,
+                   arc_stats *st, sw_err *err)
+{
+    wctx w = {.sink = sink, .sink_arg = arg};
+    arc_locale loc;
+    struct stat dst;
+    int rc = -1, fd = -1;
+    arc_locale_enter(&loc);
+    if (gzip_level < 1 || gzip_level > 9 || strlen(as) == 0 || strlen(as) > 64) {
+        sw_errf(err, SW_E_INTERNAL, false, "arc_write_tree: bad level or name");
+        goto out;
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &dst) != 0) {
+        arc_errno(err, errno, "open", dir);
+        err->retryable = false;
+        goto out;
+    }
+    if (open_writer(&w, gzip_level, err) != 0) goto out;
+    w.e = archive_entry_new();
+    w.buf = xmalloc(READ_CHUNK);
+    strcpy(w.path, as);
+    rc = write_dir(&w, fd, ".", &dst, strlen(w.path), 1, err);
+    if (rc == 0 && archive_write_close(w.a) != ARCHIVE_OK) rc = ar_fail(&w, "close", err);
+out:
+    if (fd >= 0) close(fd);
+    if (w.e) archive_entry_free(w.e);
+    if (w.a && rc != 0) {
+        w.aborted = 1;
+        archive_write_close(w.a);
+    }
+    if (w.a) archive_write_free(w.a);
+    free(w.buf);
+    arc_locale_leave(&loc);
+    if (rc == 0 && st) *st = w.st;
+    return rc;
+}

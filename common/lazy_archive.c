@@ -1,5 +1,5 @@
 /* common/lazy_archive.c — the libarchive functions snapworker calls (common/arc_write.c,
- * common/arc_extract.c; test_arc.c also crafts archives with the last three), forwarded
+ * common/arc_extract.c, common/arc_check.c; test_arc.c also crafts archives with the last three), forwarded
  * into libarchive.so.13 loaded on first use (common/lazylib.h). Owns only this symbol
  * list and the forwarders, with archive.h/archive_entry.h's prototypes (included: the
  * compiler checks them). */
@@ -28,7 +28,8 @@
     X(archive_write_set_bytes_in_last_block) X(archive_write_set_bytes_per_block)        \
     X(archive_write_set_filter_option) X(archive_write_set_format_pax_restricted)        \
     X(archive_write_add_filter_zstd) X(archive_entry_copy_hardlink)                      \
-    X(archive_entry_set_rdev) X(archive_read_data) X(archive_read_support_format_raw)
+    X(archive_entry_set_rdev) X(archive_read_data) X(archive_read_support_format_raw)  \
+    X(archive_read_data_skip) X(archive_filter_code)
 
 LAZY_DEFINE(lazy_archive_def, "libarchive.so.13", SYMS);
 
@@ -155,6 +156,16 @@ la_ssize_t archive_read_data(struct archive *a, void *buf, size_t n)
 int archive_read_support_format_raw(struct archive *a)
 {
     return FN(archive_read_support_format_raw)(a);
+}
+
+int archive_read_data_skip(struct archive *a)
+{
+    return FN(archive_read_data_skip)(a);
+}
+
+int archive_filter_code(struct archive *a, int n)
+{
+    return FN(archive_filter_code)(a, n);
 }
 
 int archive_read_support_format_tar(struct archive *a)

@@ -45,15 +45,14 @@ static const sb_ops *local_get(void)
     return &sb_local_ops;
 }
 
-/* SANDBOX_BACKEND name -> ops table. A backend is listed here in the same commit that adds
- * its file to jobs/: the kubernetes entry, {"kubernetes", sb_k8s_ops_get}, arrives with
- * jobs/sandbox_k8s.c. Until a name is listed, a job naming it fails with a permanent
+/* SANDBOX_BACKEND name -> ops table. A name not listed fails a job with a permanent
  * backend_error ("not built in"), never at link time. */
 static const struct {
     const char *name;
     const sb_ops *(*get)(void);
 } backends[] = {
     {"local", local_get},
+    {"kubernetes", sb_k8s_ops_get},   /* jobs/sandbox_k8s.c */
 };
 
 static const sb_ops *backend_lookup(const char *name)

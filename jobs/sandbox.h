@@ -5,7 +5,7 @@
  *                         memory, atomic writes through a dirfd, errno mapping, cancellation
  *   jobs/sandbox_local.c  sessions are folders on this host (sb_local_ops)
  *   jobs/webapp.c         the local dev server (spawn, pid record, stop)
- *   jobs/sandbox_k8s.c    sessions live in a pod (sb_k8s_ops; written separately)
+ *   jobs/sandbox_k8s.c    sessions live in a pod (sb_k8s_ops, docs/kubernetes.md)
  * Does not own: ports, rows and the store (the jobs call common/db.h and common/store.h),
  * archive formats (common/arc.h), or the bytes of AGENTS.md/opencode.json (jobs/onyx.h).
  * Why an ops table: the jobs are written once; a backend only says where a session lives and
@@ -116,8 +116,7 @@ struct sb_ops {
 };
 
 extern const sb_ops sb_local_ops;
-/* The kubernetes backend (jobs/sandbox_k8s.c) exports its table through this function;
- * sandbox.c's backend table lists it once that file is part of the build. */
+/* The kubernetes backend (jobs/sandbox_k8s.c) exports its table through this function. */
 extern const sb_ops sb_k8s_ops;
 const sb_ops *sb_k8s_ops_get(void);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/cfg.h"
+#include "common/kubeconfig.h"
 #include "common/log.h"
 #include "worker/cli.h"
 #include "worker/worker.h"
@@ -32,11 +33,20 @@ static void usage(FILE *f)
  * the config must stay allocated: that thread may still read it). */
 static int cmd_run(const cfg *c, bool *busy)
 {
-    if (strcmp(c->sandbox_backend, "local") != 0) {
-        fprintf(stderr, "snapworker: configuration error: SANDBOX_BACKEND: expected local "
-                        "(kubernetes is not supported by this version), got '%s'\n",
-                c->sandbox_backend);
-        return 2;
+    if (strcmp(c->sandbox_backend, "kubernetes") == 0) {
+        /* Credentials are read now (not the API server: it may come up later), so a worker
+         * that could never run a job says so at once instead of failing every job. */
+        k8s_creds cr;
+        sw_err e;
+        sw_err_clear(&e);
+        int rc = k8s_creds_load(c, NULL, &cr, &e);
+        k8s_creds_free(&cr);
+        if (rc != 0) {
+            fprintf(stderr, "snapworker: configuration error: SANDBOX_BACKEND=kubernetes needs "
+                            "kubernetes credentials (KUBECONFIG or the in-cluster service "
+                            "account): %s\n", e.msg);
+            return 2;
+        }
     }
     worker *w = worker_new(c);
     if (!w) return 1;

@@ -1,6 +1,8 @@
 /* tests/unit/test_arc.c — the archive module: session round trips, hostile archives
  * built here with libarchive's writer, limits, corrupt streams, error pass-through,
- * rmtree/copytree, and concurrent extraction. Each test works in its own mkdtemp folder
+ * rmtree/copytree, and concurrent extraction. Every hostile archive also goes through
+ * arc_check, which must refuse (with the same code) exactly what arc_extract refuses; the
+ * arc_check/arc_counter/arc_write_tree tests follow the hostile ones. Each test works in its own mkdtemp folder
  * laid out as  BASE/victim (sentinel file)  BASE/dest (extraction target)  BASE/... */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -500,6 +502,16 @@ static void hostile(tdir *t, const hent *ents, size_t n, const arc_limits *lim, 
     put_file(t->base, "victim", VICTIM, strlen(VICTIM), 0644);
     put_dir(t->base, "dest");
     int fds = count_names("/proc/self/fd");
+    /* arc_check first: the same verdict, nothing written anywhere */
+    memsrc cs = {m.p, m.len, 0, 0};
+    sw_err cerr = {0};
+    arc_check_info info;
+    int crc = arc_check(mem_source, &cs, lim, &info, &cerr);
+    if (want == SW_OK && crc != 0) fail_msg("arc_check refused: %s", cerr.msg);
+    if (want != SW_OK && (crc != -1 || cerr.code != want))
+        fail_msg("arc_check: want %s, got rc %d %s: %s", sw_code_name(want), crc,
+                 sw_code_name(cerr.code), cerr.msg);
+    assert_int_equal(count_names(pj(d, t->base, "dest")), 0);
     int rc = extract_mem(&m, pj(d, t->base, "dest"), lim, NULL, &err);
     assert_int_equal(count_names("/proc/self/fd"), fds); /* error paths close everything */
     free(m.p);
@@ -818,6 +830,168 @@ static void nonempty_destination_is_refused(void **state)
     free(m.p);
 }
 
+/* ------------------------------------------------------------------ arc_check, arc_counter */
+
+static int check_mem(const membuf *m, const arc_limits *lim, arc_check_info *info, sw_err *err)
+{
+    memsrc s = {m->p, m->len, 0, 0};
+    return arc_check(mem_source, &s, lim, info, err);
+}
+
+/* What arc_check counts is what arc_extract counts; it reports compression and special bits. */
+static void check_counts_like_extract_and_reports_compression(void **state)
+{
+    tdir *t = *state;
+    char s[PATH_MAX], d[PATH_MAX];
+    membuf m = {0};
+    sw_err err = {0};
+    arc_stats ws, xs;
+    arc_check_info info;
+    build_session(t->base, 1, 1);
+    pj(s, t->base, "session");
+    assert_int_equal(arc_write_session(s, 6, mem_sink, &m, &ws, &err), 0);
+    if (check_mem(&m, NULL, &info, &err) != 0) fail_msg("arc_check: %s", err.msg);
+    put_dir(t->base, "dest");
+    assert_int_equal(extract_mem(&m, pj(d, t->base, "dest"), NULL, &xs, &err), 0);
+    assert_int_equal(info.st.entries, xs.entries);
+    assert_int_equal(info.st.bytes, xs.bytes);
+    assert_int_equal(info.st.entries, ws.entries);
+    assert_int_equal(info.comp, ARC_COMP_GZIP);
+    assert_false(info.special_bits);
+    free(m.p);
+    const hent ents[] = {{"outputs/", AE_IFDIR, 0755, NULL, NULL, 0},
+                         {"outputs/suid", AE_IFREG, 04755, NULL, NULL, 10}};
+    const char *filters[] = {"none", "zstd"};
+    const arc_compression want[] = {ARC_COMP_NONE, ARC_COMP_ZSTD};
+    for (int i = 0; i < 2; i++) {
+        membuf z = {0};
+        build(&z, filters[i], ents, 2);
+        if (check_mem(&z, NULL, &info, &err) != 0) fail_msg("%s: %s", filters[i], err.msg);
+        assert_int_equal(info.comp, want[i]);
+        assert_true(info.special_bits);
+        assert_int_equal(info.st.entries, 2);
+        assert_int_equal(info.st.bytes, 10);
+        free(z.p);
+    }
+}
+
+/* A name may be a directory many times (explicit or implied) but nothing else twice, and no
+ * directory may sit where a file or link is (the table stands in for the filesystem). */
+static void check_tracks_names_like_the_filesystem(void **state)
+{
+    HOSTILE(*state, SW_OK, {"outputs/a/b/f", AE_IFREG, 0644, NULL, NULL, 1},
+            {"outputs/a/", AE_IFDIR, 0755, NULL, NULL, 0},
+            {"outputs/a/b/", AE_IFDIR, 0755, NULL, NULL, 0},
+            {"outputs/a/b/", AE_IFDIR, 0700, NULL, NULL, 0});
+    tdir *t = *state;
+    const hent cases[][3] = {
+        {{"outputs/f", AE_IFREG, 0644, NULL, NULL, 1}, {"outputs/f/", AE_IFDIR, 0755, NULL, NULL, 0}, {0}},
+        {{"outputs/d/x", AE_IFREG, 0644, NULL, NULL, 1}, {"outputs/d", AE_IFLNK, 0777, "x", NULL, 0}, {0}},
+        {{"outputs/f", AE_IFREG, 0644, NULL, NULL, 1}, {"outputs/f/g", AE_IFREG, 0644, NULL, NULL, 1}, {0}},
+        {{"outputs/l", AE_IFLNK, 0777, "sub", NULL, 0}, {"outputs/l", AE_IFLNK, 0777, "sub", NULL, 0}, {0}},
+        {{"outputs/h", AE_IFREG, 0644, NULL, "outputs/later", 0}, {"outputs/later", AE_IFREG, 0644, NULL, NULL, 1}, {0}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        arc_rmtree(t->base, NULL);
+        assert_int_equal(mkdir(t->base, 0700), 0);
+        hostile(t, cases[i], 2, NULL, SW_E_UNSAFE_ARCHIVE);
+    }
+}
+
+static void check_passes_source_errors_and_refuses_truncation(void **state)
+{
+    (void)state;
+    membuf m = {0};
+    sw_err err = {0};
+    arc_check_info info;
+    const hent ents[] = {{"outputs/", AE_IFDIR, 0755, NULL, NULL, 0},
+                         {"outputs/a", AE_IFREG, 0644, NULL, NULL, 300000}};
+    build(&m, "none", ents, 2);
+    memsrc s = {m.p, m.len, 0, 100000};
+    assert_int_equal(arc_check(mem_source, &s, NULL, &info, &err), -1);
+    assert_int_equal(err.code, SW_E_STORAGE);
+    assert_string_equal(err.msg, "GET snap.tar.gz: connection reset");
+    free(m.p);
+    m = (membuf){0};
+    build(&m, "gzip", ents, 2);
+    for (size_t cut = 10; cut < m.len; cut = cut * 3 + 1) {
+        membuf half = {m.p, cut, cut};
+        if (check_mem(&half, NULL, &info, &err) != -1) fail_msg("cut %zu of %zu accepted", cut, m.len);
+        assert_int_equal(err.code, SW_E_UNSAFE_ARCHIVE);
+    }
+    free(m.p);
+}
+
+typedef struct feed_arg { arc_counter *c; } feed_arg;
+
+static int counter_sink(void *arg, const void *buf, size_t n, sw_err *err)
+{
+    feed_arg *f = arg;
+    return arc_counter_feed(f->c, buf, n, err);
+}
+
+/* The counter sees what the writer wrote; a cut stream is an error; an early end leaks no
+ * thread (the writer never blocks on a counter that stopped reading). */
+static void counter_counts_a_passing_stream_and_catches_a_cut(void **state)
+{
+    tdir *t = *state;
+    char s[PATH_MAX];
+    sw_err err = {0};
+    arc_stats ws, cs;
+    int threads = count_names("/proc/self/task");
+    build_session(t->base, 1, 1);
+    pj(s, t->base, "session");
+    feed_arg f = {arc_counter_start(&err)};
+    assert_non_null(f.c);
+    assert_int_equal(arc_write_session(s, 1, counter_sink, &f, &ws, &err), 0);
+    assert_int_equal(arc_counter_finish(f.c, &cs, &err), 0);
+    assert_int_equal(cs.entries, ws.entries);
+    assert_int_equal(cs.bytes, ws.bytes);
+
+    membuf m = {0};
+    assert_int_equal(arc_write_session(s, 1, mem_sink, &m, NULL, &err), 0);
+    f.c = arc_counter_start(&err);
+    assert_int_equal(arc_counter_feed(f.c, m.p, m.len / 2, &err), 0);
+    assert_int_equal(arc_counter_finish(f.c, &cs, &err), -1);
+    assert_int_equal(err.code, SW_E_BACKEND);
+    assert_true(err.retryable);
+    /* garbage first: the counter fails at once but keeps draining; feeding never blocks */
+    unsigned char junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    f.c = arc_counter_start(&err);
+    for (int i = 0; i < 1024; i++) assert_int_equal(arc_counter_feed(f.c, junk, sizeof junk, &err), 0);
+    assert_int_equal(arc_counter_finish(f.c, &cs, &err), -1);
+    f.c = arc_counter_start(&err);
+    assert_int_equal(arc_counter_feed(f.c, m.p, 1000, &err), 0);
+    arc_counter_abort(f.c);
+    arc_counter_abort(NULL);
+    assert_int_equal(count_names("/proc/self/task"), threads);
+    free(m.p);
+}
+
+/* A folder archived under another name ("outputs") extracts to the same tree. */
+static void write_tree_archives_a_folder_under_a_new_name(void **state)
+{
+    tdir *t = *state;
+    char s[PATH_MAX], a[PATH_MAX], d[PATH_MAX], b[PATH_MAX];
+    membuf m = {0};
+    sw_err err = {0};
+    arc_stats ws, xs;
+    build_session(t->base, 0, 0);
+    pj(s, t->base, "session");
+    pj(a, s, "outputs");
+    assert_int_equal(arc_write_tree(a, "outputs", 6, mem_sink, &m, &ws, &err), 0);
+    put_dir(t->base, "dest");
+    pj(d, t->base, "dest");
+    if (extract_mem(&m, d, NULL, &xs, &err) != 0) fail_msg("extract: %s", err.msg);
+    assert_int_equal(same_tree(a, pj(b, d, "outputs")) + 1, xs.entries);
+    assert_int_equal(ws.entries, xs.entries);
+    free(m.p);
+    assert_int_equal(arc_write_tree(pj(b, t->base, "missing"), "outputs", 6, mem_sink, &m, NULL, &err), -1);
+    assert_int_equal(err.code, SW_E_BACKEND);
+    assert_false(err.retryable);
+}
+
 /* ------------------------------------------------------------------ rmtree, copytree */
 
 static void rmtree_does_not_follow_symlinks(void **state)
@@ -950,6 +1124,11 @@ int main(void)
         T(source_error_is_passed_through),
         T(zstd_and_plain_tar_are_read),
         T(nonempty_destination_is_refused),
+        T(check_counts_like_extract_and_reports_compression),
+        T(check_tracks_names_like_the_filesystem),
+        T(check_passes_source_errors_and_refuses_truncation),
+        T(counter_counts_a_passing_stream_and_catches_a_cut),
+        T(write_tree_archives_a_folder_under_a_new_name),
         T(rmtree_does_not_follow_symlinks),
         T(copytree_copies_files_links_modes_and_mtimes),
         T(four_threads_extract_at_once),
