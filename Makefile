@@ -134,6 +134,7 @@ test: bootstrap-quiet
 	$(MAKE) --no-print-directory unit-run B=build
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
 	$(MAKE) --no-print-directory asan
+	$(MAKE) --no-print-directory fuzz-ci
 
 run: bootstrap-quiet all
 	@scripts/run-worker

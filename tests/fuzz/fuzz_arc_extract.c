@@ -145,12 +145,16 @@ static void check_root(const char *want)
     CHECK(n == (want ? 1 : 0));
 }
 
+/* ROOT is left empty after every input (checked): remove it when libFuzzer exits. */
+static void remove_root(void) { rmdir(root); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!root[0]) {
         const char *tmp = getenv("TMPDIR");
         snprintf(root, sizeof root, "%s/swfuzz-arc-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         CHECK(mkdtemp(root));
+        atexit(remove_root);
         snprintf(dest, sizeof dest, "%s/x", root);
         dest_len = strlen(dest);
     }
