@@ -25,7 +25,8 @@ B ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o) $(B)/gen/embedded.o
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all run test unit unit-run asan asan-build integration bench install clean fuzz-kubeconfig
+.PHONY: all run test unit unit-run asan asan-build integration bench install clean \
+        fuzz fuzz-ci fuzz-build fuzz-kubeconfig
 all: snapworker
 
 snapworker: $(B)/snapworker
@@ -74,17 +75,53 @@ asan: bootstrap-quiet
 asan-units: $(UNIT_BIN)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 scripts/run-unit $(UNIT_BIN)
 
-# fuzz-kubeconfig: libFuzzer on the YAML/kubeconfig reader for FUZZ_SECONDS (clang only; not
-# part of `make test`). New inputs go to build/fuzz/corpus, seeded with the unit fixtures.
+# fuzz: every libFuzzer harness in tests/fuzz/ (clang only; docs/reliability.md, "Fuzzing").
+# Each harness is compiled together with just the sources it tests, all with the fuzz flags
+# (so they are instrumented), and links the libraries it needs directly instead of through
+# common/lazylib.c. New inputs go to build/fuzz/corpus/<name>, seeded read-only from
+# tests/fuzz/corpus/<name>; a crash fails the target and names its reproducer.
 FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
+FUZZ_TARGETS ?= payload celery arc_extract kubeconfig ws k8s_status s3_xml
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -pthread -I. $(WARN) $(PKG_CFLAGS) -O1 -g \
+                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_COMMON   = common/err.c common/xmalloc.c
+FUZZ_SRC_payload     = common/payload.c common/ids.c
+FUZZ_LIBS_payload    = jansson libcrypto
+FUZZ_SRC_celery      = worker/celery_msg.c common/payload.c common/ids.c
+FUZZ_LIBS_celery     = jansson libcrypto
+FUZZ_SRC_arc_extract = common/arc_extract.c common/arc.c common/fdio.c
+FUZZ_LIBS_arc_extract = libarchive
+FUZZ_SRC_kubeconfig  = common/yaml.c common/kubeconfig.c
+FUZZ_LIBS_kubeconfig = jansson
+FUZZ_SRC_ws          = common/ws.c
+FUZZ_LIBS_ws         = libcrypto
+FUZZ_SRC_k8s_status  = common/k8s_status.c
+FUZZ_LIBS_k8s_status = jansson
+FUZZ_SRC_s3_xml      = common/store_s3.c common/store_s3_http.c common/sha256.c
+FUZZ_LIBS_s3_xml     = libcurl libcrypto
+FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_HDR = $(wildcard common/*.h worker/*.h jobs/*.h tests/fuzz/*.h)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@scripts/run-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+# fuzz-ci: what `make test` (.ci/run) runs: 20 s per harness, two at a time.
+fuzz-ci: fuzz-build
+	@scripts/run-fuzz 20 2 $(FUZZ_TARGETS)
+
+# The kubeconfig harness alone (its former target).
 fuzz-kubeconfig:
-	@mkdir -p build/fuzz/corpus
-	clang -std=c11 -D_GNU_SOURCE -I. $(WARN) $(shell pkg-config --cflags jansson) -O1 -g \
-	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o build/fuzz/fuzz_kubeconfig \
-	    tests/fuzz/fuzz_kubeconfig.c common/yaml.c common/kubeconfig.c common/err.c common/xmalloc.c \
-	    $(shell pkg-config --libs jansson)
-	build/fuzz/fuzz_kubeconfig -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
-	    build/fuzz/corpus tests/unit/fixtures/kube
+	@$(MAKE) --no-print-directory fuzz FUZZ_TARGETS=kubeconfig
+
+.SECONDEXPANSION:
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(FUZZ_COMMON) $(FUZZ_HDR) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_COMMON) \
+	    $(shell pkg-config --libs $(FUZZ_LIBS_$*)) -lm
 
 integration: all
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
@@ -97,6 +134,7 @@ test: bootstrap-quiet
 	$(MAKE) --no-print-directory unit-run B=build
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
 	$(MAKE) --no-print-directory asan
+	$(MAKE) --no-print-directory fuzz-ci
 
 run: bootstrap-quiet all
 	@scripts/run-worker

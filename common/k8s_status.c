@@ -94,9 +94,10 @@ void k8s_http_error_msg(const char *what, long http, const char *b, size_t n, ch
     char text[200] = "";
     if (!strcmp(kind, "Status")) {
         const char *reason = str_field(root, "reason"), *message = str_field(root, "message");
-        char m[160];
+        char r[sizeof text], m[160];
+        copy_clean(reason, strlen(reason), r, sizeof r);   /* both come from the server */
         copy_clean(message, strlen(message), m, sizeof m);
-        snprintf(text, sizeof text, "%s%s%s", reason, *reason && *m ? ": " : "", m);
+        snprintf(text, sizeof text, "%s%s%s", r, *r && *m ? ": " : "", m);
         snprintf(out, out_n, "%s: %ld%s%s", what, http, *text ? " " : "", text);
     } else {
         /* A plain-text body (x/net's handshake errors, proxies): its first line. */

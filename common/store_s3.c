@@ -336,6 +336,14 @@ static char *complete_xml(const s3_writer *w)
 
 static int s3_head(void *impl, const char *key, int64_t *size_out, sw_err *err);
 
+/* The answer to CompleteMultipartUpload (store_s3_priv.h). */
+bool s3i_complete_ok(const char *body, size_t n, char **code)
+{
+    size_t pos = 0;
+    *code = body ? store_xml_take(body, n, &pos, "Code") : NULL;
+    return body && strstr(body, "CompleteMultipartUploadResult") && !*code;
+}
+
 /* CompleteMultipartUpload with If-None-Match: *. 0 published, 1 the key exists (412:
  * another commit won; the upload is left for s3_put_abort to abort), -1 error.
  * S3 may answer 200 with an <Error> body. A retry after a lost answer may get
@@ -370,9 +378,8 @@ static int complete_upload(s3_writer *w, sw_err *err)
             break;
         }
         if (o != R_OK) break;
-        size_t pos = 0;
-        char *code = x.body.p ? store_xml_take(x.body.p, x.body.len, &pos, "Code") : NULL;
-        bool ok = x.body.p && strstr(x.body.p, "CompleteMultipartUploadResult") && !code;
+        char *code = NULL;
+        bool ok = s3i_complete_ok(x.body.p, x.body.len, &code);
         bool exists = code && !strcmp(code, "PreconditionFailed");
         if (!ok && !exists) {
             char where[200];
@@ -747,6 +754,34 @@ static int s3_del(void *impl, const char *key, sw_err *err)
     return o == R_OK || o == R_NOTFOUND ? 0 : -1;
 }
 
+/* One ListObjectsV2 page (store_s3_priv.h). */
+char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
+                    int (*cb)(void *arg, const char *key, int64_t size), void *arg, bool *stop)
+{
+    size_t pos = 0, b, l;
+    while (!*stop && s3i_xml_span(xml, n, &pos, "Contents", &b, &l)) {
+        size_t p2 = 0;
+        char *k = store_xml_take(xml + b, l, &p2, "Key");
+        p2 = 0;
+        char *sz = store_xml_take(xml + b, l, &p2, "Size");
+        if (k && strlen(k) > cut && strncmp(k, full, strlen(full)) == 0)
+            *stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1) != 0;
+        free(k);
+        free(sz);
+    }
+    pos = 0;
+    char *trunc = store_xml_take(xml, n, &pos, "IsTruncated");
+    pos = 0;
+    char *token = store_xml_take(xml, n, &pos, "NextContinuationToken");
+    bool more = !*stop && trunc && !strcmp(trunc, "true") && token && *token;
+    free(trunc);
+    if (!more) {
+        free(token);
+        token = NULL;
+    }
+    return token;
+}
+
 /* ListObjectsV2 pages; keys come back with the store prefix, which is cut. */
 static int s3_list(void *impl, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
                    void *arg, sw_err *err)
@@ -768,27 +803,10 @@ static int s3_list(void *impl, const char *prefix, int (*cb)(void *arg, const ch
         free(q);
         free(etok);
         if (o != R_OK) goto out;
-        const char *xml = x.body.p ? x.body.p : "";
-        size_t n = x.body.len, pos = 0, b, l;
-        while (!stop && s3i_xml_span(xml, n, &pos, "Contents", &b, &l)) {
-            size_t p2 = 0;
-            char *k = store_xml_take(xml + b, l, &p2, "Key");
-            p2 = 0;
-            char *sz = store_xml_take(xml + b, l, &p2, "Size");
-            if (k && strlen(k) > cut && strncmp(k, full, strlen(full)) == 0)
-                stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1) != 0;
-            free(k);
-            free(sz);
-        }
-        pos = 0;
-        char *trunc = store_xml_take(xml, n, &pos, "IsTruncated");
-        pos = 0;
         free(token);
-        token = store_xml_take(xml, n, &pos, "NextContinuationToken");
-        bool more = trunc && !strcmp(trunc, "true") && token && *token;
-        free(trunc);
+        token = s3i_list_page(x.body.p ? x.body.p : "", x.body.len, full, cut, cb, arg, &stop);
         s3i_release(&x);
-        if (!more) break;
+        if (!token) break;
     }
     rc = 0;
 out:

@@ -648,6 +648,21 @@ static void rest_error_bodies_become_messages(void **state)
     assert_false(k8s_http_retryable(401));
 }
 
+/* Regression, found by tests/fuzz/fuzz_k8s_status.c: the Status "reason" reached the
+ * message with its control characters (DEL here, a newline would forge a log line). */
+static void rest_error_reason_control_characters_are_replaced(void **state)
+{
+    (void)state;
+    char m[256];
+    const char *b = "{\"kind\": \"Status\", \"atus\": \"Fail`ure\", \"message\": \"pods \\\"x\\\" "
+                    "notond\", \"reason\": \"NotFound\x7f\x7f\", \"detailode\": 404}";
+    k8s_http_error_msg("pods x", 404, b, strlen(b), m, sizeof m);
+    assert_string_equal(m, "pods x: 404 NotFound??: pods \"x\" notond");
+    const char *nl = "{\"kind\":\"Status\",\"reason\":\"Bad\\nINFO forged\",\"message\":\"\"}";
+    k8s_http_error_msg("pods x", 400, nl, strlen(nl), m, sizeof m);
+    assert_string_equal(m, "pods x: 400 Bad?INFO forged");
+}
+
 static void object_names_are_validated(void **state)
 {
     (void)state;
@@ -685,6 +700,7 @@ int main(void)
         cmocka_unit_test(exec_status_success_and_exit_codes),
         cmocka_unit_test(exec_status_failures_garbage_and_nothing),
         cmocka_unit_test(rest_error_bodies_become_messages),
+        cmocka_unit_test(rest_error_reason_control_characters_are_replaced),
         cmocka_unit_test(object_names_are_validated),
     };
     return cmocka_run_group_tests(tests, setup_crypto, NULL);
