@@ -87,11 +87,11 @@ FUZZ_CC      ?= clang
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -pthread -I. $(WARN) $(PKG_CFLAGS) -O1 -g \
                 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_COMMON   = common/err.c common/xmalloc.c
-FUZZ_SRC_payload     = common/payload.c common/ids.c
+FUZZ_SRC_payload     = common/payload.c common/ids.c common/redact.c
 FUZZ_LIBS_payload    = jansson libcrypto
-FUZZ_SRC_celery      = worker/celery_msg.c common/payload.c common/ids.c
+FUZZ_SRC_celery      = worker/celery_msg.c common/payload.c common/ids.c common/redact.c
 FUZZ_LIBS_celery     = jansson libcrypto
-FUZZ_SRC_arc_extract = common/arc_extract.c common/arc.c common/fdio.c
+FUZZ_SRC_arc_extract = common/arc_extract.c common/arc_check.c common/arc.c common/fdio.c
 FUZZ_LIBS_arc_extract = libarchive
 FUZZ_SRC_kubeconfig  = common/yaml.c common/kubeconfig.c
 FUZZ_LIBS_kubeconfig = jansson
