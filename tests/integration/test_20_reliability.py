@@ -241,10 +241,14 @@ class Drain(SWTestCase):
 
     def test_sigterm_lets_running_jobs_finish_and_exits_0(self):
         w = self.start_worker(SNAPWORKER_CONCURRENCY=4)
-        jobs = [self.payload(args={"sleep_ms": 1000}) for _ in range(4)]
+        jobs = [self.payload(args={"sleep_ms": 3000}) for _ in range(4)]
         for j in jobs:
             self.xadd(j)
         wait_for(lambda: all(self.events(j["id"]) for j in jobs), what="all started")
+        # `started` is emitted when a job is read, a moment before a thread takes it; a job
+        # still waiting for its thread is released by SIGTERM (docs/queue.md). On a loaded
+        # machine under ASan that moment grows, so give the threads time to take all four.
+        time.sleep(0.5 * SLOW)
         self.assertEqual(w.stop(signal.SIGTERM), 0)
         for j in jobs:
             self.assertEqual(self.job_hash(j["id"])["status"], "succeeded")
