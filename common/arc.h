@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "common/err.h"
+#include "common/excl.h"
 
 /* Receives the archive bytes in order; returns 0, or -1 with 'err' filled. */
 typedef int (*arc_sink_fn)(void *arg, const void *buf, size_t n, sw_err *err);
@@ -42,6 +43,11 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
  * never archives a tree outside it. */
 int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn sink, void *arg,
                          arc_stats *st, sw_err *err);
+
+/* The same, leaving out every member below outputs/ or attachments/ whose name matches one
+ * of 'ex' (common/excl.h; NULL = none); a matching folder is left out with its subtree. */
+int arc_write_session_ex(int sfd, const char *what, int gzip_level, const excl *ex,
+                         arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err);
 
 /* Extract a tar, tar.gz or tar.zst read from 'source' into the existing empty 'dest_dir'.
  * 'lim' and 'st' may be NULL. 0, or -1 with SW_E_UNSAFE_ARCHIVE (refused or corrupt),

@@ -31,6 +31,7 @@ typedef struct wctx {
     int aborted;               /* set on failure: write_cb no longer calls the sink */
     char *buf;                 /* READ_CHUNK bytes */
     char path[ARC_MAX_PATH + 1]; /* member name of the entry being written */
+    const excl *ex;            /* members left out (borrowed, may be NULL) */
     arc_stats st;
 } wctx;
 
@@ -130,6 +131,7 @@ static int walk_dir(wctx *w, int dfd, size_t plen, int depth, sw_err *err)
         }
         w->path[plen] = '/';
         memcpy(w->path + plen + 1, names[i], nlen + 1);
+        if (excl_match(w->ex, w->path)) continue; /* a folder: its whole subtree with it */
         struct stat st;
         if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
             if (errno == ENOENT) continue; /* vanished while we walked */
@@ -215,7 +217,15 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
 int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn sink, void *arg,
                          arc_stats *st, sw_err *err)
 {
-    wctx w = {.sink = sink, .sink_arg = arg};
+    return arc_write_session_ex(sfd, what, gzip_level, NULL, sink, arg, st, err);
+}
+
+/* The roots outputs/ and attachments/ are never matched against the excludes: a snapshot
+ * always holds outputs/ (it marks the workspace), only what is below them can be left out. */
+int arc_write_session_ex(int sfd, const char *what, int gzip_level, const excl *ex,
+                         arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err)
+{
+    wctx w = {.sink = sink, .sink_arg = arg, .ex = ex};
     arc_locale loc;
     struct stat ost, ast;
     int rc = -1, att;

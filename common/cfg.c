@@ -16,6 +16,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/excl.h"
+#include "common/ids.h"
 #include "common/xmalloc.h"
 
 enum opt_type { T_STR, T_INT, T_I64, T_BOOL };
@@ -51,6 +53,9 @@ static int check_abs_path(cfg *c, const char *var, const char *v, char *err, siz
 static int check_abs_path_required(cfg *c, const char *var, const char *v, char *err, size_t n);
 static int check_dburl(cfg *c, const char *var, const char *v, char *err, size_t n);
 static int check_dns_label(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_tenants(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_excludes(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_task_map(cfg *c, const char *var, const char *v, char *err, size_t n);
 
 #define F(field) offsetof(cfg, field)
 #define BIG INT64_MAX
@@ -181,6 +186,37 @@ static const opt opts[] = {
      "store connect timeout and stall limit (no bytes moving)", NULL},
     {"SNAPWORKER_STORE_ORPHAN_GRACE_S", T_INT, F(store_orphan_grace_s), "3600", 60, 100 * 86400, 0,
      "age after which abandoned temp files / multipart uploads are swept", NULL},
+    {"SANDBOX_IDLE_TIMEOUT_SECONDS", T_INT, F(idle_timeout_s), "3600", 1, 365 * 86400, 0,
+     "a running sandbox without a heartbeat for this long is put to sleep by `sweep`", NULL},
+    {"SNAPWORKER_SCHEDULE", T_BOOL, F(schedule), "0", 0, 0, 0,
+     "run the scheduler (sweep every period, prune every day) inside `run`", NULL},
+    {"SNAPWORKER_TENANTS", T_STR, F(tenants), "public", 0, 0, 0,
+     "comma-separated tenants the scheduler enqueues sweep and prune for", check_tenants},
+    {"SNAPWORKER_SCHEDULE_PERIOD_S", T_INT, F(schedule_period_s), "60", 1, 86400, 0,
+     "scheduler: sweep period (ids sweep:{tenant}:{epoch_s / period})", NULL},
+    {"SNAPWORKER_PRUNE_PERIOD_S", T_INT, F(prune_period_s), "86400", 1, 30 * 86400, 0,
+     "scheduler: prune period (ids prune:{tenant}:{epoch_s / period})", NULL},
+    {"SNAPWORKER_SCHEDULE_LOCK_TTL_S", T_INT, F(schedule_lock_ttl_s), "30", 2, 3600, 0,
+     "scheduler: leader lock TTL (renewed every TTL/3; a dead leader is replaced within it)",
+     NULL},
+    {"SNAPWORKER_TENANT_SCHEMAS", T_BOOL, F(tenant_schemas), "0", 0, 0, 0,
+     "one PostgreSQL schema per tenant: every transaction runs with search_path = tenant_id",
+     NULL},
+    {"SNAPWORKER_SNAPSHOT_RETENTION_DAYS", T_INT, F(snapshot_retention_days), "30", 0, 36500, 0,
+     "prune: snapshots older than this are deleted (the newest KEEP per session stay)", NULL},
+    {"SNAPWORKER_SNAPSHOT_RETENTION_S", T_I64, F(snapshot_retention_s), "0", 0, BIG, 0,
+     "prune: retention in seconds when > 0, overriding the days (tests, fine tuning)", NULL},
+    {"SNAPWORKER_SNAPSHOT_KEEP", T_INT, F(snapshot_keep), "1", 0, 1000000, 0,
+     "prune: newest snapshots of each session always kept", NULL},
+    {"SNAPWORKER_SNAPSHOT_EXCLUDE", T_STR, F(snapshot_exclude), NULL, 0, 0, 0,
+     "snapshot: comma-separated patterns relative to the session folder (* in a name, ** "
+     "across folders) left out of archives", check_excludes},
+    {"SNAPWORKER_MAX_SNAPSHOT_BYTES", T_I64, F(max_snapshot_bytes), "0", 0, BIG, 0,
+     "snapshot: an archive larger than this (compressed bytes) is archive_too_large; 0 = none",
+     NULL},
+    {"SNAPWORKER_CELERY_TASK_MAP", T_STR, F(celery_task_map),
+     "cleanup_idle_sandboxes=sweep,cleanup_old_snapshots=prune", 0, 0, 0,
+     "extra Celery task names -> job types (snapworker.<type> always works)", check_task_map},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -492,6 +528,59 @@ static int check_dns_label(cfg *c, const char *var, const char *v, char *err, si
              "ending with a letter or digit), got '%s'",
              var, v);
     return -1;
+}
+
+/* SNAPWORKER_TENANTS: at least one tenant id, each [A-Za-z0-9_-]{1,63}. */
+static int check_tenants(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    char *copy = xstrdup(v), *save = NULL;
+    int count = 0, rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        if (!id_valid_tenant(t)) {
+            snprintf(err, n, "%s: expected comma-separated tenant ids ([A-Za-z0-9_-]{1,63}), "
+                     "got '%.80s'", var, v);
+            rc = -1;
+        }
+        count++;
+    }
+    free(copy);
+    if (rc == 0 && count == 0) {
+        snprintf(err, n, "%s: expected at least one tenant id", var);
+        rc = -1;
+    }
+    return rc;
+}
+
+static int check_excludes(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    char why[160];
+    excl *x = excl_new();
+    int rc = excl_add_csv(x, v, why, sizeof why);
+    excl_free(x);
+    if (rc != 0) snprintf(err, n, "%s: %s", var, why);
+    return rc;
+}
+
+/* SNAPWORKER_CELERY_TASK_MAP: "name=type,..."; names [A-Za-z0-9_.:-]{1,128}, types too (the
+ * jobs/ table is not known here: an unknown type shows up as NotRegistered at run time). */
+static int check_task_map(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    char *copy = xstrdup(v), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (eq) *eq = '\0';
+        if (!eq || !id_valid_job(t) || !id_valid_job(eq + 1) || strlen(eq + 1) > 32) {
+            snprintf(err, n, "%s: expected comma-separated celery_task_name=job_type pairs, "
+                     "got '%.80s'", var, v);
+            rc = -1;
+        }
+    }
+    free(copy);
+    return rc;
 }
 
 static int check_steps(cfg *c, const char *var, const char *v, char *err, size_t n)

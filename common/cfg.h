@@ -92,6 +92,20 @@ typedef struct cfg {
     int store_retry_budget_s; /* SNAPWORKER_STORE_RETRY_BUDGET_S */
     int store_timeout_s;      /* SNAPWORKER_STORE_TIMEOUT_S: connect timeout and stall limit */
     int store_orphan_grace_s; /* SNAPWORKER_STORE_ORPHAN_GRACE_S: orphans older are swept */
+    /* sandbox lifecycle (DESIGN.md §8a, docs/lifecycle.md) */
+    int idle_timeout_s;       /* SANDBOX_IDLE_TIMEOUT_SECONDS: a sandbox idle this long sleeps */
+    bool schedule;            /* SNAPWORKER_SCHEDULE: run the scheduler inside `run` */
+    char *tenants;            /* SNAPWORKER_TENANTS: comma-separated tenants the scheduler covers */
+    int schedule_period_s;    /* SNAPWORKER_SCHEDULE_PERIOD_S: sweep period (60; tests shorten) */
+    int prune_period_s;       /* SNAPWORKER_PRUNE_PERIOD_S: prune period (86400) */
+    int schedule_lock_ttl_s;  /* SNAPWORKER_SCHEDULE_LOCK_TTL_S: leader lock TTL */
+    bool tenant_schemas;      /* SNAPWORKER_TENANT_SCHEMAS: search_path = the job's tenant */
+    int snapshot_retention_days; /* SNAPWORKER_SNAPSHOT_RETENTION_DAYS */
+    int snapshot_keep;        /* SNAPWORKER_SNAPSHOT_KEEP: newest per session always kept */
+    int64_t snapshot_retention_s; /* SNAPWORKER_SNAPSHOT_RETENTION_S: test knob, > 0 overrides days */
+    char *snapshot_exclude;   /* SNAPWORKER_SNAPSHOT_EXCLUDE: comma-separated patterns */
+    int64_t max_snapshot_bytes; /* SNAPWORKER_MAX_SNAPSHOT_BYTES: 0 = no cap */
+    char *celery_task_map;    /* SNAPWORKER_CELERY_TASK_MAP: "celery_name=type,..." */
 } cfg;
 
 /* Fill 'c' with defaults, then the environment, then argv flags (--name=value or

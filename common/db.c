@@ -35,6 +35,7 @@ struct db {
     bool per_user;       /* port scope per build_session.user_id (kubernetes) */
     int port_start;      /* SANDBOX_NEXTJS_PORT_START */
     int port_end;        /* SANDBOX_NEXTJS_PORT_END, excluded */
+    char schema[64];     /* tenant schema for every transaction ("" = the connection's own) */
 };
 
 /* ==== pure helpers ===================================================== */
@@ -254,6 +255,50 @@ static void rollback(db *d)
 
 typedef int (*db_op)(db *d, void *arg, sw_err *err);
 
+/* With a tenant schema (SNAPWORKER_TENANT_SCHEMAS=1, docs/lifecycle.md "Tenant schemas"),
+ * every op runs inside one transaction opened here: BEGIN, then search_path set LOCAL to the
+ * quoted schema together with a check that it exists (a missing schema would otherwise only
+ * show up as "relation does not exist", or worse, resolve through "$user"/public). An op's
+ * own BEGIN (tx_begin) joins it; its COMMIT ends it; what is still open after a successful op
+ * is committed here. SET LOCAL rather than a session SET: nothing outlives the transaction,
+ * so a pooled connection (pgbouncer, transaction mode) never carries one job's tenant into
+ * another's statements. */
+static int tenant_begin(db *d, sw_err *err)
+{
+    char path[80];
+    snprintf(path, sizeof path, "\"%s\"", d->schema); /* validated: no quote inside */
+    const char *params[] = {path, d->schema};
+    if (stmt(d, "begin", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, err) < 0) return -1;
+    PGresult *res = query(d, "set tenant schema",
+                          "SELECT set_config('search_path', $1, true), "
+                          "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)",
+                          2, params, err);
+    if (!res) return -1;
+    bool exists = PQgetvalue(res, 0, 1)[0] == 't';
+    PQclear(res);
+    if (!exists)
+        return sw_errf(err, SW_E_DATABASE, false, "tenant schema \"%s\" does not exist (%s)",
+                       d->schema, d->target);
+    return 0;
+}
+
+/* BEGIN for ops that need a transaction: joins the one tenant_begin opened. */
+static int tx_begin(db *d, sw_err *err)
+{
+    if (PQtransactionStatus(d->conn) == PQTRANS_INTRANS) return 0;
+    return stmt(d, "begin", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, err);
+}
+
+static int op_in_tenant(db *d, db_op op, void *arg, sw_err *err)
+{
+    if (!d->schema[0]) return op(d, arg, err);
+    if (tenant_begin(d, err) < 0) return -1;
+    if (op(d, arg, err) < 0) return -1;
+    if (PQtransactionStatus(d->conn) == PQTRANS_INTRANS)
+        return stmt(d, "commit", "COMMIT", 0, NULL, err);
+    return 0;
+}
+
 /* Connect if needed and run 'op'. When a connection from an earlier call turns out to be
  * dead (the server restarted, a proxy dropped it), reconnect once and run 'op' again:
  * every op is idempotent, so a commit whose answer was lost is redone harmlessly. */
@@ -261,13 +306,23 @@ static int run(db *d, db_op op, void *arg, sw_err *err)
 {
     bool fresh = false;
     if (conn_ensure(d, &fresh, err) < 0) return -1;
-    int rc = op(d, arg, err);
+    int rc = op_in_tenant(d, op, arg, err);
     if (rc < 0 && !fresh && conn_lost(d)) {
         if (conn_ensure(d, &fresh, err) < 0) return -1;
-        rc = op(d, arg, err);
+        rc = op_in_tenant(d, op, arg, err);
     }
     if (rc < 0) rollback(d);
     return rc;
+}
+
+int db_set_tenant(db *d, const char *tenant_id, sw_err *err)
+{
+    d->schema[0] = '\0';
+    if (!tenant_id || !*tenant_id) return 0;
+    if (!id_valid_tenant(tenant_id))
+        return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "tenant_id must match [A-Za-z0-9_-]{1,63}");
+    snprintf(d->schema, sizeof d->schema, "%s", tenant_id);
+    return 0;
 }
 
 /* Lowercase a UUID into out or fail permanently: ids are checked before any query. */
@@ -562,7 +617,7 @@ static int allocate_op(db *d, void *arg, sw_err *err)
     PGresult *res = NULL;
     snprintf(start, sizeof start, "%d", d->port_start);
     snprintf(end, sizeof end, "%d", d->port_end);
-    if (stmt(d, "begin", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, err) < 0) return -1;
+    if (tx_begin(d, err) < 0) return -1;
     if (session_lock(d, a, !d->external, &found, err) < 0) return -1;
     if (!found) return not_found(d, a->id, err);
     if (a->port >= 0) return stmt(d, "commit", "COMMIT", 0, NULL, err);
@@ -618,7 +673,7 @@ static int restore_op(db *d, void *arg, sw_err *err)
     char prev[16];
     bool found = false;
     a->changed = 0;
-    if (stmt(d, "begin", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, err) < 0) return -1;
+    if (tx_begin(d, err) < 0) return -1;
     if (session_lock(d, a, false, &found, err) < 0) return -1;
     if (!found || a->port != a->expected) return stmt(d, "commit", "COMMIT", 0, NULL, err);
     if (scope_lock(d, a, err) < 0) return -1;
@@ -740,3 +795,209 @@ int db_snapshot_size(db *d, const char *session_id, const char *storage_path, in
     if (a.found) *size_out = a.size_bytes;
     return 0;
 }
+
+/* ==== sandboxes (the lifecycle jobs, DESIGN.md §8a) ===================== */
+
+typedef struct sandbox_arg {
+    char id[SW_UUID_LEN + 1];
+    db_sandbox *out;
+    const db_snap_row *rows;
+    size_t nrows;
+    int slept;
+} sandbox_arg;
+
+static int sandbox_read(db *d, sandbox_arg *a, bool lock, sw_err *err)
+{
+    const char *params[] = {a->id};
+    PGresult *res = query(d, "read sandbox",
+                          lock ? "SELECT status, user_id::text FROM sandbox WHERE id = $1::uuid "
+                                 "FOR UPDATE"
+                               : "SELECT status, user_id::text FROM sandbox WHERE id = $1::uuid",
+                          1, params, err);
+    if (!res) return -1;
+    memset(a->out, 0, sizeof *a->out);
+    a->out->found = PQntuples(res) > 0;
+    if (a->out->found) {
+        snprintf(a->out->status, sizeof a->out->status, "%s", PQgetvalue(res, 0, 0));
+        snprintf(a->out->user_id, sizeof a->out->user_id, "%s", PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int sandbox_get_op(db *d, void *arg, sw_err *err)
+{
+    return sandbox_read(d, arg, false, err);
+}
+
+int db_sandbox_get(db *d, const char *sandbox_id, db_sandbox *out, sw_err *err)
+{
+    sandbox_arg a = {.out = out};
+    memset(out, 0, sizeof *out);
+    if (uuid_arg(sandbox_id, "sandbox_id", a.id, err) < 0) return -1;
+    return run(d, sandbox_get_op, &a, err);
+}
+
+/* Snapshot rows of sessions that have a build_session row; self-managed installs create the
+ * missing row first (owned by the sandbox's user), as db_snapshot_insert does. */
+static const char SQL_SLEEP_SNAPSHOT[] =
+    "INSERT INTO snapshot (id, session_id, storage_path, size_bytes) "
+    "SELECT $1::uuid, $2::uuid, $3, $4::bigint "
+    "WHERE EXISTS (SELECT 1 FROM build_session WHERE id = $2::uuid) "
+    "ON CONFLICT (id) DO NOTHING";
+
+/* The sleep transaction: the sandbox row is locked first, so two sleeps (or a sleep and
+ * whatever else wakes the sandbox through the same row) serialize; everything below happens
+ * only while it is still 'running', and all of it commits or none. */
+static int sleep_op(db *d, void *arg, sw_err *err)
+{
+    sandbox_arg *a = arg;
+    db_sandbox sb;
+    a->out = &sb;
+    a->slept = 0;
+    if (tx_begin(d, err) < 0) return -1;
+    if (sandbox_read(d, a, true, err) < 0) return -1;
+    if (!sb.found || strcmp(sb.status, "running") != 0)
+        return stmt(d, "commit", "COMMIT", 0, NULL, err);
+    for (size_t i = 0; i < a->nrows; i++) {
+        const db_snap_row *r = &a->rows[i];
+        char size[24];
+        snprintf(size, sizeof size, "%lld", (long long)r->size_bytes);
+        if (!d->external) {
+            const char *p[] = {r->session_id, sb.user_id};
+            if (stmt(d, "create build_session", SQL_SESSION_CREATE, 2, p, err) < 0) return -1;
+        }
+        const char *p[] = {r->snapshot_id, r->session_id, r->storage_path, size};
+        if (stmt(d, "insert snapshot", SQL_SLEEP_SNAPSHOT, 4, p, err) < 0) return -1;
+    }
+    const char *up[] = {sb.user_id};
+    if (stmt(d, "clear ports",
+             "UPDATE build_session SET nextjs_port = NULL, "
+             "status = CASE WHEN status = 'active' THEN 'idle' ELSE status END "
+             "WHERE user_id = $1::uuid",
+             1, up, err) < 0)
+        return -1;
+    const char *sp[] = {a->id};
+    if (stmt(d, "sandbox sleeping", "UPDATE sandbox SET status = 'sleeping' WHERE id = $1::uuid",
+             1, sp, err) < 0)
+        return -1;
+    if (stmt(d, "commit", "COMMIT", 0, NULL, err) < 0) return -1;
+    a->slept = 1;
+    return 0;
+}
+
+int db_sandbox_sleep(db *d, const char *sandbox_id, const db_snap_row *rows, size_t n,
+                     bool *slept, sw_err *err)
+{
+    sandbox_arg a = {.rows = rows, .nrows = n};
+    *slept = false;
+    if (uuid_arg(sandbox_id, "sandbox_id", a.id, err) < 0) return -1;
+    for (size_t i = 0; i < n; i++) {
+        char x[SW_UUID_LEN + 1];
+        if (uuid_arg(rows[i].snapshot_id, "snapshot_id", x, err) < 0 ||
+            uuid_arg(rows[i].session_id, "session_id", x, err) < 0)
+            return -1;
+    }
+    if (run(d, sleep_op, &a, err) < 0) return -1;
+    *slept = a.slept == 1;
+    return 0;
+}
+
+typedef struct list_arg {
+    const char *sql;
+    const char *what;
+    const char *const *params;
+    int nparams;
+    char **items;               /* out: owned, NULL-terminated */
+    size_t n;
+} list_arg;
+
+static void strv_clear(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++) free(v[i]);
+    free(v);
+}
+
+static int list_op(db *d, void *arg, sw_err *err)
+{
+    list_arg *a = arg;
+    PGresult *res = query(d, a->what, a->sql, a->nparams, a->params, err);
+    if (!res) return -1;
+    strv_clear(a->items);
+    a->n = (size_t)PQntuples(res);
+    a->items = xcalloc(a->n + 1, sizeof *a->items);
+    for (size_t i = 0; i < a->n; i++) a->items[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+    PQclear(res);
+    return 0;
+}
+
+int db_sandboxes_idle(db *d, int idle_s, char ***ids, size_t *n, sw_err *err)
+{
+    char secs[24];
+    snprintf(secs, sizeof secs, "%d", idle_s);
+    const char *params[] = {secs};
+    list_arg a = {
+        .sql = "SELECT id::text FROM sandbox WHERE status = 'running' AND "
+               "(last_heartbeat < now() - make_interval(secs => $1::int) OR "
+               "(last_heartbeat IS NULL AND created_at < now() - make_interval(secs => $1::int))) "
+               "ORDER BY id",
+        .what = "idle sandboxes", .params = params, .nparams = 1};
+    *ids = NULL;
+    *n = 0;
+    if (run(d, list_op, &a, err) < 0) {
+        strv_clear(a.items);
+        return -1;
+    }
+    *ids = a.items;
+    *n = a.n;
+    return 0;
+}
+
+/* Rows older than the retention and not among the newest 'keep' of their session, at most
+ * 'limit' of them, deleted in one statement (one transaction) that returns their paths. */
+static const char SQL_PRUNE[] =
+    "DELETE FROM snapshot WHERE id IN ("
+    " SELECT id FROM ("
+    "  SELECT id, created_at, row_number() OVER "
+    "   (PARTITION BY session_id ORDER BY created_at DESC, id DESC) AS rn FROM snapshot) t"
+    " WHERE rn > $1::int AND created_at < now() - make_interval(secs => $2::double precision)"
+    " AND left(storage_path, length($4)) = $4"
+    " ORDER BY created_at LIMIT $3::int) "
+    "RETURNING storage_path";
+
+int db_snapshots_prune(db *d, const char *tenant_id, int64_t older_than_s, int keep, int limit,
+                       char ***paths, size_t *n, sw_err *err)
+{
+    char k[16], secs[24], lim[16], prefix[96];
+    if (!id_valid_tenant(tenant_id))
+        return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "tenant_id must match [A-Za-z0-9_-]{1,63}");
+    snprintf(prefix, sizeof prefix, "%s/snapshots/", tenant_id);
+    snprintf(k, sizeof k, "%d", keep < 0 ? 0 : keep);
+    snprintf(secs, sizeof secs, "%lld", (long long)older_than_s);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *params[] = {k, secs, lim, prefix};
+    list_arg a = {.sql = SQL_PRUNE, .what = "prune snapshots", .params = params, .nparams = 4};
+    *paths = NULL;
+    *n = 0;
+    if (run(d, list_op, &a, err) < 0) {
+        strv_clear(a.items);
+        return -1;
+    }
+    *paths = a.items;
+    *n = a.n;
+    return 0;
+}
+
+int db_snapshot_path_used(db *d, const char *storage_path, bool *used, sw_err *err)
+{
+    const char *params[] = {storage_path};
+    list_arg a = {.sql = "SELECT 1 FROM snapshot WHERE storage_path = $1 LIMIT 1",
+                  .what = "snapshot path in use", .params = params, .nparams = 1};
+    *used = false;
+    int rc = run(d, list_op, &a, err);
+    if (rc == 0) *used = a.n > 0;
+    strv_clear(a.items);
+    return rc;
+}
+
+void db_strv_free(char **v) { strv_clear(v); }

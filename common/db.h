@@ -15,6 +15,7 @@
 #include "common/cfg.h"
 #include "common/embedded.h"
 #include "common/err.h"
+#include "common/ids.h"
 
 typedef struct db db;
 
@@ -80,6 +81,47 @@ int db_snapshot_latest(db *d, const char *session_id, char *path, size_t n, int6
  * *found=false when there is none. */
 int db_snapshot_size(db *d, const char *session_id, const char *storage_path, int64_t *size_out,
                      bool *found, sw_err *err);
+
+/* ---- tenants (SNAPWORKER_TENANT_SCHEMAS) ------------------------------- */
+/* Run every later call of 'd' in the schema named 'tenant_id' (NULL or "" = the connection's
+ * own search_path): each call becomes one transaction that starts with
+ * set_config('search_path', '"tenant"', true). A schema that does not exist is SW_E_DATABASE
+ * permanent at the first call. -1 with SW_E_INVALID_PAYLOAD when the id is not
+ * [A-Za-z0-9_-]{1,63} (nothing else ever reaches SQL). */
+int db_set_tenant(db *d, const char *tenant_id, sw_err *err);
+
+/* ---- sandboxes (DESIGN.md §8a) ---------------------------------------- */
+typedef struct db_sandbox {
+    bool found;
+    char status[32];                /* provisioning|running|sleeping|terminated|failed */
+    char user_id[SW_UUID_LEN + 1];
+} db_sandbox;
+int db_sandbox_get(db *d, const char *sandbox_id, db_sandbox *out, sw_err *err);
+
+typedef struct db_snap_row {        /* borrowed strings */
+    const char *snapshot_id, *session_id, *storage_path;
+    int64_t size_bytes;
+} db_snap_row;
+/* The sleep transaction, all or nothing: lock the sandbox row; only if it is 'running':
+ * insert 'rows' (a conflict on the id is success; self-managed creates a missing
+ * build_session owned by the sandbox's user, external skips the row of a session that has
+ * none), nextjs_port = NULL and 'active' -> 'idle' on every build_session of the sandbox's
+ * user, sandbox 'sleeping'. *slept = true when it did, false when the sandbox was missing or
+ * not running (nothing changed). */
+int db_sandbox_sleep(db *d, const char *sandbox_id, const db_snap_row *rows, size_t n,
+                     bool *slept, sw_err *err);
+/* Ids of the running sandboxes idle for idle_s seconds (last_heartbeat older, or NULL and
+ * created_at older), sorted. *ids owned (db_strv_free), NULL-terminated. */
+int db_sandboxes_idle(db *d, int idle_s, char ***ids, size_t *n, sw_err *err);
+/* Delete (one statement, one transaction) up to 'limit' snapshot rows of 'tenant_id' (their
+ * storage_path starts "{tenant}/snapshots/") created more than older_than_s seconds ago that
+ * are not among the 'keep' newest of their session; their storage paths into *paths (owned,
+ * db_strv_free). */
+int db_snapshots_prune(db *d, const char *tenant_id, int64_t older_than_s, int keep, int limit,
+                       char ***paths, size_t *n, sw_err *err);
+/* *used = some snapshot row still names 'storage_path'. */
+int db_snapshot_path_used(db *d, const char *storage_path, bool *used, sw_err *err);
+void db_strv_free(char **v);        /* NULL-safe */
 
 /* ---- pure helpers (no server; exposed for tests/unit/test_db.c) ------- */
 typedef struct db_migration {

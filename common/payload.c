@@ -39,6 +39,19 @@ static int get_int(json_t *o, const char *name, long long min, long long max, in
     return 0;
 }
 
+/* Which ids a type may leave out (DESIGN.md §8a): `sleep` acts on a whole sandbox, `sweep` and
+ * `prune` on a tenant. Every other type, known or not, needs both (the payload grammar does
+ * not depend on the jobs/ table, only on these three names). An id that is given must still
+ * be a UUID. */
+enum { OPT_SANDBOX = 1, OPT_SESSION = 2 };
+
+static unsigned ids_optional(const char *type)
+{
+    if (strcmp(type, "sleep") == 0) return OPT_SESSION;
+    if (strcmp(type, "sweep") == 0 || strcmp(type, "prune") == 0) return OPT_SANDBOX | OPT_SESSION;
+    return 0;
+}
+
 int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -99,13 +112,14 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     }
     snprintf(r->tenant_id, sizeof r->tenant_id, "%s", s);
 
-    if (get_str(root, "sandbox_id", true, &s, err) < 0) goto out;
-    if (!id_uuid_lower(s, r->sandbox_id)) {
+    unsigned opt = ids_optional(r->type);
+    if (get_str(root, "sandbox_id", !(opt & OPT_SANDBOX), &s, err) < 0) goto out;
+    if (s && !id_uuid_lower(s, r->sandbox_id)) {
         sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'sandbox_id' must be a UUID");
         goto out;
     }
-    if (get_str(root, "session_id", true, &s, err) < 0) goto out;
-    if (!id_uuid_lower(s, r->session_id)) {
+    if (get_str(root, "session_id", !(opt & OPT_SESSION), &s, err) < 0) goto out;
+    if (s && !id_uuid_lower(s, r->session_id)) {
         sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'session_id' must be a UUID");
         goto out;
     }
@@ -144,9 +158,10 @@ void payload_free(job_req *r)
 
 char *payload_dump(const job_req *r)
 {
-    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s,s:s}", "v", 1, "id", r->id, "type", r->type,
-                          "tenant_id", r->tenant_id, "sandbox_id", r->sandbox_id, "session_id",
-                          r->session_id);
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "v", 1, "id", r->id, "type", r->type,
+                          "tenant_id", r->tenant_id);
+    if (r->sandbox_id[0]) json_object_set_new(o, "sandbox_id", json_string(r->sandbox_id));
+    if (r->session_id[0]) json_object_set_new(o, "session_id", json_string(r->session_id));
     json_object_set_new(o, "args", r->args ? json_incref(r->args) : json_object());
     if (r->max_attempts) json_object_set_new(o, "max_attempts", json_integer(r->max_attempts));
     if (r->timeout_s) json_object_set_new(o, "timeout_s", json_integer(r->timeout_s));

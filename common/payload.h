@@ -20,8 +20,8 @@ typedef struct job_req {
     char id[129];                      /* idempotency key; "" when unparseable */
     char type[33];                     /* "snapshot", "restore", "regenerate", "noop" */
     char tenant_id[64];
-    char sandbox_id[SW_UUID_LEN + 1];  /* lowercased */
-    char session_id[SW_UUID_LEN + 1];  /* lowercased */
+    char sandbox_id[SW_UUID_LEN + 1];  /* lowercased; "" when absent (sweep, prune) */
+    char session_id[SW_UUID_LEN + 1];  /* lowercased; "" when absent (sleep, sweep, prune) */
     json_t *args;                      /* owned object (never NULL once parsed) */
     int max_attempts;                  /* 0 = not given */
     int timeout_s;                     /* 0 = not given */

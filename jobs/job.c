@@ -13,6 +13,10 @@ static const job_type types[] = {
     {"snapshot", job_snapshot_run, NULL, 3600, true},
     {"restore", job_restore_run, job_restore_on_dead, 3600, true},
     {"regenerate", job_regenerate_run, NULL, 300, true},
+    /* lifecycle (DESIGN.md §8a): no session of their own, so no session lock */
+    {"sleep", job_sleep_run, NULL, 3600, false},
+    {"sweep", job_sweep_run, NULL, 300, false},
+    {"prune", job_prune_run, NULL, 3600, false},
 };
 
 const job_type *job_lookup(const char *name)
@@ -48,6 +52,11 @@ db *job_db(job_ctx *ctx)
 {
     if (!ctx->thread) return NULL;
     if (!ctx->thread->db) ctx->thread->db = db_new(ctx->cfg);
+    /* SNAPWORKER_TENANT_SCHEMAS: this job's transactions run in its tenant's schema; the
+     * tenant id was validated by payload_parse, so this cannot fail */
+    sw_err e;
+    (void)db_set_tenant(ctx->thread->db,
+                        ctx->cfg->tenant_schemas && ctx->req ? ctx->req->tenant_id : NULL, &e);
     return ctx->thread->db;
 }
 

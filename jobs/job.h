@@ -35,6 +35,10 @@ struct job_ctx {
      * through to Redis before returning (0, or -1 with an error). */
     const char *(*memo_get)(job_ctx *ctx, const char *name);
     int (*memo_set)(job_ctx *ctx, const char *name, const char *value, sw_err *err);
+    /* Enqueue another job (a payload the caller built; checked by payload_parse first) on
+     * this worker's queue, idempotently: 1 = added, 0 = a job with that id is already known
+     * (its hash exists), -1 with err. NULL outside a worker (tests). Used by `sweep`. */
+    int (*enqueue)(job_ctx *ctx, const char *payload_json, sw_err *err);
     void *worker_priv;       /* the worker's, opaque to jobs */
 };
 

@@ -62,6 +62,14 @@ static const sb_ops *backend_lookup(const char *name)
     return NULL;
 }
 
+const sb_ops *sb_backend_ops(const cfg *c, sw_err *err)
+{
+    const char *backend = c->sandbox_backend && *c->sandbox_backend ? c->sandbox_backend : "local";
+    const sb_ops *ops = backend_lookup(backend);
+    if (!ops) sw_errf(err, SW_E_BACKEND, false, "sandbox backend '%s' is not built in", backend);
+    return ops;
+}
+
 int sb_session_init(sb_session *s, const cfg *c, const job_ctx *ctx, const char *job_id,
                     const char *sandbox_id, const char *session_id, sw_err *err)
 {

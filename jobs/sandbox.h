@@ -50,6 +50,8 @@ typedef struct sb_session {
     char sessions_dir[SB_PATH_MAX];        /* local: {base}/{sandbox}/sessions; k8s: /workspace/sessions */
     char dir[SB_PATH_MAX];                 /* {sessions_dir}/{session} */
     void *backend_priv;                    /* the backend's own state (e.g. the pod); freed by ops->release */
+    const excl *exclude;                   /* borrowed, may be NULL: what ops->archive leaves out
+                                              (patterns relative to the session folder) */
 } sb_session;
 
 typedef enum sb_state {
@@ -113,12 +115,32 @@ struct sb_ops {
     int (*webapp_start)(const sb_session *s, int port, sb_webapp *out, sw_err *err);
     /* Stop a server this job started (after a failed restore); NULL-safe no-op for pid 0. */
     void (*webapp_stop)(const sb_session *s, const sb_webapp *w);
+    /* ---- sandbox-level (the sleep job, DESIGN.md §8a); no session involved ---- */
+    /* The sandbox's session folder names that are canonical UUIDs (lowercased), sorted, into
+     * *ids (owned, NULL-terminated, free with onyx_strv_free) and *n. No sessions folder (or
+     * no sandbox) is 0 with *n = 0. -1 with SW_E_BACKEND. NULL = the backend cannot list. */
+    int (*list_sessions)(const cfg *c, const char *sandbox_id, char ***ids, size_t *n,
+                         sw_err *err);
+    /* Stop what runs for the sandbox: local, the dev servers this worker recorded for its
+     * sessions; kubernetes, DELETE the service and the pod (404 = done). Idempotent: 0 when
+     * nothing is left running. -1 with SW_E_BACKEND. */
+    int (*teardown)(const cfg *c, const char *sandbox_id, sw_err *err);
 };
 
 extern const sb_ops sb_local_ops;
 /* The kubernetes backend (jobs/sandbox_k8s.c) exports its table through this function. */
 extern const sb_ops sb_k8s_ops;
 const sb_ops *sb_k8s_ops_get(void);
+/* The kubernetes halves of list_sessions and teardown (jobs/sandbox_k8s_sleep.c), for
+ * sb_k8s_ops to point at: `ls` of /workspace/sessions in the sync container, and DELETE of
+ * the service and the pod named prefix + sandbox_id[0:8], each with the uid precondition
+ * read by a GET first (a re-created object of the same name is never deleted). */
+int sb_k8s_list_sessions(const cfg *c, const char *sandbox_id, char ***ids, size_t *n,
+                         sw_err *err);
+int sb_k8s_teardown(const cfg *c, const char *sandbox_id, sw_err *err);
+/* The ops table for c->sandbox_backend, or NULL with a permanent SW_E_BACKEND ("not built
+ * in"). */
+const sb_ops *sb_backend_ops(const cfg *c, sw_err *err);
 
 /* ---- sandbox.c: shared by every backend ------------------------------------------ */
 
@@ -196,6 +218,10 @@ int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_e
  * after 5 s. Never reads the sandbox's nextjs.pid. 0 = nothing left running (or nothing
  * recorded), -1 with SW_E_BACKEND when it would not die or the state folder is unusable. */
 int sb_webapp_stop_recorded(const sb_session *s, sw_err *err);
+/* sb_webapp_stop_recorded for every session of 'sandbox_id' that has a record in the state
+ * folder (the sessions' folders need not exist any more). 0, or -1 with SW_E_BACKEND naming
+ * the first server that would not stop (the others are still stopped). */
+int sb_webapp_stop_sandbox(const cfg *c, const char *sandbox_id, sw_err *err);
 /* Stop 'w' (only if /proc still shows its start time) and remove the records naming it;
  * sfd (borrowed, -1 = unknown) is the session folder holding nextjs.pid. */
 void sb_webapp_stop(const sb_session *s, int sfd, const sb_webapp *w);

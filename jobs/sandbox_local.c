@@ -184,7 +184,7 @@ static int local_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_s
     int r = local_open(s, LV_SESSION, false, &sfd, err);
     if (r == 1) return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
     if (r < 0) return -1;
-    int rc = arc_write_session_at(sfd, s->dir, s->cfg->gzip_level, sink, arg, st, err);
+    int rc = arc_write_session_ex(sfd, s->dir, s->cfg->gzip_level, s->exclude, sink, arg, st, err);
     close(sfd);
     return rc;
 }
@@ -543,6 +543,60 @@ static void local_webapp_stop(const sb_session *s, const sb_webapp *w)
     if (sfd >= 0) close(sfd);
 }
 
+/* ------------------------------------------------------------------ sandbox level */
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* {base}/{sandbox}/sessions opened without following a link; only names that are canonical
+ * lowercase UUIDs count (any other folder is not a session snapworker could address). */
+static int local_list_sessions(const cfg *c, const char *sandbox_id, char ***ids, size_t *n,
+                               sw_err *err)
+{
+    char sb[SW_UUID_LEN + 1], rel[64], one[SW_UUID_LEN + 1];
+    *ids = xcalloc(1, sizeof **ids);
+    *n = 0;
+    if (!id_uuid_lower(sandbox_id, sb)) return sw_errc(err, SW_E_INVALID_PAYLOAD, "sandbox_id: expected a UUID");
+    int base = open(c->sandbox_base_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (base < 0) return errno == ENOENT ? 0 : sb_errno(err, errno, "open", c->sandbox_base_path);
+    snprintf(rel, sizeof rel, "%s/sessions", sb);
+    int fd = sb_open_beneath(base, rel, O_RDONLY | O_DIRECTORY, 0);
+    int e = errno;
+    close(base);
+    if (fd < 0) {
+        if (e == ENOENT) return 0;
+        return sw_errf(err, SW_E_BACKEND, false, "%s/%s: %s", c->sandbox_base_path, rel,
+                       e == ELOOP || e == ENOTDIR || e == EXDEV ? "a symlink on the way (refused)"
+                                                                : strerror(e));
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return sb_errno(err, e, "list", rel);
+    }
+    size_t cap = 1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!id_uuid_lower(de->d_name, one) || strcmp(one, de->d_name) != 0) continue;
+        if (*n + 1 >= cap) {
+            cap = cap * 2 + 8;
+            *ids = xrealloc(*ids, cap * sizeof **ids);
+        }
+        (*ids)[(*n)++] = xstrdup(one);
+        (*ids)[*n] = NULL;
+    }
+    closedir(d);
+    qsort(*ids, *n, sizeof **ids, by_name);
+    return 0;
+}
+
+static int local_teardown(const cfg *c, const char *sandbox_id, sw_err *err)
+{
+    return sb_webapp_stop_sandbox(c, sandbox_id, err);
+}
+
 const sb_ops sb_local_ops = {
     .name = "local",
     .locate = local_locate,
@@ -562,4 +616,6 @@ const sb_ops sb_local_ops = {
     .config_drop = local_config_drop,
     .webapp_start = local_webapp_start,
     .webapp_stop = local_webapp_stop,
+    .list_sessions = local_list_sessions,
+    .teardown = local_teardown,
 };

@@ -28,6 +28,7 @@
 #include "jobs/sandbox.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -271,6 +272,41 @@ int sb_webapp_stop_recorded(const sb_session *s, sw_err *err)
         else
             rec_remove_if(stfd, s, &(sb_webapp){r.pid, r.ticks});
     }
+    close(stfd);
+    return rc;
+}
+
+/* Each record is named webapp-{session}; the record itself names the sandbox, so a session
+ * of another sandbox is never touched (rec_read compares both ids). */
+int sb_webapp_stop_sandbox(const cfg *c, const char *sandbox_id, sw_err *err)
+{
+    sb_session s;
+    memset(&s, 0, sizeof s);
+    s.cfg = c;
+    if (!id_uuid_lower(sandbox_id, s.sandbox_id))
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "sandbox_id: expected a UUID");
+    int stfd = sb_state_dir_open(c, err);
+    if (stfd < 0) return -1;
+    int dfd = dup(stfd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0) close(dfd);
+        close(stfd);
+        return sb_errno(err, errno, "list", "the state folder");
+    }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "webapp-", 7) != 0 || !id_uuid_lower(e->d_name + 7, s.session_id) ||
+            strcmp(s.session_id, e->d_name + 7) != 0)
+            continue;
+        sw_err one;
+        if (sb_webapp_stop_recorded(&s, &one) != 0 && rc == 0) {
+            *err = one;
+            rc = -1;
+        }
+    }
+    closedir(d);
     close(stfd);
     return rc;
 }

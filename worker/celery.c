@@ -220,7 +220,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     sw_err err;
     sw_err_clear(&err);
     memset(&m, 0, sizeof m);
-    int rc = celery_parse(raw, len, &m, &err);
+    int rc = celery_parse_map(raw, len, w->cfg->celery_task_map, &m, &err);
     it->celery = 1;
     if (rc < 0 && len > CELERY_MAX_RAW_BYTES) {
         /* refused unread; the id by the ingress script's rule, the dead entry its prefix */

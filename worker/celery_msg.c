@@ -374,7 +374,33 @@ static int parse_headers(json_t *h, celery_msg *m, int *timelimit_s, sw_err *e)
 /* The order of the checks follows Celery's worker: the task name is looked up before the body
  * is decoded (celery/worker/consumer/consumer.py on_task_received), so an unknown name is
  * NotRegistered even when the body is unreadable. */
-static int parse_envelope(json_t *env, celery_msg *m, char **payload, sw_err *e)
+/* The job type a task name maps to, into out (size n): "snapworker.<type>", else the entry
+ * "name=type" of 'map' (SNAPWORKER_CELERY_TASK_MAP, may be NULL). false when neither. */
+static bool task_type(const char *name, const char *map, char *out, size_t n)
+{
+    if (strncmp(name, TASK_PREFIX, strlen(TASK_PREFIX)) == 0) {
+        snprintf(out, n, "%s", name + strlen(TASK_PREFIX));
+        return strlen(name + strlen(TASK_PREFIX)) < n;
+    }
+    size_t len = strlen(name);
+    for (const char *p = map; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t item = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', item);
+        if (eq && (size_t)(eq - p) == len && memcmp(p, name, len) == 0) {
+            size_t tl = item - len - 1;
+            if (tl >= n) return false;
+            memcpy(out, eq + 1, tl);
+            out[tl] = '\0';
+            return true;
+        }
+        p = end ? end + 1 : p + item;
+    }
+    return false;
+}
+
+static int parse_envelope(json_t *env, const char *task_map, celery_msg *m, char **payload,
+                          sw_err *e)
 {
     json_t *h = json_object_get(env, "headers");
     json_t *props = json_object_get(env, "properties");
@@ -394,9 +420,8 @@ static int parse_envelope(json_t *env, celery_msg *m, char **payload, sw_err *e)
     if (!id_ok)
         return sw_errc(e, SW_E_INVALID_PAYLOAD,
                        "celery message: headers.id must match [A-Za-z0-9_.:-]{1,128}");
-    const char *type = name + strlen(TASK_PREFIX);
-    if (strncmp(name, TASK_PREFIX, strlen(TASK_PREFIX)) != 0 || !m->task[0] ||
-        strlen(type) >= sizeof ((job_req *)0)->type || !job_lookup(type))
+    char type[sizeof ((job_req *)0)->type];
+    if (!m->task[0] || !task_type(name, task_map, type, sizeof type) || !job_lookup(type))
         return sw_errc(e, SW_E_UNKNOWN_JOB_TYPE, "celery task '%.150s' is not registered", name);
     if (check_content(env, e) < 0) return -1;
     int timelimit_s = 0;
@@ -423,6 +448,12 @@ out:
 
 int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err)
 {
+    return celery_parse_map(raw, len, NULL, m, err);
+}
+
+int celery_parse_map(const char *raw, size_t len, const char *task_map, celery_msg *m,
+                     sw_err *err)
+{
     memset(m, 0, sizeof *m);
     sw_err e;
     sw_err_clear(&e);
@@ -444,7 +475,7 @@ int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err)
         sw_errc(&e, SW_E_INVALID_PAYLOAD, "celery message is not a JSON object");
         goto out;
     }
-    rc = parse_envelope(env, m, &m->payload, &e);
+    rc = parse_envelope(env, task_map, m, &m->payload, &e);
 out:
     json_decref(env);
     if (rc < 0) {

@@ -50,6 +50,11 @@ typedef struct celery_msg {
  * filled whenever it could be read. The payload passed payload_parse(). Free with
  * celery_msg_free() in both cases. */
 int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err);
+/* celery_parse with extra task names: 'task_map' is SNAPWORKER_CELERY_TASK_MAP,
+ * "name=type,name=type" (NULL or "" = none), e.g. Onyx's cleanup_idle_sandboxes=sweep;
+ * "snapworker.<type>" is always recognized. */
+int celery_parse_map(const char *raw, size_t len, const char *task_map, celery_msg *m,
+                     sw_err *err);
 void celery_msg_free(celery_msg *m);   /* NULL-safe; frees payload */
 
 /* The Celery meta JSON for 'status' (SUCCESS, STARTED, RETRY, FAILURE or REVOKED), byte for byte

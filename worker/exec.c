@@ -24,6 +24,7 @@
 #include "common/rds.h"
 #include "common/store.h"
 #include "common/xmalloc.h"
+#include "worker/enqueue.h"
 
 #define GC_BUDGET_MS 5000   /* one sweep between jobs stops after this (checked between requests) */
 
@@ -147,6 +148,19 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
     return sw_errc(err, SW_E_INTERNAL, "cannot record job memo '%s' in Redis", name);
 }
 
+/* job_ctx.enqueue (the sweep job): worker/enqueue.c on this thread's connection. */
+static int enqueue(job_ctx *ctx, const char *payload, sw_err *err)
+{
+    thread_state *ts = (thread_state *)ctx->thread;
+    if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, err))) return -1;
+    int rc = enq_payload(ts->rc, ts->pool->cfg, payload, NULL, NULL, NULL, err);
+    if (rc < 0 && ts->rc->err) {
+        redisFree(ts->rc);
+        ts->rc = NULL;
+    }
+    return rc;
+}
+
 /* True when this worker knows it no longer owns the delivery: the renewal said so
  * (cancel flag), or the job hash, read now, names another worker or entry or is no
  * longer running. Unknown (Redis unreachable) is false: the caller goes on as before. */
@@ -187,6 +201,7 @@ static void run_item(thread_state *ts, item *it)
         .thread = (job_thread *)ts, /* job_thread is the first member */
         .memo_get = memo_get,
         .memo_set = memo_set,
+        .enqueue = enqueue,
         .worker_priv = it,
     };
     sw_err err;

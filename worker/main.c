@@ -9,6 +9,7 @@
 #include "common/kubeconfig.h"
 #include "common/log.h"
 #include "worker/cli.h"
+#include "worker/schedule.h"
 #include "worker/worker.h"
 
 #define SNAPWORKER_VERSION "0.1.0"
@@ -25,6 +26,7 @@ static void usage(FILE *f)
             "  dead list|requeue ID|purge   inspect or requeue dead jobs\n"
             "  store put|get|head|rm|ls ...  use the snapshot store\n"
             "  migrate                 apply database migrations\n"
+            "  schedule                run the lifecycle scheduler (sweep, prune) in the foreground\n"
             "  version                 print the version\n\n",
             SNAPWORKER_VERSION);
 }
@@ -91,6 +93,9 @@ int main(int argc, char **argv)
         rc = cli_dead_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "store")) {
         rc = cli_store_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "schedule")) {
+        rc = argi + 1 == argc ? schedule_main(&c) : 2;
+        if (rc == 2) fprintf(stderr, "snapworker schedule: unexpected argument '%s'\n", argv[argi + 1]);
     } else if (!strcmp(cmd, "migrate")) {
         rc = cli_migrate_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "db-tool")) { /* hidden: used by the integration tests */

@@ -35,6 +35,7 @@
 #include "common/rds.h"
 #include "common/xmalloc.h"
 #include "worker/worker_priv.h"
+#include "worker/schedule.h"
 
 
 /* ---- in-flight list ---------------------------------------------------- */
@@ -674,6 +675,7 @@ int worker_run(worker *w)
         evtimer_add(w->t_ingress, &soon);
         log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
+    if (w->cfg->schedule) w->schedule = schedule_new(w->base, w->cfg);
     event_base_dispatch(w->base);
     log_msg(LOG_INFO, "worker_stopped", "consumer", w->name, NULL);
     return w->exit_code;
@@ -711,6 +713,7 @@ int worker_free(worker *w)
     w->meta_wait = NULL; /* those items are on the in-flight list too */
     while (w->all) wk_untrack_free(w, w->all);
     http_stop(w->http);
+    schedule_free(w->schedule);
     if (w->celery_on) {
         cv_free(&w->ingress_keys);
         rds_url_free(&w->res_url);

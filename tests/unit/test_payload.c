@@ -166,6 +166,32 @@ static void dump_round_trips(void **state)
     payload_free(&r2);
 }
 
+/* DESIGN.md §8a: sleep acts on a sandbox, sweep and prune on a tenant; nothing else may omit
+ * an id, and a given id must still be a UUID. */
+static void lifecycle_types_may_omit_their_unused_ids(void **state)
+{
+    (void)state;
+    job_req r;
+    sw_err e;
+    assert_int_equal(parse("{\"id\":\"s1\",\"type\":\"sleep\",\"tenant_id\":\"t\","
+                           "\"sandbox_id\":\"" SB "\"}", &r, &e), 0);
+    assert_string_equal(r.session_id, "");
+    char *d = payload_dump(&r);
+    assert_null(strstr(d, "session_id"));
+    free(d);
+    payload_free(&r);
+    assert_int_equal(parse("{\"id\":\"w1\",\"type\":\"sweep\",\"tenant_id\":\"t\"}", &r, &e), 0);
+    assert_string_equal(r.sandbox_id, "");
+    payload_free(&r);
+    assert_int_equal(parse("{\"id\":\"p1\",\"type\":\"prune\",\"tenant_id\":\"t\"}", &r, &e), 0);
+    payload_free(&r);
+    expect_invalid("{\"id\":\"s2\",\"type\":\"sleep\",\"tenant_id\":\"t\"}", "sandbox_id");
+    expect_invalid("{\"id\":\"n1\",\"type\":\"snapshot\",\"tenant_id\":\"t\","
+                   "\"sandbox_id\":\"" SB "\"}", "session_id");
+    expect_invalid("{\"id\":\"w2\",\"type\":\"sweep\",\"tenant_id\":\"t\","
+                   "\"sandbox_id\":\"nope\"}", "sandbox_id");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +203,7 @@ int main(void)
         cmocka_unit_test(id_grammars),
         cmocka_unit_test(uuid5_matches_python),
         cmocka_unit_test(dump_round_trips),
+        cmocka_unit_test(lifecycle_types_may_omit_their_unused_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
