@@ -2,8 +2,9 @@
  * sandbox pod, reached through pods/exec (common/k8s.h). Owns: the pod and container names,
  * the in-pod layout (/workspace/sessions/{session}), the shell scripts run there (constants;
  * every datum is a positional parameter), the spool that holds a restore's archive while it
- * is checked, the swap journal that makes a crashed restore converge, and the process-wide
- * API client. Does not own: the job flow (jobs/restore.c, snapshot.c, regenerate.c), the
+ * is checked, the swap journal that makes a crashed restore converge, the per-session folder
+ * the old config is kept in while it is rewritten (.config-{session}, see SH_KEEP), and the
+ * process-wide API client. Does not own: the job flow (jobs/restore.c, snapshot.c, regenerate.c), the
  * archive rules (common/arc_check.c), the config bytes (sandbox.c, jobs/onyx.h), the
  * transport (common/k8s_exec.c).
  *
