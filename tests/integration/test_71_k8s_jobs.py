@@ -27,6 +27,7 @@ FAST_TESTS = [
     "test_snapshot_then_restore_gives_back_the_identical_tree_and_config",
     "test_regenerate_writes_the_three_files_in_the_pod",
     "test_hostile_archives_are_refused_before_any_byte_reaches_the_pod",
+    "test_a_crash_between_keep_and_put_back_converges",
 ]
 
 SCRIPTS_START = ("sh", "mkdir")  # every argv[0] the backend runs
