@@ -2,8 +2,9 @@
  * sandbox pod, reached through pods/exec (common/k8s.h). Owns: the pod and container names,
  * the in-pod layout (/workspace/sessions/{session}), the shell scripts run there (constants;
  * every datum is a positional parameter), the spool that holds a restore's archive while it
- * is checked, the swap journal that makes a crashed restore converge, and the process-wide
- * API client. Does not own: the job flow (jobs/restore.c, snapshot.c, regenerate.c), the
+ * is checked, the swap journal that makes a crashed restore converge, the per-session folder
+ * the old config is kept in while it is rewritten (.config-{session}, see SH_KEEP), and the
+ * process-wide API client. Does not own: the job flow (jobs/restore.c, snapshot.c, regenerate.c), the
  * archive rules (common/arc_check.c), the config bytes (sandbox.c, jobs/onyx.h), the
  * transport (common/k8s_exec.c).
  *
@@ -159,6 +160,66 @@ static const char SH_CONFIG[] =
     "mv -f -T \"$t.agents\" \"$d/AGENTS.md\"\n"
     "chmod 0600 \"$t.oc\"\n"
     "mv -f -T \"$t.oc\" \"$d/opencode.json\"\n";
+
+/* The config kept aside (config_keep/restore/drop): {sessions}/.config-{session}/ holds a
+ * copy (cp -P -p: a link stays a link, modes and times kept, nothing followed) of each of
+ * files, AGENTS.md, opencode.json, or NAME.absent when the session had none; a folder at
+ * one of those names is left alone (the write fails on it). The marker `kept` (the job id)
+ * is written last, so a folder without it is a keep that died half-way: the session's own
+ * files are still the originals and it is made again. One with this job's id is a keep by
+ * an earlier attempt of this job that died before its drop: the session may hold that
+ * attempt's new files, so the kept copies are the originals and are reused, never
+ * overwritten. One with another job's id was left by a job that ended (a drop that failed):
+ * the session's files are what that job left, and are kept afresh. umask 077: the keep
+ * folder and every copy in the making are the worker's only (opencode.json holds a key). */
+#define SH_KEEP_MARK                                                                      \
+    "m=; if [ -d \"$k\" ] && [ ! -L \"$k\" ] && [ -f \"$k/kept\" ] && [ ! -L \"$k/kept\" ]; then\n" \
+    "  m=$(head -c 200 \"$k/kept\") || m=\n"                                           \
+    "fi\n"
+
+/* $1 session dir, $2 keep dir, $3 job id. 3 no session dir. */
+static const char SH_KEEP[] =
+    "set -e\n"
+    "d=$1 k=$2\n"
+    "if [ -L \"$d\" ] || [ ! -d \"$d\" ]; then exit 3; fi\n"
+    "umask 077\n" SH_KEEP_MARK
+    "if [ \"$m\" = \"$3\" ]; then exit 0; fi\n"
+    "rm -rf \"$k\"\n"
+    "mkdir \"$k\"\n"
+    "for n in files AGENTS.md opencode.json; do\n"
+    "  if [ -d \"$d/$n\" ] && [ ! -L \"$d/$n\" ]; then :\n"
+    "  elif [ -e \"$d/$n\" ] || [ -L \"$d/$n\" ]; then cp -R -P -p \"$d/$n\" \"$k/$n\"\n"
+    "  else : > \"$k/$n.absent\"; fi\n"
+    "done\n"
+    "printf '%s' \"$3\" > \"$k/kept.tmp\"\n"
+    "mv -f \"$k/kept.tmp\" \"$k/kept\"\n";
+
+/* $1 session dir, $2 keep dir, $3 job id. 3 no session dir, 4 no complete keep of this job.
+ * Each kept copy is copied again (to a temp name, renamed over the new one) and an absent
+ * one's new file removed; the keep folder is left whole until the drop, so running this
+ * again (or a later attempt's keep) sees the same originals. */
+static const char SH_KEEP_RESTORE[] =
+    "set -e\n"
+    "d=$1 k=$2\n"
+    "if [ -L \"$d\" ] || [ ! -d \"$d\" ]; then exit 3; fi\n"
+    "umask 077\n" SH_KEEP_MARK
+    "if [ \"$m\" != \"$3\" ]; then exit 4; fi\n"
+    "t=\"$d/.swtmp-$$\"\n"
+    "trap 'rm -rf \"$t\"' EXIT\n"
+    "for n in files AGENTS.md opencode.json; do\n"
+    "  if [ -e \"$k/$n.absent\" ]; then\n"
+    "    if [ -L \"$d/$n\" ] || { [ -e \"$d/$n\" ] && [ ! -d \"$d/$n\" ]; }; then rm -f \"$d/$n\"; fi\n"
+    "  elif [ -e \"$k/$n\" ] || [ -L \"$k/$n\" ]; then\n"
+    "    rm -rf \"$t\"\n"
+    "    cp -R -P -p \"$k/$n\" \"$t\"\n"
+    "    mv -f -T \"$t\" \"$d/$n\"\n"
+    "  fi\n"
+    "done\n";
+
+/* $1 keep dir, $2 job id: removed when it is this job's. */
+static const char SH_KEEP_DROP[] =
+    "k=$1\n" SH_KEEP_MARK
+    "if [ \"$m\" = \"$2\" ]; then rm -rf \"$k\"; fi\n";
 
 /* Shell functions of the dev-server scripts: stop a server of session $d (its cwd must be
  * $web: a recycled pid or any other process is left alone), liveness, readiness. */
@@ -688,6 +749,64 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------------ config kept aside */
+
+struct sb_cfgkeep {
+    const sb_session *s;
+    char path[SB_PATH_MAX + 64];   /* {sessions}/.config-{session} (in the pod) */
+};
+
+/* One exec (SH_KEEP): per session, not per job, so a crashed attempt's keep is found by the
+ * next one (see SH_KEEP for what a leftover means). */
+static sb_cfgkeep *k8s_config_keep(const sb_session *s, sw_err *err)
+{
+    sb_cfgkeep *k = xcalloc(1, sizeof *k);
+    k->s = s;
+    snprintf(k->path, sizeof k->path, "%s/.config-%s", s->sessions_dir, s->session_id);
+    const char *argv[] = {"sh", "-c", SH_KEEP, "sh", s->dir, k->path, s->job_id, NULL};
+    cmd c = {.container = s->cfg->k8s_sandbox_container, .name = "config keep", .argv = argv};
+    int rc = run(s, &c, err);
+    if (rc == 0 && c.exit_code == 3)
+        rc = sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s in pod %s", s->dir,
+                     pod_of(s));
+    else if (rc == 0 && c.exit_code != 0)
+        rc = fail_exit(s, &c, false, err);
+    if (rc != 0) {
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
+static int k8s_config_restore(sb_cfgkeep *k, sw_err *err)
+{
+    const sb_session *s = k->s;
+    const char *argv[] = {"sh", "-c", SH_KEEP_RESTORE, "sh", s->dir, k->path, s->job_id, NULL};
+    cmd c = {.container = s->cfg->k8s_sandbox_container, .name = "config put back", .argv = argv};
+    if (run(s, &c, err) != 0) return -1;
+    if (c.exit_code == 3)
+        return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s in pod %s", s->dir,
+                       pod_of(s));
+    if (c.exit_code == 4)
+        return sw_errf(err, SW_E_BACKEND, false, "config put back in pod %s: %s is not this job's",
+                       pod_of(s), k->path);
+    return c.exit_code == 0 ? 0 : fail_exit(s, &c, false, err);
+}
+
+/* Best effort: a keep left behind is this job's (reused by its next attempt) or, once the
+ * job has ended, replaced by the next job's keep. */
+static void k8s_config_drop(sb_cfgkeep *k)
+{
+    if (!k) return;
+    const sb_session *s = k->s;
+    const char *argv[] = {"sh", "-c", SH_KEEP_DROP, "sh", k->path, s->job_id, NULL};
+    cmd c = {.container = s->cfg->k8s_sandbox_container, .name = "config keep cleanup",
+             .argv = argv};
+    sw_err e;
+    (void)run_ok(s, &c, &e);
+    free(k);
+}
+
 /* ------------------------------------------------------------------ dev server */
 
 static int k8s_webapp_start(const sb_session *s, int port, sb_webapp *out, sw_err *err)
@@ -755,6 +874,9 @@ const sb_ops sb_k8s_ops = {
     .stage_unswap = k8s_stage_unswap,
     .stage_end = k8s_stage_end,
     .write_config = k8s_write_config,
+    .config_keep = k8s_config_keep,
+    .config_restore = k8s_config_restore,
+    .config_drop = k8s_config_drop,
     .webapp_start = k8s_webapp_start,
     .webapp_stop = k8s_webapp_stop,
 };

@@ -27,6 +27,7 @@ FAST_TESTS = [
     "test_snapshot_then_restore_gives_back_the_identical_tree_and_config",
     "test_regenerate_writes_the_three_files_in_the_pod",
     "test_hostile_archives_are_refused_before_any_byte_reaches_the_pod",
+    "test_a_crash_between_keep_and_put_back_converges",
 ]
 
 SCRIPTS_START = ("sh", "mkdir")  # every argv[0] the backend runs
@@ -75,6 +76,10 @@ class K8sCase(JobsCase):
     def stagings(self, sb):
         d = os.path.dirname(self.session_dir(sb, new_uuid()))
         return [n for n in os.listdir(d) if n.startswith(".staging-")] if os.path.isdir(d) else []
+
+    def keeps(self, sb):
+        d = os.path.dirname(self.session_dir(sb, new_uuid()))
+        return [n for n in os.listdir(d) if n.startswith(".config-")] if os.path.isdir(d) else []
 
     def stdin_execs(self):
         return [e for e in self.s.execs() if e["flags"]["stdin"]]
@@ -251,10 +256,16 @@ class RoundTrip(K8sCase, StartupTests, DevServerTests):
         self.assertEqual(oc["permission"]["question"], "allow")
         self.assertEqual(oc["provider"]["anthropic"]["options"]["apiKey"], SECRET)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(sdir, "AGENTS.md")).st_mode), 0o644)
-        # twice: each file is replaced, no temp file is left
+        oc_path = os.path.join(sdir, "opencode.json")
+        self.assertEqual(stat.S_IMODE(os.lstat(oc_path).st_mode), 0o600)
+        # twice: each file is replaced (a 0644 opencode.json too: the new one is 0600), no
+        # temp file and no kept copy is left
+        os.chmod(oc_path, 0o644)
         self.ok(self.submit("regenerate", sb, ss, {"use_demo_data": False}))
         self.assertEqual(os.readlink(os.path.join(sdir, "files")), "/workspace/files")
+        self.assertEqual(stat.S_IMODE(os.lstat(oc_path).st_mode), 0o600)
         self.assertEqual(sorted(os.listdir(sdir)), ["AGENTS.md", "files", "opencode.json"])
+        self.assertEqual(self.keeps(sb), [])
         self.dead(self.submit("regenerate", sb, new_uuid()), "workspace_missing")
         self.assert_no_leak(SECRET, TOKEN, worker=w)
         self.assert_scripts_are_constants(SECRET, ss)
@@ -321,7 +332,8 @@ class Failures(K8sCase):
         sb, ss = new_uuid(), new_uuid()
         self.pod(sb)
         snap, tree = self.workspace_with_snapshot(sb, ss)
-        self.s.set_faults({"match": "opencode.json", "action": "exit", "code": 1,
+        # SH_CONFIG's split of stdin (the config keep/put back scripts name opencode.json too)
+        self.s.set_faults({"match": "tail -c +", "action": "exit", "code": 1,
                            "stderr": "mv: cannot move", "count": -1})
         h = self.dead(self.submit("restore", sb, ss, max_attempts=1), "backend_error")
         self.assertIn("config write", json.loads(h["error"])["message"])
@@ -434,3 +446,241 @@ class Failures(K8sCase):
                 self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
                 self.assertEqual(self.stagings(sb), [])
                 self.assertEqual(os.listdir(outside), [])
+
+
+CONFIG_NAMES = ("files", "AGENTS.md", "opencode.json")
+OLD_KEY = "sk-old-" + "5a1ad" * 6
+
+
+def write_old_config(sdir):
+    """A session's config as a previous job left it: the link, AGENTS.md 0644 and an
+    opencode.json holding the old key at 0600."""
+    os.makedirs(sdir, exist_ok=True)
+    os.symlink("/workspace/old-files", os.path.join(sdir, "files"))
+    with open(os.path.join(sdir, "AGENTS.md"), "w") as f:
+        f.write("# the old AGENTS.md\\n")
+    os.chmod(os.path.join(sdir, "AGENTS.md"), 0o644)
+    fd = os.open(os.path.join(sdir, "opencode.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"provider": {"openai": {"options": {"apiKey": OLD_KEY}}}}))
+
+
+def config_of(sdir):
+    """name -> None (absent), ("link", target) or ("file", bytes, mode)."""
+    out = {}
+    for n in CONFIG_NAMES:
+        p = os.path.join(sdir, n)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            out[n] = None
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            out[n] = ("link", os.readlink(p))
+        elif stat.S_ISDIR(st.st_mode):
+            out[n] = ("dir",)
+        else:
+            with open(p, "rb") as f:
+                out[n] = ("file", f.read(), stat.S_IMODE(st.st_mode))
+    return out
+
+
+def web_outputs(sdir):
+    """outputs/web with package.json and node_modules/: a workspace the restore skips to, then
+    starts the dev server in."""
+    web = os.path.join(sdir, "outputs", "web")
+    os.makedirs(os.path.join(web, "node_modules"), exist_ok=True)
+    with open(os.path.join(web, "package.json"), "w") as f:
+        f.write("{}")
+
+
+class ConfigRollback(K8sCase):
+    """Issue 10 item 4 on the kubernetes backend: the session's files, AGENTS.md and
+    opencode.json are kept aside in the pod ({sessions}/.config-{session}/) before a restore or
+    regenerate rewrites them, and a failed attempt puts them back (or removes new ones), also
+    after a crash between the keep and the put back."""
+    LLM = {"provider": "openai", "model_name": "gpt-5", "api_key": SECRET}
+
+    def failing_server_worker(self):
+        port = free_port_block(1)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}} --fail-after 0.2"
+        return self.start_worker(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=10,
+                                 SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1)
+
+    def assert_no_secret_in(self, sdir):
+        for root, _dirs, files in os.walk(sdir):
+            for n in files:
+                p = os.path.join(root, n)
+                if not os.path.islink(p):
+                    with open(p, "rb") as f:
+                        self.assertNotIn(SECRET.encode(), f.read(), p)
+
+    def assert_config_written_then_failed(self):
+        """The new config did reach the pod (the failure came after it): one config write."""
+        self.assertEqual(len([e for e in self.stdin_execs() if "tail -c +" in e["argv"][2]]), 1)
+
+    def test_a_failed_restore_puts_the_old_config_back_byte_identical(self):
+        w = self.failing_server_worker()
+        sb = new_uuid()
+        self.pod(sb)
+        ss = new_uuid()
+        sdir = self.session_dir(sb, ss)
+        web_outputs(sdir)
+        write_old_config(sdir)
+        before = config_of(sdir)
+        self.assertEqual(before["opencode.json"][2], 0o600)
+        h = self.dead(self.submit("restore", sb, ss, {"llm_config": self.LLM}, max_attempts=1),
+                      "backend_error")
+        self.assertIn("dev server", json.loads(h["error"])["message"])
+        self.assert_config_written_then_failed()
+        self.assertEqual(config_of(sdir), before)
+        self.assert_no_secret_in(sdir)
+        self.assertEqual(self.keeps(sb), [])
+        self.assertEqual(self.port_of(ss), "null")
+        # the keep, the put back and the cleanup ran in the sandbox container, as the write
+        keep = [e for e in self.s.execs() if e["argv"][0] == "sh" and "kept" in e["argv"][2]]
+        self.assertEqual(len(keep), 3)
+        self.assertTrue(all(e["container"] == "sandbox" for e in keep))
+        self.assert_scripts_are_constants(ss, SECRET, OLD_KEY)
+        self.assert_no_leak(SECRET, worker=w)
+
+    def test_a_failed_restore_removes_config_the_session_did_not_have(self):
+        self.failing_server_worker()
+        sb, ss = new_uuid(), new_uuid()
+        self.pod(sb)
+        sdir = self.session_dir(sb, ss)
+        web_outputs(sdir)
+        self.dead(self.submit("restore", sb, ss, {"llm_config": self.LLM}, max_attempts=1),
+                  "backend_error")
+        self.assert_config_written_then_failed()
+        self.assertEqual(config_of(sdir), {n: None for n in CONFIG_NAMES})
+        self.assertEqual(sorted(set(os.listdir(sdir)) - {"nextjs.log"}), ["outputs"])
+        self.assertEqual(self.keeps(sb), [])
+
+    def crashed_keep(self, sb, ss, jid, complete=True):
+        """What an attempt of job jid leaves when the worker dies after its keep (and, when
+        complete, after writing the new config): the keep folder with the session's original
+        config (and the marker, written last), the session holding the new files: a new
+        key in a 0644 opencode.json, as the bug left it."""
+        sdir = self.session_dir(sb, ss)
+        keep = os.path.join(os.path.dirname(sdir), ".config-" + ss)
+        os.makedirs(keep, mode=0o700)
+        for n in CONFIG_NAMES:
+            p = os.path.join(sdir, n)
+            if os.path.islink(p):
+                os.symlink(os.readlink(p), os.path.join(keep, n))
+            elif os.path.exists(p):
+                shutil.copy2(p, os.path.join(keep, n))
+            else:
+                open(os.path.join(keep, n + ".absent"), "w").close()
+        if not complete:   # died before the marker: the session still has its originals
+            with open(os.path.join(keep, "opencode.json"), "w") as f:
+                f.write("half-copied")
+            return keep
+        with open(os.path.join(keep, "kept"), "w") as f:
+            f.write(jid)
+        for n in CONFIG_NAMES:
+            p = os.path.join(sdir, n)
+            if os.path.lexists(p):
+                os.unlink(p)
+        os.symlink("/workspace/demo_data", os.path.join(sdir, "files"))
+        with open(os.path.join(sdir, "AGENTS.md"), "w") as f:
+            f.write("# new AGENTS.md of the crashed attempt\\n")
+        with open(os.path.join(sdir, "opencode.json"), "w") as f:
+            f.write(json.dumps({"provider": {"openai": {"options": {"apiKey": SECRET}}}}))
+        os.chmod(os.path.join(sdir, "opencode.json"), 0o644)
+        return keep
+
+    def test_a_crash_between_keep_and_put_back_converges(self):
+        self.failing_server_worker()
+        sb = new_uuid()
+        self.pod(sb)
+        # 1. the rerun of the crashed job fails: the ORIGINAL config comes back, not the
+        #    crashed attempt's files (which a fresh keep would have taken for the originals)
+        ss, jid = new_uuid(), new_uuid()
+        sdir = self.session_dir(sb, ss)
+        web_outputs(sdir)
+        write_old_config(sdir)
+        before = config_of(sdir)
+        self.crashed_keep(sb, ss, jid)
+        self.assertNotEqual(config_of(sdir), before)
+        self.dead(self.submit("restore", sb, ss, {"llm_config": self.LLM}, max_attempts=1,
+                              id=jid), "backend_error")
+        self.assertEqual(config_of(sdir), before)
+        self.assert_no_secret_in(sdir)
+        self.assertEqual(self.keeps(sb), [])
+        # 2. the same with a session that had no config: the crashed attempt's files go
+        s2, j2 = new_uuid(), new_uuid()
+        d2 = self.session_dir(sb, s2)
+        web_outputs(d2)
+        self.crashed_keep(sb, s2, j2)
+        self.dead(self.submit("restore", sb, s2, {"llm_config": self.LLM}, max_attempts=1,
+                              id=j2), "backend_error")
+        self.assertEqual(config_of(d2), {n: None for n in CONFIG_NAMES})
+        self.assertEqual(self.keeps(sb), [])
+        # 3. a keep that died before its marker is made again from the session (still the
+        #    originals): its half copy is never put back
+        s3, j3 = new_uuid(), new_uuid()
+        d3 = self.session_dir(sb, s3)
+        web_outputs(d3)
+        write_old_config(d3)
+        b3 = config_of(d3)
+        self.crashed_keep(sb, s3, j3, complete=False)
+        self.dead(self.submit("restore", sb, s3, {"llm_config": self.LLM}, max_attempts=1,
+                              id=j3), "backend_error")
+        self.assertEqual(config_of(d3), b3)
+        self.assertEqual(self.keeps(sb), [])
+        # 4. a rerun that succeeds (no dev server to start) writes the new config and drops
+        #    the crashed attempt's keep
+        s4, j4 = new_uuid(), new_uuid()
+        d4 = self.session_dir(sb, s4)
+        os.makedirs(os.path.join(d4, "outputs"))
+        write_old_config(d4)
+        self.crashed_keep(sb, s4, j4)
+        self.ok(self.submit("restore", sb, s4, {"llm_config": self.LLM, "use_demo_data": False},
+                            id=j4))
+        c4 = config_of(d4)
+        self.assertEqual(c4["files"], ("link", "/workspace/files"))
+        self.assertEqual(c4["opencode.json"][2], 0o600)
+        self.assertIn(SECRET.encode(), c4["opencode.json"][1])
+        self.assertEqual(self.keeps(sb), [])
+
+    def test_a_regenerate_failing_mid_way_puts_the_old_config_back(self):
+        self.start_worker()
+        sb = new_uuid()
+        self.pod(sb)
+        args = {"llm_config": self.LLM, "files_target": "/workspace/demo_data"}
+        # 1. the write ran to its end, then the stream closed without a status: retryable,
+        #    and the job (one attempt) ends dead with the old config back
+        for had_config in (True, False):
+            with self.subTest(had_config=had_config):
+                self.s.reset()
+                ss = new_uuid()
+                sdir = self.session_dir(sb, ss)
+                os.makedirs(sdir)
+                if had_config:
+                    write_old_config(sdir)
+                before = config_of(sdir)
+                self.s.set_faults({"match": "tail -c +", "action": "no_status", "count": 1})
+                h = self.dead(self.submit("regenerate", sb, ss, args, max_attempts=1),
+                              "backend_error")
+                self.assertTrue(json.loads(h["error"])["retryable"], h)
+                self.assertEqual(len([e for e in self.s.execs() if e["fault"]]), 1)
+                self.assertEqual(config_of(sdir), before)
+                self.assert_no_secret_in(sdir)
+                self.assertEqual(self.keeps(sb), [])
+        # 2. the write fails after replacing files and AGENTS.md (opencode.json is a folder
+        #    it cannot move over): those two come back, the folder is left alone
+        self.s.reset()
+        ss = new_uuid()
+        sdir = self.session_dir(sb, ss)
+        write_old_config(sdir)
+        os.unlink(os.path.join(sdir, "opencode.json"))
+        os.makedirs(os.path.join(sdir, "opencode.json", "x"))
+        before = config_of(sdir)
+        h = self.dead(self.submit("regenerate", sb, ss, args, max_attempts=1), "backend_error")
+        self.assertIn("config write", json.loads(h["error"])["message"])
+        self.assertEqual(config_of(sdir), before)
+        self.assertEqual(os.listdir(os.path.join(sdir, "opencode.json")), ["x"])
+        self.assertEqual(self.keeps(sb), [])
+        self.assertEqual(sorted(os.listdir(sdir)), ["AGENTS.md", "files", "opencode.json"])
