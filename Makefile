@@ -17,7 +17,7 @@ LDLIBS  = $(PKG_LIBS) -ldl -pthread -lm
 
 LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
 # Files compiled into the binary (common/embedded.h), sorted so lookups are stable.
-EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*))
+EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*) $(wildcard worker/lua/*.lua))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 
 # Two build flavours share the rules: normal (build/) and sanitized (build/asan/).

@@ -35,6 +35,9 @@ struct job_ctx {
      * through to Redis before returning (0, or -1 with an error). */
     const char *(*memo_get)(job_ctx *ctx, const char *name);
     int (*memo_set)(job_ctx *ctx, const char *name, const char *value, sw_err *err);
+    /* Progress of a long job (DESIGN §8b): totals so far. May be NULL; the worker
+     * rate-limits it to one `progress` event a second, so call it as often as you like. */
+    void (*progress)(job_ctx *ctx, int64_t bytes, int64_t entries);
     void *worker_priv;       /* the worker's, opaque to jobs */
 };
 
@@ -52,6 +55,7 @@ typedef struct job_type {
 const job_type *job_lookup(const char *name);  /* NULL when unknown */
 int64_t job_now_ms(void);                      /* CLOCK_MONOTONIC in ms */
 bool job_cancelled(const job_ctx *ctx);        /* cancel flag set or deadline passed */
+void job_progress(job_ctx *ctx, int64_t bytes, int64_t entries); /* ctx->progress if set */
 void job_thread_free(job_thread *t);           /* NULL-safe; closes db and store */
 
 #endif

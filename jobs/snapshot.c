@@ -20,12 +20,15 @@
 typedef struct sink_arg {
     store_writer *w;
     job_ctx *ctx;
+    int64_t bytes;   /* archive bytes written so far (progress events) */
 } sink_arg;
 
 static int sink(void *arg, const void *buf, size_t n, sw_err *err)
 {
     sink_arg *a = arg;
     if (job_cancelled(a->ctx)) return sw_errc(err, SW_E_TIMEOUT, "snapshot cancelled");
+    a->bytes += (int64_t)n;
+    job_progress(a->ctx, a->bytes, -1);
     return store_put_write(a->w, buf, n, err);
 }
 

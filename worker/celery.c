@@ -147,7 +147,9 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
 {
     if (!it->celery || !w->res.ready) return;
     char *m;
-    if (strcmp(status, "succeeded") == 0) {
+    if (strcmp(status, "cancelled") == 0) { /* cancelled before it started (cancel.lua) */
+        m = celery_meta_json(it->req.id, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
+    } else if (strcmp(status, "succeeded") == 0) {
         m = celery_meta_json(it->req.id, "SUCCESS", data, SW_OK, NULL, NULL, NULL);
     } else {
         json_t *e = json_loads(data, 0, NULL);
@@ -207,6 +209,8 @@ void wk_meta_for_outcome(item *it)
         wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
     else if (strcmp(it->outcome, "dead") == 0)
         wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
+    else if (strcmp(it->outcome, "cancel") == 0)
+        wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
 }
 
 
@@ -329,6 +333,7 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     cv_addf(&v, "%d", BATCH_MAX);
     cv_addf(&v, "%d", CELERY_MAX_RAW_BYTES);
     cv_addf(&v, "%d", PAYLOAD_MAX_BYTES); /* what a dead entry keeps of it anyway */
+    cv_addf(&v, "%d", w->ingress_ndefault);
     w->ingressing = 1;
     wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }
@@ -343,6 +348,7 @@ int wk_celery_setup(worker *w)
     if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
     cv_init(&w->ingress_keys);
     cv_add(&w->ingress_keys, w->k_stream);
+    cv_add(&w->ingress_keys, w->k_streams[PRIO_LOW]);
     char *sep = celery_unescape(c->celery_priority_sep);
     char *queues = xstrdup(c->celery_queues);
     char **per_queue[64];
@@ -364,6 +370,7 @@ int wk_celery_setup(worker *w)
         if (!any) break;
     }
     for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
+    w->ingress_ndefault = nq; /* the first step of each queue: see the ingress script */
     free(queues);
     free(sep);
     w->celery_on = 1;
