@@ -19,17 +19,23 @@
 
 /* ---- timers: promote, renew, reclaim ------------------------------------- */
 
+/* The promote tick sleeps until the next due member, but at most this long: a member
+ * parked by a producer (worker/lua/enqueue.lua) or another replica is not known here,
+ * and a delayed job must start within ~100 ms of its due time (DESIGN §8b). Ten tiny
+ * scripts a second cost Redis a few µs each. */
+#define PROMOTE_IDLE_MS 90
+
 static void promote_cb(worker *w, redisReply *r, void *ud)
 {
     (void)ud;
-    int64_t next = 1000;
+    int64_t next = PROMOTE_IDLE_MS;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         long long moved = r->element[0]->integer, due = r->element[1]->integer,
                   now = r->element[2]->integer;
         w->redis_ms = now; /* Redis's clock, for payloads due at run_at_ms */
         w->redis_at_ms = job_now_ms();
         if (moved >= BATCH_MAX) next = 0;
-        else if (due >= 0) next = due - now < 1000 ? (due - now > 5 ? due - now : 5) : 1000;
+        else if (due >= 0 && due - now < PROMOTE_IDLE_MS) next = due - now > 5 ? due - now : 5;
     }
     if (w->stopping) return;
     struct timeval tv = {next / 1000, (next % 1000) * 1000};
