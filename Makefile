@@ -96,6 +96,7 @@ test: bootstrap-quiet
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit-run B=build
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
+	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-python-client
 	$(MAKE) --no-print-directory asan
 
 run: bootstrap-quiet all
