@@ -333,7 +333,7 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     cv_addf(&v, "%d", BATCH_MAX);
     cv_addf(&v, "%d", CELERY_MAX_RAW_BYTES);
     cv_addf(&v, "%d", PAYLOAD_MAX_BYTES); /* what a dead entry keeps of it anyway */
-    cv_addf(&v, "%d", w->ingress_ndefault);
+    cv_add(&v, w->ingress_route);
     w->ingressing = 1;
     wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }
@@ -347,8 +347,7 @@ int wk_celery_setup(worker *w)
     const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
     if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
     cv_init(&w->ingress_keys);
-    cv_add(&w->ingress_keys, w->k_stream);
-    cv_add(&w->ingress_keys, w->k_streams[PRIO_LOW]);
+    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&w->ingress_keys, w->k_streams[i]);
     char *sep = celery_unescape(c->celery_priority_sep);
     char *queues = xstrdup(c->celery_queues);
     char **per_queue[64];
@@ -357,6 +356,7 @@ int wk_celery_setup(worker *w)
         while (*q == ' ') q++;
         if (*q) per_queue[nq++] = celery_priority_lists(q, sep, c->celery_priority_steps);
     }
+    int nroute = 0;
     for (int step = 0;; step++) {
         int any = 0;
         for (int i = 0; i < nq; i++) {
@@ -364,13 +364,17 @@ int wk_celery_setup(worker *w)
             while (per_queue[i][len]) len++;
             if (step < len) {
                 cv_add(&w->ingress_keys, per_queue[i][step]);
+                /* the step's position in thirds: kombu's 0,3,6,9 -> high high default low;
+                 * Onyx's 0..4 (default 2) -> high high default default low */
+                if (nroute < (int)sizeof w->ingress_route - 1)
+                    w->ingress_route[nroute++] = (char)('0' + step * 3 / len);
                 any = 1;
             }
         }
         if (!any) break;
     }
     for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
-    w->ingress_ndefault = nq; /* the first step of each queue: see the ingress script */
+    w->ingress_route[nroute] = '\0';
     free(queues);
     free(sep);
     w->celery_on = 1;

@@ -26,12 +26,14 @@
 #include "common/xmalloc.h"
 #include "worker/scripts.h"
 
-#define GC_BUDGET_MS 5000
+#define GC_BUDGET_MS 5000   /* one sweep between jobs stops after this (checked between requests) */
 /* Priorities in the run queue: high, then default, then low, except that every
  * LOW_EVERY-th pick takes the lowest non-empty priority first, so under a steady
  * stream of high jobs default and low ones still get about 1/LOW_EVERY of the
  * threads (docs/queue.md "Priorities"). */
-#define LOW_EVERY 4   /* one sweep between jobs stops after this (checked between requests) */
+#ifndef LOW_EVERY /* worker/worker_priv.h's, for reads */
+#define LOW_EVERY 4
+#endif
 
 struct exec_pool {
     const cfg *cfg;

@@ -376,11 +376,11 @@ static const char requeue_dead_lua[] =
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return nid\n";
 
-/* KEYS: stream, stream:low, then kombu lists in pop order (lowest priority step first).
- * ARGV: max messages, size limit in bytes, bytes kept of an oversize message, how
- * many of the lists (the first ones: every queue's plain list, kombu's priority 0 and
- * unprioritized tasks) go to the default stream; the others (a lower priority) go to
- * stream:low (DESIGN §8b; docs/celery.md "Priorities").
+/* KEYS: stream:high, stream, stream:low, then kombu lists in pop order (lowest
+ * priority step first). ARGV: max messages, size limit in bytes, bytes kept of an
+ * oversize message, then one character per list: the stream it feeds ('0' high,
+ * '1' default, '2' low; the step's position among the steps, in thirds: DESIGN §8b,
+ * docs/producers.md "Celery").
  * Each message is RPOPed (kombu LPUSHes) and XADDed as field `celery` in the same
  * script, so no crash can lose one between the two. A message over the size limit is
  * not copied whole into the stream (every reader would have to hold it): its first
@@ -390,7 +390,7 @@ static const char requeue_dead_lua[] =
  * still answer FAILURE and keep a dead entry. Returns the number moved. */
 static const char celery_ingress_lua[] =
     "local moved, max = 0, tonumber(ARGV[1])\n"
-    "local limit, keep, ndef = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4] or '1000')\n"
+    "local limit, keep, route = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] or ''\n"
     "local function task_id(m)\n"
     "  local id\n"
     "  local h = string.find(m, '\"headers\"', 1, true)\n"
@@ -399,8 +399,8 @@ static const char celery_ingress_lua[] =
     "  if id and #id <= 128 then return id end\n"
     "  return ''\n"
     "end\n"
-    "for i = 3, #KEYS do\n"
-    "  local sk = (i - 2 <= ndef) and KEYS[1] or KEYS[2]\n"
+    "for i = 4, #KEYS do\n"
+    "  local sk = KEYS[1 + (tonumber(string.sub(route, i - 3, i - 3)) or 1)]\n"
     "  while moved < max do\n"
     "    local m = redis.call('RPOP', KEYS[i])\n"
     "    if not m then break end\n"

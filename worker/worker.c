@@ -538,7 +538,8 @@ void wk_recover_all(worker *w)
  * (high, default, low), so higher priorities reach the start script first. */
 static void read_cb(worker *w, redisReply *r, void *ud)
 {
-    int recover = (int)((intptr_t)ud & 1), count = (int)((intptr_t)ud >> 1);
+    int recover = (int)((intptr_t)ud & 1), asked = (int)(((intptr_t)ud >> 1) & 7),
+        count = (int)((intptr_t)ud >> 4);
     w->reading = 0;
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
@@ -550,7 +551,7 @@ static void read_cb(worker *w, redisReply *r, void *ud)
         return;
     }
     size_t seen = 0;
-    int full = 0;
+    int full = 0; /* bit per stream that returned its whole COUNT */
     for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
         redisReply *s = r->element[k]; /* [stream, entries] */
         if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !s->element[0]->str) continue;
@@ -561,9 +562,9 @@ static void read_cb(worker *w, redisReply *r, void *ud)
                                    recover ? w->recover_from[sidx] : NULL,
                                    sizeof w->recover_from[sidx], recover);
         seen += n;
-        if ((int)n >= count) full++;
+        if ((int)n >= count) full |= 1 << sidx;
     }
-    if (!recover) w->read_full = full;
+    if (!recover) w->full_mask = (w->full_mask & ~asked) | full;
     if (recover && seen == 0) w->recover = 0; /* own pending lists fully re-read */
     wk_maybe_read(w);
 }
@@ -575,12 +576,14 @@ static void read_retry_cb(evutil_socket_t fd, short ev, void *arg)
     wk_maybe_read(arg);
 }
 
-/* One XREADGROUP over the three priority streams: one round trip per batch, as with
- * one stream. COUNT applies to each stream, so when several streams were backlogged
- * in the last read (they filled their COUNT) the room is shared among them: the
- * batch stays about 'cap' long. Higher priorities go first in the reply, the start
- * script and the executors' run queue (worker/exec.c), where every fourth pick takes
- * the lowest priority waiting so low jobs always progress (docs/queue.md). */
+/* One XREADGROUP over the priority streams: one round trip per batch, as with one
+ * stream. Weighted: while a stream is backlogged (it filled its COUNT when last
+ * read), streams of lower priority are left out of the read, except on every
+ * LOW_EVERY-th read, which takes all three; so higher priorities are read first and
+ * lower ones still progress. COUNT applies to each stream, so the room is shared
+ * among the backlogged streams read: a batch stays about 'cap' long. In the run queue
+ * (worker/exec.c) higher priorities go first too, with the same every-4th rule
+ * (docs/queue.md "Priorities"). */
 void wk_maybe_read(worker *w)
 {
     if (w->stopping || w->reading || !w->rd.ready || !w->cmd.ready) return;
@@ -588,8 +591,14 @@ void wk_maybe_read(worker *w)
     if (cap <= 0) return;
     if (cap > BATCH_MAX) cap = BATCH_MAX;
     int recover = w->recover;
-    int count = cap;
-    if (!recover && w->read_full > 1) count = (cap + w->read_full - 1) / w->read_full;
+    int mask = (1 << PRIO_COUNT) - 1; /* the streams to read */
+    if (!recover && w->full_mask && ++w->reads % LOW_EVERY != 0) {
+        int top = 0;
+        while (!(w->full_mask & (1 << top))) top++;
+        mask = (1 << (top + 1)) - 1; /* high .. the first backlogged one */
+    }
+    int nfull = __builtin_popcount((unsigned)(w->full_mask & mask));
+    int count = recover || nfull <= 1 ? cap : (cap + nfull - 1) / nfull;
     cmdv v;
     cv_init(&v);
     cv_add(&v, "XREADGROUP");
@@ -598,15 +607,19 @@ void wk_maybe_read(worker *w)
     cv_add(&v, w->name);
     cv_add(&v, "COUNT");
     cv_addf(&v, "%d", count);
-    if (!recover) {
+    /* a read that leaves streams out never blocks: should the backlogged ones be empty
+     * now, it returns at once, clears their bits, and the next read takes all three */
+    if (!recover && mask == (1 << PRIO_COUNT) - 1) {
         cv_add(&v, "BLOCK");
         cv_addf(&v, "%d", BLOCK_MS);
     }
     cv_add(&v, "STREAMS");
-    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&v, w->k_streams[i]);
-    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&v, recover ? w->recover_from[i] : ">");
+    for (int i = 0; i < PRIO_COUNT; i++)
+        if (mask & (1 << i)) cv_add(&v, w->k_streams[i]);
+    for (int i = 0; i < PRIO_COUNT; i++)
+        if (mask & (1 << i)) cv_add(&v, recover ? w->recover_from[i] : ">");
     w->reading = 1;
-    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)(recover | (count << 1)));
+    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
 }
 
 /* ---- signals and drain --------------------------------------------------- */

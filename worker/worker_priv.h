@@ -30,6 +30,7 @@
 #define BATCH_MAX 256
 #define READ_AHEAD_MS 50.0 /* read-ahead: about this much work per worker */
 #define BUSY_DELAY_MS 250
+#define LOW_EVERY 4   /* every 4th read / run-queue pick serves lower priorities first */
 
 typedef struct conn {
     struct worker *w;
@@ -65,7 +66,7 @@ struct worker {
     int celery_on;
     rds_url res_url;
     cmdv ingress_keys;             /* stream, stream:low + kombu lists in pop order */
-    int ingress_ndefault;          /* how many of those lists feed the default stream */
+    char ingress_route[256];       /* per list: the stream it feeds ('0' high .. '2' low) */
     struct event *t_ingress;
     int ingress_delay_ms;          /* poll backoff, 0..50 ms */
     int ingressing;
@@ -86,7 +87,8 @@ struct worker {
     char recover_from[PRIO_COUNT][48];
     int reclaiming;                /* XAUTOCLAIM calls outstanding (one per stream) */
     char reclaim_cursor[PRIO_COUNT][48];
-    int read_full;                 /* streams that filled their COUNT in the last read */
+    int full_mask;                 /* bit i: stream i filled its COUNT when last read */
+    unsigned reads;                /* XREADGROUPs sent (every LOW_EVERY-th reads all streams) */
     int polling_cancel;            /* a poll_cancel call is outstanding */
     int64_t redis_ms, redis_at_ms; /* Redis TIME seen by the last promote, job_now_ms() then */
     int stopping;
