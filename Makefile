@@ -17,7 +17,7 @@ LDLIBS  = $(PKG_LIBS) -ldl -pthread -lm
 
 LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
 # Files compiled into the binary (common/embedded.h), sorted so lookups are stable.
-EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*))
+EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*) $(wildcard worker/lua/*.lua))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 
 # Two build flavours share the rules: normal (build/) and sanitized (build/asan/).
@@ -133,6 +133,7 @@ test: bootstrap-quiet
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit-run B=build
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
+	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-python-client
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory fuzz-ci
 

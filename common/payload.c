@@ -52,6 +52,25 @@ static unsigned ids_optional(const char *type)
     return 0;
 }
 
+/* A time in ms: an integer from 0 to 2^53 (exact in a Lua number, JavaScript, JSON). */
+static int get_ms(json_t *o, const char *name, int64_t *out, sw_err *err)
+{
+    json_t *v = json_object_get(o, name);
+    *out = 0;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        json_integer_value(v) > (json_int_t)1 << 53)
+        return sw_errc(err, SW_E_INVALID_PAYLOAD, "field '%s' must be an integer of ms >= 0", name);
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+const char *payload_prio_name(int prio)
+{
+    static const char *const names[PRIO_COUNT] = {"high", "default", "low"};
+    return prio >= 0 && prio < PRIO_COUNT ? names[prio] : "default";
+}
+
 int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -131,6 +150,17 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     r->args = (args && json_is_object(args)) ? json_incref(args) : json_object();
     if (get_int(root, "max_attempts", 1, 1000, &r->max_attempts, err) < 0) goto out;
     if (get_int(root, "timeout_s", 1, 7 * 86400, &r->timeout_s, err) < 0) goto out;
+    /* job control (DESIGN §8b) */
+    if (get_str(root, "priority", false, &s, err) < 0) goto out;
+    r->prio = PRIO_DEFAULT;
+    if (s && strcmp(s, "high") == 0) r->prio = PRIO_HIGH;
+    else if (s && strcmp(s, "low") == 0) r->prio = PRIO_LOW;
+    else if (s && strcmp(s, "default") != 0) {
+        sw_errc(err, SW_E_INVALID_PAYLOAD, "field 'priority' must be high, default or low");
+        goto out;
+    }
+    if (get_ms(root, "run_at_ms", &r->run_at_ms, err) < 0) goto out;
+    if (get_ms(root, "delay_ms", &r->delay_ms, err) < 0) goto out;
     r->celery = json_is_string(json_object_get(root, "origin")) &&
                 strcmp(json_string_value(json_object_get(root, "origin")), "celery") == 0;
     if (r->celery) {
@@ -166,6 +196,7 @@ char *payload_dump(const job_req *r)
     if (r->max_attempts) json_object_set_new(o, "max_attempts", json_integer(r->max_attempts));
     if (r->timeout_s) json_object_set_new(o, "timeout_s", json_integer(r->timeout_s));
     if (r->celery) json_object_set_new(o, "origin", json_string("celery"));
+    if (r->prio != PRIO_DEFAULT) json_object_set_new(o, "priority", json_string(payload_prio_name(r->prio)));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) abort();

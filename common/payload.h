@@ -29,7 +29,14 @@ typedef struct job_req {
     bool celery_ignore_result;         /* "ignore_result": true: write no Celery result */
     int celery_retries;                /* "retries": Celery's headers.retries (attempt base) */
     int64_t celery_expires_ms;         /* "expires_ms": epoch ms after which it is REVOKED */
+    int prio;                          /* "priority": PRIO_HIGH | PRIO_DEFAULT (absent) | PRIO_LOW */
+    int64_t run_at_ms;                 /* "run_at_ms": epoch ms, Redis clock; 0 = not given */
+    int64_t delay_ms;                  /* "delay_ms": from when it was added; 0 = not given */
 } job_req;
+
+/* Priorities (DESIGN §8b), also the index of the stream a worker reads them from. */
+enum { PRIO_HIGH = 0, PRIO_DEFAULT = 1, PRIO_LOW = 2, PRIO_COUNT = 3 };
+const char *payload_prio_name(int prio); /* "high", "default", "low" */
 
 /* Parse 'len' bytes of JSON into 'r' (zeroed first). Returns 0, or -1 with
  * invalid_payload in 'err'; r->id is filled whenever the id itself was valid,

@@ -39,6 +39,11 @@ bool job_cancelled(const job_ctx *ctx)
            (ctx->deadline_ms > 0 && job_now_ms() >= ctx->deadline_ms);
 }
 
+void job_progress(job_ctx *ctx, int64_t bytes, int64_t entries)
+{
+    if (ctx && ctx->progress) ctx->progress(ctx, bytes, entries);
+}
+
 void job_thread_free(job_thread *t)
 {
     if (!t) return;

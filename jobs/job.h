@@ -39,6 +39,9 @@ struct job_ctx {
      * this worker's queue, idempotently: 1 = added, 0 = a job with that id is already known
      * (its hash exists), -1 with err. NULL outside a worker (tests). Used by `sweep`. */
     int (*enqueue)(job_ctx *ctx, const char *payload_json, sw_err *err);
+    /* Progress of a long job (DESIGN §8b): totals so far. May be NULL; the worker
+     * rate-limits it to one `progress` event a second, so call it as often as you like. */
+    void (*progress)(job_ctx *ctx, int64_t bytes, int64_t entries);
     void *worker_priv;       /* the worker's, opaque to jobs */
 };
 
@@ -56,6 +59,7 @@ typedef struct job_type {
 const job_type *job_lookup(const char *name);  /* NULL when unknown */
 int64_t job_now_ms(void);                      /* CLOCK_MONOTONIC in ms */
 bool job_cancelled(const job_ctx *ctx);        /* cancel flag set or deadline passed */
+void job_progress(job_ctx *ctx, int64_t bytes, int64_t entries); /* ctx->progress if set */
 void job_thread_free(job_thread *t);           /* NULL-safe; closes db and store */
 
 #endif

@@ -152,13 +152,19 @@ int job_restore_on_dead(job_ctx *ctx, sw_err *err)
 typedef struct source_arg {
     store_reader *rd;
     job_ctx *ctx;
+    int64_t bytes;   /* archive bytes read so far (progress events) */
 } source_arg;
 
 static ssize_t source(void *arg, void *buf, size_t n, sw_err *err)
 {
     source_arg *a = arg;
     if (job_cancelled(a->ctx)) return sw_errc(err, SW_E_TIMEOUT, "restore cancelled");
-    return store_get_read(a->rd, buf, n, err);
+    ssize_t got = store_get_read(a->rd, buf, n, err);
+    if (got > 0) {
+        a->bytes += got;
+        job_progress(a->ctx, a->bytes, -1);
+    }
+    return got;
 }
 
 /* The object must be the one its row recorded: the size before a byte is extracted

@@ -21,7 +21,7 @@
 typedef struct sink_arg {
     store_writer *w;
     job_ctx *ctx;
-    int64_t bytes;        /* compressed bytes so far */
+    int64_t bytes;        /* compressed bytes so far (cap, progress events) */
     int64_t max_bytes;    /* SNAPWORKER_MAX_SNAPSHOT_BYTES, 0 = none */
 } sink_arg;
 
@@ -36,6 +36,7 @@ static int sink(void *arg, const void *buf, size_t n, sw_err *err)
         return sw_errf(err, SW_E_ARCHIVE_TOO_LARGE, false,
                        "snapshot archive over SNAPWORKER_MAX_SNAPSHOT_BYTES (%lld bytes)",
                        (long long)a->max_bytes);
+    job_progress(a->ctx, a->bytes, -1);
     return store_put_write(a->w, buf, n, err);
 }
 

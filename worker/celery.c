@@ -147,7 +147,9 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
 {
     if (!it->celery || !w->res.ready) return;
     char *m;
-    if (strcmp(status, "succeeded") == 0) {
+    if (strcmp(status, "cancelled") == 0) { /* cancelled before it started (cancel.lua) */
+        m = celery_meta_json(it->req.id, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
+    } else if (strcmp(status, "succeeded") == 0) {
         m = celery_meta_json(it->req.id, "SUCCESS", data, SW_OK, NULL, NULL, NULL);
     } else {
         json_t *e = json_loads(data, 0, NULL);
@@ -207,6 +209,8 @@ void wk_meta_for_outcome(item *it)
         wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
     else if (strcmp(it->outcome, "dead") == 0)
         wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
+    else if (strcmp(it->outcome, "cancel") == 0)
+        wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
 }
 
 
@@ -329,6 +333,7 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     cv_addf(&v, "%d", BATCH_MAX);
     cv_addf(&v, "%d", CELERY_MAX_RAW_BYTES);
     cv_addf(&v, "%d", PAYLOAD_MAX_BYTES); /* what a dead entry keeps of it anyway */
+    cv_add(&v, w->ingress_route);
     w->ingressing = 1;
     wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }
@@ -342,7 +347,7 @@ int wk_celery_setup(worker *w)
     const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
     if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
     cv_init(&w->ingress_keys);
-    cv_add(&w->ingress_keys, w->k_stream);
+    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&w->ingress_keys, w->k_streams[i]);
     char *sep = celery_unescape(c->celery_priority_sep);
     char *queues = xstrdup(c->celery_queues);
     char **per_queue[64];
@@ -351,6 +356,7 @@ int wk_celery_setup(worker *w)
         while (*q == ' ') q++;
         if (*q) per_queue[nq++] = celery_priority_lists(q, sep, c->celery_priority_steps);
     }
+    int nroute = 0;
     for (int step = 0;; step++) {
         int any = 0;
         for (int i = 0; i < nq; i++) {
@@ -358,12 +364,17 @@ int wk_celery_setup(worker *w)
             while (per_queue[i][len]) len++;
             if (step < len) {
                 cv_add(&w->ingress_keys, per_queue[i][step]);
+                /* the step's position in thirds: kombu's 0,3,6,9 -> high high default low;
+                 * Onyx's 0..4 (default 2) -> high high default default low */
+                if (nroute < (int)sizeof w->ingress_route - 1)
+                    w->ingress_route[nroute++] = (char)('0' + step * 3 / len);
                 any = 1;
             }
         }
         if (!any) break;
     }
     for (int i = 0; i < nq; i++) celery_strv_free(per_queue[i]);
+    w->ingress_route[nroute] = '\0';
     free(queues);
     free(sep);
     w->celery_on = 1;

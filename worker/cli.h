@@ -6,6 +6,7 @@
 #include "common/cfg.h"
 
 int cli_enqueue_main(const cfg *c, int argc, char **argv); /* 0 ok, 1 failed/timeout, 2 usage */
+int cli_cancel_main(const cfg *c, int argc, char **argv);  /* 0 cancelled/cancelling, 1 ended or error */
 int cli_job_main(const cfg *c, int argc, char **argv);     /* prints the job hash as JSON */
 int cli_dead_main(const cfg *c, int argc, char **argv);    /* dead list | requeue ID | purge */
 int cli_store_main(const cfg *c, int argc, char **argv);   /* worker/cli_store.c */

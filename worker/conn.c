@@ -143,8 +143,7 @@ static void lost(conn *c, const char *why)
     c->ac = NULL;
     c->ready = 0;
     c->pending = 0;
-    w->recover = 1;
-    strcpy(w->recover_from, "0");
+    wk_recover_all(w);
     if (c == &w->rd) w->reading = 0;
     if (!c->closing && !w->stopping)
         log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
@@ -194,15 +193,17 @@ static void group_created(worker *w, redisReply *r, void *ud)
  * started are run); BUSYGROUP means it exists. */
 void wk_create_group(worker *w)
 {
-    cmdv v;
-    cv_init(&v);
-    cv_add(&v, "XGROUP");
-    cv_add(&v, "CREATE");
-    cv_add(&v, w->k_stream);
-    cv_add(&v, GROUP);
-    cv_add(&v, "0");
-    cv_add(&v, "MKSTREAM");
-    wk_send(&w->rd, &v, 0, 0, group_created, NULL);
+    for (int i = 0; i < PRIO_COUNT; i++) { /* high, default, low: one group name */
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "XGROUP");
+        cv_add(&v, "CREATE");
+        cv_add(&v, w->k_streams[i]);
+        cv_add(&v, GROUP);
+        cv_add(&v, "0");
+        cv_add(&v, "MKSTREAM");
+        wk_send(&w->rd, &v, 0, 0, group_created, NULL);
+    }
 }
 
 static void policy_cb(worker *w, redisReply *r, void *ud)
@@ -295,6 +296,7 @@ void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
         wk_conn_watch(&w->res);
         wk_celery_started_due(w);
     }
+    wk_poll_cancel(w);
     if (w->reload_scripts && w->cmd.ready) {
         w->reload_scripts = 0;
         wk_load_scripts(&w->cmd);

@@ -1,13 +1,13 @@
 /* worker/enqueue.h — add a job to the queue idempotently from Redis-synchronous code: the
  * executor threads (job_ctx.enqueue, used by `sweep`) and the scheduler (worker/schedule.c).
- * Owns: the enqueue script below. Kept in its own file so the job-control enqueue script
- * (priorities, delays) can replace it in one place.
+ * Owns: running the producers' enqueue script (worker/lua/enqueue.lua: idempotent on the id,
+ * priority streams, delays) with the scheduler's fence in front of it.
  *
- * KEYS[1] fence (the scheduler's lock; any key when unfenced), KEYS[2] job hash
- * snapworker:{Q}:job:<id>, KEYS[3] stream snapworker:{Q}:stream. ARGV[1] the fence value the
- * lock must still hold ("" = unfenced), ARGV[2] the payload. Reply: 1 added (hash status
- * queued + XADD), 0 the job hash exists (queued, running or ended within the job TTL: nothing
- * added), -1 the fence no longer holds (nothing added). All keys share the {Q} hash tag. */
+ * KEYS: the enqueue script's five (job hash, stream:high, stream, stream:low, delayed), then
+ * the fence key (the scheduler's lock; the job hash when unfenced). ARGV: the payload, then
+ * the fence value the lock must still hold ("" = unfenced). All keys share the {Q} hash tag.
+ * Reply: the enqueue script's {added, status, where}, or -1 when the fence no longer holds
+ * (nothing added). */
 #ifndef SW_WORKER_ENQUEUE_H
 #define SW_WORKER_ENQUEUE_H
 #include <hiredis.h>

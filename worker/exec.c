@@ -25,15 +25,24 @@
 #include "common/store.h"
 #include "common/xmalloc.h"
 #include "worker/enqueue.h"
+#include "worker/scripts.h"
 
 #define GC_BUDGET_MS 5000   /* one sweep between jobs stops after this (checked between requests) */
+/* Priorities in the run queue: high, then default, then low, except that every
+ * LOW_EVERY-th pick takes the lowest non-empty priority first, so under a steady
+ * stream of high jobs default and low ones still get about 1/LOW_EVERY of the
+ * threads (docs/queue.md "Priorities"). */
+#ifndef LOW_EVERY /* worker/worker_priv.h's, for reads */
+#define LOW_EVERY 4
+#endif
 
 struct exec_pool {
     const cfg *cfg;
     char consumer[160];  /* this worker's consumer name: memo writes are fenced on it */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    item *run_head, *run_tail;
+    item *run_head[PRIO_COUNT], *run_tail[PRIO_COUNT]; /* one FIFO per priority */
+    unsigned picks;    /* items taken: every LOW_EVERY-th take serves the lowest first */
     item *done_head, *done_tail;
     int running;       /* items on threads */
     int stopping;
@@ -166,7 +175,8 @@ static int enqueue(job_ctx *ctx, const char *payload, sw_err *err)
  * longer running. Unknown (Redis unreachable) is false: the caller goes on as before. */
 static bool lease_lost(thread_state *ts, item *it)
 {
-    if (atomic_load(&it->cancel)) return true;
+    /* the flag alone says nothing when a producer cancelled: ask the hash */
+    if (atomic_load(&it->cancel) && !atomic_load(&it->cancel_req)) return true;
     sw_err e;
     if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, &e))) return false;
     char key[256];
@@ -186,7 +196,53 @@ static bool lease_lost(thread_state *ts, item *it)
     return lost;
 }
 
+/* ---- progress ---------------------------------------------------------- */
+
+/* job_ctx.progress: at most one `progress` event a second per job (DESIGN §8b),
+ * written from this thread on its own connection (a blocking round trip, once a
+ * second, is nothing next to the archive I/O that reports it). Best effort: a
+ * failure loses one event, never the job. */
+static void progress(job_ctx *ctx, int64_t bytes, int64_t entries)
+{
+    item *it = ctx->worker_priv;
+    thread_state *ts = (thread_state *)ctx->thread;
+    int64_t now = job_now_ms();
+    if (it->progress_ms && now - it->progress_ms < 1000) return;
+    it->progress_ms = now;
+    sw_err e;
+    if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, &e))) return;
+    char key[256], data[96], attempt[16];
+    rds_key(ts->pool->cfg, "events", key, sizeof key);
+    if (entries >= 0)
+        snprintf(data, sizeof data, "{\"bytes\":%lld,\"entries\":%lld}", (long long)bytes,
+                 (long long)entries);
+    else
+        snprintf(data, sizeof data, "{\"bytes\":%lld,\"entries\":null}", (long long)bytes);
+    snprintf(attempt, sizeof attempt, "%d", it->attempt);
+    const char *argv[] = {"EVAL", scr_source(SCR_PROGRESS), "1", key, it->req.id, it->req.type,
+                          attempt, data, ts->pool->consumer};
+    redisReply *r = redisCommandArgv(ts->rc, 9, argv, NULL);
+    if (!r) {
+        redisFree(ts->rc);
+        ts->rc = NULL;
+    }
+    if (r) freeReplyObject(r);
+}
+
 /* ---- running one item -------------------------------------------------- */
+
+/* A producer cancelled the job (worker/lua/cancel.lua): whatever the attempt did
+ * it ends `cancelled`, after the same undo as a job that ends dead. */
+static void set_cancelled(item *it, const char *msg)
+{
+    sw_errf(&it->err, SW_E_INTERNAL, false, "%s", msg);
+    free(it->data);
+    char buf[160];
+    snprintf(buf, sizeof buf, "{\"code\":\"cancelled\",\"message\":\"%s\",\"retryable\":false}",
+             msg);
+    it->data = xstrdup(buf);
+    it->outcome = "cancel";
+}
 
 static void run_item(thread_state *ts, item *it)
 {
@@ -202,6 +258,7 @@ static void run_item(thread_state *ts, item *it)
         .memo_get = memo_get,
         .memo_set = memo_set,
         .enqueue = enqueue,
+        .progress = progress,
         .worker_priv = it,
     };
     sw_err err;
@@ -212,11 +269,15 @@ static void run_item(thread_state *ts, item *it)
     redact_values secrets;
     redact_values_collect(it->req.args, &secrets);
     it->started_ms = job_now_ms();
-    if (it->poison) {
+    bool ran = false;
+    if (atomic_load(&it->cancel_req)) {
+        set_cancelled(it, "cancelled before it started");
+    } else if (it->poison) {
         sw_errf(&err, SW_E_INTERNAL, false, "delivered %d times without finishing (poison)",
                 it->deliveries);
     } else {
         json_t *result = NULL;
+        ran = true;
         int rc = it->type->run(&ctx, &result, &err);
         if (rc == 0) {
             if (!result) result = json_object();
@@ -238,15 +299,20 @@ static void run_item(thread_state *ts, item *it)
     if (err.code != SW_OK) {
         redact_text_values(err.msg, sizeof err.msg, &secrets);
         item_fail(it, c, &err);
+        /* stopped at a checkpoint because a producer cancelled it: undo like dead */
+        if (atomic_load(&it->cancel_req) && strcmp(it->outcome, "cancel") != 0)
+            set_cancelled(it, "cancelled while running");
     }
+    bool undo = strcmp(it->outcome, "dead") == 0 ||
+                (strcmp(it->outcome, "cancel") == 0 && ran);
     /* A job about to end dead may need to undo (a restore rolls its port back);
      * that undo is retried until it succeeds or the worker stops. Not when the lease
      * is known lost: another worker owns the job now (its finish would be fenced out
      * anyway), and undoing here could roll back that worker's successful restore
      * (docs/store.md "Writes of a stale attempt"). */
-    if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead && lease_lost(ts, it)) {
+    if (undo && it->type && it->type->on_dead && lease_lost(ts, it)) {
         log_msg(LOG_WARN, "on_dead_skipped", "job", it->req.id, "reason", "lease lost", NULL);
-    } else if (strcmp(it->outcome, "dead") == 0 && it->type && it->type->on_dead) {
+    } else if (undo && it->type && it->type->on_dead) {
         int64_t backoff = 200;
         sw_err e2;
         while (it->type->on_dead(&ctx, &e2) < 0) {
@@ -257,7 +323,7 @@ static void run_item(thread_state *ts, item *it)
             redact_text_values(e2.msg, sizeof e2.msg, &secrets);
             log_str(&l, "error", e2.msg);
             log_end(&l);
-            if (atomic_load(&it->cancel)) {
+            if (atomic_load(&it->cancel) && !atomic_load(&it->cancel_req)) {
                 it->outcome = "abandon"; /* leave pending: another worker redoes it */
                 break;
             }
@@ -306,21 +372,37 @@ static void gc_between_jobs(thread_state *ts, const char *tenant)
     log_end(&l);
 }
 
+/* The queue to take from (under the mutex), or -1 when all are empty. */
+static int pick_queue(exec_pool *p)
+{
+    int q = -1;
+    if (++p->picks % LOW_EVERY == 0) {
+        for (int i = PRIO_COUNT - 1; i >= 0 && q < 0; i--)
+            if (p->run_head[i]) q = i;
+    } else {
+        for (int i = 0; i < PRIO_COUNT && q < 0; i++)
+            if (p->run_head[i]) q = i;
+    }
+    if (q < 0) p->picks--; /* nothing taken: not a pick */
+    return q;
+}
+
 static void *thread_main(void *arg)
 {
     thread_state *ts = arg;
     exec_pool *p = ts->pool;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (!p->run_head && !p->stopping) pthread_cond_wait(&p->cv, &p->mu);
-        item *it = p->stopping ? NULL : p->run_head;
+        int q = -1;
+        while (!p->stopping && (q = pick_queue(p)) < 0) pthread_cond_wait(&p->cv, &p->mu);
+        item *it = p->stopping ? NULL : p->run_head[q];
         if (!it) { /* stopping: queued items stay with the loop, which owns them */
             p->exited++;
             pthread_mutex_unlock(&p->mu);
             break;
         }
-        p->run_head = it->next;
-        if (!p->run_head) p->run_tail = NULL;
+        p->run_head[q] = it->next;
+        if (!p->run_head[q]) p->run_tail[q] = NULL;
         it->next = NULL;
         it->state = IT_RUNNING;
         p->running++;
@@ -379,18 +461,19 @@ exec_pool *exec_new(const cfg *c, const char *consumer, int n, int notify_fd)
 void exec_submit(exec_pool *p, item *list)
 {
     if (!list) return;
-    item *last = list;
-    int n = 1;
-    for (item *it = list; it; it = it->next) {
+    int n = 0;
+    pthread_mutex_lock(&p->mu);
+    for (item *it = list, *nx; it; it = nx) {
+        nx = it->next;
+        it->next = NULL;
         it->state = IT_QUEUED;
-        last = it;
+        int q = it->sidx >= 0 && it->sidx < PRIO_COUNT ? it->sidx : PRIO_DEFAULT;
+        if (p->run_tail[q]) p->run_tail[q]->next = it;
+        else p->run_head[q] = it;
+        p->run_tail[q] = it;
         n++;
     }
-    pthread_mutex_lock(&p->mu);
-    if (p->run_tail) p->run_tail->next = list;
-    else p->run_head = list;
-    p->run_tail = last;
-    if (n > 2) pthread_cond_broadcast(&p->cv);
+    if (n > 1) pthread_cond_broadcast(&p->cv);
     else pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
@@ -406,9 +489,15 @@ item *exec_take_done(exec_pool *p)
 
 item *exec_take_queued(exec_pool *p)
 {
+    item *h = NULL, *t = NULL;
     pthread_mutex_lock(&p->mu);
-    item *h = p->run_head;
-    p->run_head = p->run_tail = NULL;
+    for (int q = 0; q < PRIO_COUNT; q++) {
+        if (!p->run_head[q]) continue;
+        if (t) t->next = p->run_head[q];
+        else h = p->run_head[q];
+        t = p->run_tail[q];
+        p->run_head[q] = p->run_tail[q] = NULL;
+    }
     pthread_mutex_unlock(&p->mu);
     return h;
 }
@@ -417,7 +506,8 @@ int exec_busy(exec_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     int n = p->running;
-    for (item *it = p->run_head; it; it = it->next) n++;
+    for (int q = 0; q < PRIO_COUNT; q++)
+        for (item *it = p->run_head[q]; it; it = it->next) n++;
     pthread_mutex_unlock(&p->mu);
     return n;
 }

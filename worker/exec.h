@@ -34,11 +34,15 @@ typedef struct item {
     int attempt, deliveries, max_attempts;
     int poison;               /* delivered too often: skip run, go dead */
     json_t *memo;             /* object name -> string, owned */
-    atomic_int cancel;        /* set on lease loss or hard stop */
+    atomic_int cancel;        /* set on lease loss, hard stop or a cancel request */
+    atomic_int cancel_req;    /* a producer asked to cancel (worker/lua/cancel.lua) */
+    int sidx;                 /* PRIO_*: the stream the entry was read from */
+    int64_t progress_ms;      /* job_now_ms() of the last progress event (executor thread) */
     int64_t started_ms;       /* monotonic, when the executor took it */
     int64_t duration_ms;
     /* outcome */
-    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" | "defer" */
+    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" | "defer"
+                                 | "defer_at" (delay_ms = absolute due ms) | "cancel" */
     char *data;               /* JSON text: result or {code,message,retryable}; owned */
     int64_t delay_ms;         /* retry delay */
     sw_err err;               /* the error when not succeeded */

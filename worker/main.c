@@ -22,6 +22,7 @@ static void usage(FILE *f)
             "commands:\n"
             "  run                     run the worker in the foreground\n"
             "  enqueue TYPE ...        add a job (see `snapworker enqueue`)\n"
+            "  cancel ID               cancel a queued, delayed or running job\n"
             "  job ID                  show a job's state as JSON\n"
             "  dead list|requeue ID|purge   inspect or requeue dead jobs\n"
             "  store put|get|head|rm|ls ...  use the snapshot store\n"
@@ -87,6 +88,8 @@ int main(int argc, char **argv)
         if (rc == 2 && argi + 1 != argc) fprintf(stderr, "snapworker run: unexpected argument '%s'\n", argv[argi + 1]);
     } else if (!strcmp(cmd, "enqueue")) {
         rc = cli_enqueue_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "cancel")) {
+        rc = cli_cancel_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "job")) {
         rc = cli_job_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "dead")) {

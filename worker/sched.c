@@ -19,15 +19,23 @@
 
 /* ---- timers: promote, renew, reclaim ------------------------------------- */
 
+/* The promote tick sleeps until the next due member, but at most this long: a member
+ * parked by a producer (worker/lua/enqueue.lua) or another replica is not known here,
+ * and a delayed job must start within ~100 ms of its due time (DESIGN §8b). Ten tiny
+ * scripts a second cost Redis a few µs each. */
+#define PROMOTE_IDLE_MS 90
+
 static void promote_cb(worker *w, redisReply *r, void *ud)
 {
     (void)ud;
-    int64_t next = 1000;
+    int64_t next = PROMOTE_IDLE_MS;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         long long moved = r->element[0]->integer, due = r->element[1]->integer,
                   now = r->element[2]->integer;
+        w->redis_ms = now; /* Redis's clock, for payloads due at run_at_ms */
+        w->redis_at_ms = job_now_ms();
         if (moved >= BATCH_MAX) next = 0;
-        else if (due >= 0) next = due - now < 1000 ? (due - now > 5 ? due - now : 5) : 1000;
+        else if (due >= 0 && due - now < PROMOTE_IDLE_MS) next = due - now > 5 ? due - now : 5;
     }
     if (w->stopping) return;
     struct timeval tv = {next / 1000, (next % 1000) * 1000};
@@ -44,9 +52,9 @@ void wk_promote_timer(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     cmdv v;
-    wk_script_begin(&v, SCR_PROMOTE, 3);
+    wk_script_begin(&v, SCR_PROMOTE, 5);
     cv_add(&v, w->k_delayed);
-    cv_add(&v, w->k_stream);
+    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&v, w->k_streams[i]);
     cv_add(&v, w->k_events);
     cv_addf(&v, "%d", BATCH_MAX);
     cv_add(&v, w->job_prefix);
@@ -57,24 +65,98 @@ void wk_promote_timer(evutil_socket_t fd, short ev, void *arg)
 typedef struct renew_batch {
     int n;
     char (*entries)[48];
+    int *sidx;
 } renew_batch;
+
+static renew_batch *batch_new(void)
+{
+    renew_batch *b = xcalloc(1, sizeof *b);
+    b->entries = xcalloc(BATCH_MAX, sizeof *b->entries);
+    b->sidx = xcalloc(BATCH_MAX, sizeof *b->sidx);
+    return b;
+}
+
+static void batch_free(renew_batch *b)
+{
+    free(b->entries);
+    free(b->sidx);
+    free(b);
+}
+
+/* A producer asked to cancel this job: it stops at its next checkpoint and ends
+ * `cancelled` (worker/exec.c), or before it starts when still queued here. */
+static void cancel_asked(item *it)
+{
+    if (atomic_exchange(&it->cancel_req, 1)) return;
+    atomic_store(&it->cancel, 1);
+    log_msg(LOG_INFO, "job_cancel_requested", "job", it->req.id, "entry", it->entry, NULL);
+}
 
 static void renew_cb(worker *w, redisReply *r, void *ud)
 {
     renew_batch *b = ud;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements && (int)i < b->n; i++) {
-            if (r->element[i]->integer == 1) continue;
+            long long v = r->element[i]->integer;
+            if (v == 1) continue;
             for (item *it = w->all; it; it = it->next_all) {
-                if (strcmp(it->entry, b->entries[i]) == 0 && it->state != IT_FINISHING) {
+                if (it->sidx != b->sidx[i] || strcmp(it->entry, b->entries[i]) != 0 ||
+                    it->state == IT_FINISHING)
+                    continue;
+                if (v == 2) {
+                    cancel_asked(it);
+                } else {
                     atomic_store(&it->cancel, 1);
                     log_msg(LOG_WARN, "job_lease_lost", "job", it->req.id, "entry", it->entry, NULL);
                 }
             }
         }
     }
-    free(b->entries);
-    free(b);
+    batch_free(b);
+}
+
+static void poll_cb(worker *w, redisReply *r, void *ud)
+{
+    renew_batch *b = ud;
+    w->polling_cancel = 0;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && (int)i < b->n; i++) {
+        if (r->element[i]->integer != 1) continue;
+        for (item *it = w->all; it; it = it->next_all)
+            if (it->sidx == b->sidx[i] && strcmp(it->entry, b->entries[i]) == 0 &&
+                (it->state == IT_QUEUED || it->state == IT_RUNNING))
+                cancel_asked(it);
+    }
+    batch_free(b);
+}
+
+/* Every second: were any of the jobs this worker runs (or holds read ahead)
+ * cancelled? One HGET per job in one script; nothing is sent while idle. A hot
+ * path of quick jobs pays at most one small call a second. */
+void wk_poll_cancel(worker *w)
+{
+    if (w->polling_cancel || !w->cmd.ready || !w->all) return;
+    renew_batch *b = batch_new();
+    cmdv keys;
+    cv_init(&keys);
+    for (item *it = w->all; it && b->n < BATCH_MAX; it = it->next_all) {
+        if ((it->state != IT_QUEUED && it->state != IT_RUNNING) || !it->type ||
+            atomic_load(&it->cancel_req))
+            continue;
+        cv_addcat(&keys, w->job_prefix, it->req.id);
+        b->sidx[b->n] = it->sidx;
+        snprintf(b->entries[b->n++], 48, "%s", it->entry);
+    }
+    if (b->n == 0) {
+        cv_free(&keys);
+        batch_free(b);
+        return;
+    }
+    cmdv v;
+    wk_script_begin(&v, SCR_POLL_CANCEL, keys.argc);
+    cv_cat(&v, &keys);
+    cv_free(&keys);
+    w->polling_cancel = 1;
+    wk_send(&w->cmd, &v, 1, SCR_POLL_CANCEL, poll_cb, b);
 }
 
 void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
@@ -85,8 +167,7 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
     if (!w->cmd.ready) return;
     item *it = w->all;
     while (it) {
-        renew_batch *b = xcalloc(1, sizeof *b);
-        b->entries = xcalloc(BATCH_MAX, sizeof *b->entries);
+        renew_batch *b = batch_new();
         cmdv keys, args;
         cv_init(&keys);
         cv_init(&args);
@@ -94,21 +175,21 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
             if (it->state == IT_STARTING || it->state == IT_FINISHING || !it->type) continue;
             cv_addcat(&keys, w->job_prefix, it->req.id);
             cv_addcat(&keys, w->lock_prefix, it->req.session_id);
+            cv_add(&keys, w->k_streams[it->sidx]);
             cv_add(&args, it->entry);
             cv_add(&args, it->req.id);
             cv_add(&args, it->type->session_lock ? "1" : "0");
+            b->sidx[b->n] = it->sidx;
             snprintf(b->entries[b->n++], 48, "%s", it->entry);
         }
         if (b->n == 0) {
             cv_free(&keys);
             cv_free(&args);
-            free(b->entries);
-            free(b);
+            batch_free(b);
             break;
         }
         cmdv v;
-        wk_script_begin(&v, SCR_RENEW, 1 + keys.argc);
-        cv_add(&v, w->k_stream);
+        wk_script_begin(&v, SCR_RENEW, keys.argc);
         cv_cat(&v, &keys);
         cv_add(&v, GROUP);
         cv_add(&v, w->name);
@@ -123,19 +204,22 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
 
 static void reclaim_cb(worker *w, redisReply *r, void *ud)
 {
-    (void)ud;
-    w->reclaiming = 0;
+    int sidx = (int)(intptr_t)ud;
+    if (w->reclaiming > 0) w->reclaiming--;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
         if (r && r->type == REDIS_REPLY_ERROR)
             log_msg(LOG_WARN, "redis_reclaim_failed", "error", r->str, NULL);
         return;
     }
-    snprintf(w->reclaim_cursor, sizeof w->reclaim_cursor, "%s",
+    snprintf(w->reclaim_cursor[sidx], sizeof w->reclaim_cursor[sidx], "%s",
              r->element[0]->str ? r->element[0]->str : "0-0");
-    size_t n = wk_take_entries(w, r->element[1], 0, NULL, 0, 1);
-    if (n > 0) log_msg(LOG_INFO, "jobs_reclaimed", "count", (n > 0 ? "some" : "0"), NULL);
+    size_t n = wk_take_entries(w, sidx, r->element[1], 0, NULL, 0, 1);
+    if (n > 0)
+        log_msg(LOG_INFO, "jobs_reclaimed", "count", "some", "priority", payload_prio_name(sidx),
+                NULL);
 }
 
+/* XAUTOCLAIM takes one stream: one call per priority stream, each with its cursor. */
 void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
@@ -144,17 +228,18 @@ void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg)
     if (w->stopping || w->reclaiming || !w->cmd.ready) return;
     int cap = wk_capacity(w);
     if (cap <= 0) return;
-    cmdv v;
-    cv_init(&v);
-    cv_add(&v, "XAUTOCLAIM");
-    cv_add(&v, w->k_stream);
-    cv_add(&v, GROUP);
-    cv_add(&v, w->name);
-    cv_addf(&v, "%d", w->cfg->lease_s * 1000);
-    cv_add(&v, w->reclaim_cursor);
-    cv_add(&v, "COUNT");
-    cv_addf(&v, "%d", cap > BATCH_MAX ? BATCH_MAX : cap);
-    w->reclaiming = 1;
-    wk_send(&w->cmd, &v, 0, 0, reclaim_cb, NULL);
+    for (int i = 0; i < PRIO_COUNT; i++) {
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "XAUTOCLAIM");
+        cv_add(&v, w->k_streams[i]);
+        cv_add(&v, GROUP);
+        cv_add(&v, w->name);
+        cv_addf(&v, "%d", w->cfg->lease_s * 1000);
+        cv_add(&v, w->reclaim_cursor[i]);
+        cv_add(&v, "COUNT");
+        cv_addf(&v, "%d", cap > BATCH_MAX ? BATCH_MAX : cap);
+        w->reclaiming++;
+        wk_send(&w->cmd, &v, 0, 0, reclaim_cb, (void *)(intptr_t)i);
+    }
 }
-

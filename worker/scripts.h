@@ -12,12 +12,16 @@ typedef enum scr_id {
     SCR_REQUEUE_DEAD,
     SCR_CELERY_INGRESS,
     SCR_CELERY_RESULT,
+    SCR_POLL_CANCEL,
+    SCR_PROGRESS,
+    SCR_ENQUEUE,        /* worker/lua/enqueue.lua: producers (CLI, clients/python) */
+    SCR_CANCEL,         /* worker/lua/cancel.lua: `snapworker cancel`, producers */
     SCR_COUNT
 } scr_id;
 
 #include <stddef.h>
 
-const char *scr_source(scr_id id);   /* static Lua text */
+const char *scr_source(scr_id id);   /* static Lua text (embedded file for enqueue/cancel) */
 const char *scr_name(scr_id id);     /* "start", "finish", ... for logs */
 /* The SHA1 Redis reported for a script (SCRIPT LOAD), or NULL before it answered;
  * callers then send EVAL with the source. Event-loop thread only. */

@@ -58,10 +58,10 @@ void wk_untrack_free(worker *w, item *it)
     item_free(it);
 }
 
-int wk_tracked(worker *w, const char *entry)
+int wk_tracked(worker *w, int sidx, const char *entry)
 {
     for (item *it = w->all; it; it = it->next_all)
-        if (strcmp(it->entry, entry) == 0) return 1;
+        if (it->sidx == sidx && strcmp(it->entry, entry) == 0) return 1;
     return 0;
 }
 
@@ -77,20 +77,26 @@ static void log_outcome(worker *w, item *it, const char *result)
     else if (strcmp(o, "retry") == 0) { lvl = LOG_WARN; msg = "job_failed"; }
     else if (strcmp(o, "dead") == 0 || strcmp(o, "reject") == 0) { lvl = LOG_ERROR; msg = "job_dead"; }
     else if (strcmp(o, "release") == 0) { msg = "job_released"; }
-    else if (strcmp(o, "defer") == 0) { msg = "job_deferred"; }
+    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) { msg = "job_deferred"; }
+    else if (strcmp(o, "cancel") == 0) { lvl = LOG_WARN; msg = "job_cancelled"; }
     log_line l;
     log_begin(&l, lvl, msg);
     log_str(&l, "job", it->req.id[0] ? it->req.id : NULL);
     log_str(&l, "type", it->req.type[0] ? it->req.type : NULL);
     log_str(&l, "entry", it->entry);
     log_int(&l, "attempt", it->attempt);
-    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0 && strcmp(o, "defer") != 0)
+    int deferred = strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0;
+    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0 && !deferred)
         log_int(&l, "duration_ms", it->duration_ms);
-    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0 && strcmp(o, "defer") != 0) {
+    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0 && !deferred &&
+        strcmp(o, "cancel") != 0) {
         log_str(&l, "code", sw_code_name(it->err.code));
         log_str(&l, "error", it->err.msg);
     }
     if (strcmp(o, "retry") == 0 || strcmp(o, "defer") == 0) log_int(&l, "delay_ms", it->delay_ms);
+    if (strcmp(o, "defer_at") == 0) log_int(&l, "due_ms", it->delay_ms);
+    if (strcmp(o, "defer_at") == 0 || strcmp(o, "cancel") == 0 || it->sidx != PRIO_DEFAULT)
+        log_str(&l, "priority", payload_prio_name(it->sidx));
     if (it->meta_state) log_str(&l, "celery_state", it->meta_state);
     log_end(&l);
 }
@@ -103,7 +109,8 @@ static void count_outcome(worker_stats *s, const char *o, const char *res)
     else if (strcmp(o, "dead") == 0) s->dead++;
     else if (strcmp(o, "reject") == 0) s->rejected++;
     else if (strcmp(o, "release") == 0) s->released++;
-    else if (strcmp(o, "defer") == 0) s->deferred++;
+    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) s->deferred++;
+    else if (strcmp(o, "cancel") == 0) s->dead++; /* terminal without success; ops counts */
 }
 
 static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
@@ -156,6 +163,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
 {
     cv_addcat(keys, w->job_prefix, it->req.id[0] ? it->req.id : "-");
     cv_addcat(keys, w->lock_prefix, it->req.session_id[0] ? it->req.session_id : "-");
+    cv_add(keys, w->k_streams[it->sidx]);
     cv_add(args, it->entry);
     cv_add(args, it->req.id);
     cv_add(args, it->req.type);
@@ -191,8 +199,7 @@ void wk_flush_finish(worker *w)
             n++;
         }
         cmdv v;
-        wk_script_begin(&v, SCR_FINISH, 4 + keys.argc);
-        cv_add(&v, w->k_stream);
+        wk_script_begin(&v, SCR_FINISH, 3 + keys.argc);
         cv_add(&v, w->k_events);
         cv_add(&v, w->k_delayed);
         cv_add(&v, w->k_dead);
@@ -255,8 +262,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
             wk_untrack_free(w, it);
             it = nx;
         }
-        w->recover = 1;
-        strcpy(w->recover_from, "0");
+        wk_recover_all(w);
         struct timeval tv = {0, 200000};
         evtimer_add(w->t_read_retry, &tv);
         return;
@@ -325,13 +331,13 @@ static void start_cb(worker *w, redisReply *r, void *ud)
 static void send_start(worker *w, item *batch, int n, int recover)
 {
     cmdv v;
-    wk_script_begin(&v, SCR_START, 3 + 2 * n);
-    cv_add(&v, w->k_stream);
+    wk_script_begin(&v, SCR_START, 2 + 3 * n);
     cv_add(&v, w->k_events);
     cv_add(&v, w->k_delayed);
     for (item *it = batch; it; it = it->next) {
         cv_addcat(&v, w->job_prefix, it->req.id);
         cv_addcat(&v, w->lock_prefix, it->req.session_id);
+        cv_add(&v, w->k_streams[it->sidx]);
     }
     cv_add(&v, GROUP);
     cv_add(&v, w->name);
@@ -365,21 +371,61 @@ void wk_reject(worker *w, item *it, sw_code code, const char *msg)
     wk_complete(w, it);
 }
 
-static void ack_deleted(worker *w, const char *entry)
+static void ack_deleted(worker *w, int sidx, const char *entry)
 {
     cmdv v;
     cv_init(&v);
     cv_add(&v, "XACK");
-    cv_add(&v, w->k_stream);
+    cv_add(&v, w->k_streams[sidx]);
     cv_add(&v, GROUP);
     cv_add(&v, entry);
     wk_send(&w->cmd, &v, 0, 0, NULL, NULL);
 }
 
-/* Turn stream entries ([id, [field, value, ...]] each) into items: rejects go to
- * the finish queue, valid jobs to one start script. Returns entries seen. */
-size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
-                           int maybe_ours)
+/* Redis's clock now, estimated from the last promote tick (0 before the first). */
+static int64_t redis_now_ms(worker *w)
+{
+    return w->redis_ms ? w->redis_ms + (job_now_ms() - w->redis_at_ms) : 0;
+}
+
+/* A job to run later (DESIGN §8b): its payload's run_at_ms, or delay_ms counted from
+ * the entry's id (the Redis time of its XADD). An entry with a `due` field came from
+ * the delayed zset (or was released, or requeued): its delay was served. Returns 1
+ * when the item was deferred (outcome defer_at, the payload rewritten with run_at_ms
+ * so that the delay is not counted again), 0 to run it now. */
+static int defer_if_early(worker *w, item *it, int served)
+{
+    if (served || (it->req.run_at_ms == 0 && it->req.delay_ms == 0)) return 0;
+    int64_t added = strtoll(it->entry, NULL, 10);
+    int64_t now = redis_now_ms(w);
+    if (now < added) now = added;
+    int64_t due = it->req.run_at_ms ? it->req.run_at_ms : added + it->req.delay_ms;
+    if (due <= now) return 0;
+    if (it->req.delay_ms) {
+        json_t *o = json_loadb(it->raw, it->raw_len, 0, NULL);
+        if (o) {
+            json_object_del(o, "delay_ms");
+            json_object_set_new(o, "run_at_ms", json_integer(due));
+            char *s = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            if (s) {
+                free(it->raw);
+                it->raw = s;
+                it->raw_len = strlen(s);
+            }
+        }
+    }
+    it->outcome = "defer_at";
+    it->delay_ms = due;
+    it->attempt = 0;
+    wk_queue_finish(w, it);
+    return 1;
+}
+
+/* Turn stream entries ([id, [field, value, ...]] each) of stream 'sidx' into items:
+ * rejects go to the finish queue, valid jobs to one start script. Returns entries seen. */
+size_t wk_take_entries(worker *w, int sidx, redisReply *entries, int recover, char *last_id,
+                       size_t last_n, int maybe_ours)
 {
     item *batch = NULL, *tail = NULL;
     int n = 0;
@@ -390,20 +436,23 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
         const char *id = e->element[0]->str;
         seen++;
         if (last_id) snprintf(last_id, last_n, "%s", id);
-        if (maybe_ours && wk_tracked(w, id)) continue; /* already ours and in flight */
+        if (maybe_ours && wk_tracked(w, sidx, id)) continue; /* already ours and in flight */
         redisReply *f = e->element[1];
         if (f->type != REDIS_REPLY_ARRAY) { /* XDEL'd while pending */
-            ack_deleted(w, id);
+            ack_deleted(w, sidx, id);
             continue;
         }
         item *it = xcalloc(1, sizeof *it);
         snprintf(it->entry, sizeof it->entry, "%s", id);
+        it->sidx = sidx;
         wk_track(w, it);
         redisReply *celery = NULL, *oversize = NULL;
         const char *bytes = NULL, *task_id = NULL;
+        int served = 0;
         for (size_t k = 0; k + 1 < f->elements; k += 2) {
             const char *name = f->element[k]->str;
             if (!name || !f->element[k + 1]->str) continue;
+            if (name[0] == 'd' && strcmp(name, "due") == 0) served = 1;
             if (strcmp(name, "job") == 0) {
                 it->raw = xstrndup(f->element[k + 1]->str, f->element[k + 1]->len);
                 it->raw_len = f->element[k + 1]->len;
@@ -439,7 +488,7 @@ size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_i
             it->attempt_base = it->req.celery_retries;
             runnable = !wk_celery_expired(w, it); /* expired while deferred: REVOKED */
         } else {
-            runnable = 1;
+            runnable = !defer_if_early(w, it, served);
         }
         if (!runnable) continue;
         it->state = IT_STARTING;
@@ -473,9 +522,25 @@ int wk_capacity(worker *w)
     return w->cfg->concurrency + ahead - w->inflight;
 }
 
+int wk_stream_index(worker *w, const char *key)
+{
+    for (int i = 0; i < PRIO_COUNT; i++)
+        if (strcmp(w->k_streams[i], key) == 0) return i;
+    return -1;
+}
+
+void wk_recover_all(worker *w)
+{
+    w->recover = 1;
+    for (int i = 0; i < PRIO_COUNT; i++) strcpy(w->recover_from[i], "0");
+}
+
+/* The reply holds one [stream, entries] per stream that had any, in the order asked
+ * (high, default, low), so higher priorities reach the start script first. */
 static void read_cb(worker *w, redisReply *r, void *ud)
 {
-    int recover = (int)(intptr_t)ud;
+    int recover = (int)((intptr_t)ud & 1), asked = (int)(((intptr_t)ud >> 1) & 7),
+        count = (int)((intptr_t)ud >> 4);
     w->reading = 0;
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
@@ -487,14 +552,21 @@ static void read_cb(worker *w, redisReply *r, void *ud)
         return;
     }
     size_t seen = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-        redisReply *s = r->element[0]; /* [stream, entries] */
-        if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
-            /* only a re-read of our own pending list (id 0) can return entries we hold */
-            seen = wk_take_entries(w, s->element[1], recover, recover ? w->recover_from : NULL,
-                                sizeof w->recover_from, recover);
+    int full = 0; /* bit per stream that returned its whole COUNT */
+    for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+        redisReply *s = r->element[k]; /* [stream, entries] */
+        if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !s->element[0]->str) continue;
+        int sidx = wk_stream_index(w, s->element[0]->str);
+        if (sidx < 0) continue;
+        /* only a re-read of our own pending list (id 0) can return entries we hold */
+        size_t n = wk_take_entries(w, sidx, s->element[1], recover,
+                                   recover ? w->recover_from[sidx] : NULL,
+                                   sizeof w->recover_from[sidx], recover);
+        seen += n;
+        if ((int)n >= count) full |= 1 << sidx;
     }
-    if (recover && seen == 0) w->recover = 0; /* own pending list fully re-read */
+    if (!recover) w->full_mask = (w->full_mask & ~asked) | full;
+    if (recover && seen == 0) w->recover = 0; /* own pending lists fully re-read */
     wk_maybe_read(w);
 }
 
@@ -505,12 +577,29 @@ static void read_retry_cb(evutil_socket_t fd, short ev, void *arg)
     wk_maybe_read(arg);
 }
 
+/* One XREADGROUP over the priority streams: one round trip per batch, as with one
+ * stream. Weighted: while a stream is backlogged (it filled its COUNT when last
+ * read), streams of lower priority are left out of the read, except on every
+ * LOW_EVERY-th read, which takes all three; so higher priorities are read first and
+ * lower ones still progress. COUNT applies to each stream, so the room is shared
+ * among the backlogged streams read: a batch stays about 'cap' long. In the run queue
+ * (worker/exec.c) higher priorities go first too, with the same every-4th rule
+ * (docs/queue.md "Priorities"). */
 void wk_maybe_read(worker *w)
 {
     if (w->stopping || w->reading || !w->rd.ready || !w->cmd.ready) return;
     int cap = wk_capacity(w);
     if (cap <= 0) return;
     if (cap > BATCH_MAX) cap = BATCH_MAX;
+    int recover = w->recover;
+    int mask = (1 << PRIO_COUNT) - 1; /* the streams to read */
+    if (!recover && w->full_mask && ++w->reads % LOW_EVERY != 0) {
+        int top = 0;
+        while (!(w->full_mask & (1 << top))) top++;
+        mask = (1 << (top + 1)) - 1; /* high .. the first backlogged one */
+    }
+    int nfull = __builtin_popcount((unsigned)(w->full_mask & mask));
+    int count = recover || nfull <= 1 ? cap : (cap + nfull - 1) / nfull;
     cmdv v;
     cv_init(&v);
     cv_add(&v, "XREADGROUP");
@@ -518,17 +607,20 @@ void wk_maybe_read(worker *w)
     cv_add(&v, GROUP);
     cv_add(&v, w->name);
     cv_add(&v, "COUNT");
-    cv_addf(&v, "%d", cap);
-    int recover = w->recover;
-    if (!recover) {
+    cv_addf(&v, "%d", count);
+    /* a read that leaves streams out never blocks: should the backlogged ones be empty
+     * now, it returns at once, clears their bits, and the next read takes all three */
+    if (!recover && mask == (1 << PRIO_COUNT) - 1) {
         cv_add(&v, "BLOCK");
         cv_addf(&v, "%d", BLOCK_MS);
     }
     cv_add(&v, "STREAMS");
-    cv_add(&v, w->k_stream);
-    cv_add(&v, recover ? w->recover_from : ">");
+    for (int i = 0; i < PRIO_COUNT; i++)
+        if (mask & (1 << i)) cv_add(&v, w->k_streams[i]);
+    for (int i = 0; i < PRIO_COUNT; i++)
+        if (mask & (1 << i)) cv_add(&v, recover ? w->recover_from[i] : ">");
     w->reading = 1;
-    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)recover);
+    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
 }
 
 /* ---- signals and drain --------------------------------------------------- */
@@ -597,14 +689,16 @@ worker *worker_new(const cfg *c)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_') *p = '-';
     snprintf(w->name, sizeof w->name, "%s:%d:%04x", host, (int)getpid(), r & 0xffff);
     rds_key(c, "stream", w->k_stream, sizeof w->k_stream);
+    rds_key(c, "stream:high", w->k_streams[PRIO_HIGH], sizeof w->k_streams[PRIO_HIGH]);
+    rds_key(c, "stream", w->k_streams[PRIO_DEFAULT], sizeof w->k_streams[PRIO_DEFAULT]);
+    rds_key(c, "stream:low", w->k_streams[PRIO_LOW], sizeof w->k_streams[PRIO_LOW]);
     rds_key(c, "events", w->k_events, sizeof w->k_events);
     rds_key(c, "delayed", w->k_delayed, sizeof w->k_delayed);
     rds_key(c, "dead", w->k_dead, sizeof w->k_dead);
     rds_key(c, "job:", w->job_prefix, sizeof w->job_prefix);
     rds_key(c, "lock:session:", w->lock_prefix, sizeof w->lock_prefix);
-    strcpy(w->reclaim_cursor, "0-0");
-    strcpy(w->recover_from, "0");
-    w->recover = 1; /* a restarted worker has no pending entries, but be uniform */
+    for (int i = 0; i < PRIO_COUNT; i++) strcpy(w->reclaim_cursor[i], "0-0");
+    wk_recover_all(w); /* a restarted worker has no pending entries, but be uniform */
     evthread_use_pthreads();
     mallopt(M_ARENA_MAX, 2); /* executor threads share arenas: bounded idle RSS */
     w->base = event_base_new();
@@ -687,12 +781,15 @@ static void release_consumer(worker *w)
     sw_err err;
     redisContext *rc = rds_connect(&w->cfg->redis, 2000, &err);
     if (!rc) return;
-    redisReply *r = redisCommand(rc, "XPENDING %s %s - + 1 %s", w->k_stream, GROUP, w->name);
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 0) {
-        redisReply *d = redisCommand(rc, "XGROUP DELCONSUMER %s %s %s", w->k_stream, GROUP, w->name);
-        if (d) freeReplyObject(d);
+    for (int i = 0; i < PRIO_COUNT; i++) {
+        redisReply *r = redisCommand(rc, "XPENDING %s %s - + 1 %s", w->k_streams[i], GROUP, w->name);
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 0) {
+            redisReply *d =
+                redisCommand(rc, "XGROUP DELCONSUMER %s %s %s", w->k_streams[i], GROUP, w->name);
+            if (d) freeReplyObject(d);
+        }
+        if (r) freeReplyObject(r);
     }
-    if (r) freeReplyObject(r);
     redisFree(rc);
 }
 

@@ -30,6 +30,7 @@
 #define BATCH_MAX 256
 #define READ_AHEAD_MS 50.0 /* read-ahead: about this much work per worker */
 #define BUSY_DELAY_MS 250
+#define LOW_EVERY 4   /* every 4th read / run-queue pick serves lower priorities first */
 
 typedef struct conn {
     struct worker *w;
@@ -64,13 +65,15 @@ struct worker {
     conn res;                      /* Celery result backend (celery_on only) */
     int celery_on;
     rds_url res_url;
-    cmdv ingress_keys;             /* stream + kombu lists in pop order */
+    cmdv ingress_keys;             /* stream, stream:low + kombu lists in pop order */
+    char ingress_route[256];       /* per list: the stream it feeds ('0' high .. '2' low) */
     struct event *t_ingress;
     int ingress_delay_ms;          /* poll backoff, 0..50 ms */
     int ingressing;
     item *meta_wait;               /* items whose result write must be retried */
     char name[160];                /* consumer name: host:pid:rand */
     char k_stream[200], k_events[200], k_delayed[200], k_dead[200], job_prefix[200];
+    char k_streams[PRIO_COUNT][200]; /* stream:high, stream (= k_stream), stream:low */
     char lock_prefix[200];         /* ns:{queue}:lock:session: */
     exec_pool *pool;
     int pipefd[2];
@@ -81,9 +84,13 @@ struct worker {
     item *finish_q, *finish_tail;  /* done, waiting for a finish script */
     int reading;
     int recover;                   /* re-read own pending entries first */
-    char recover_from[48];
-    int reclaiming;
-    char reclaim_cursor[48];
+    char recover_from[PRIO_COUNT][48];
+    int reclaiming;                /* XAUTOCLAIM calls outstanding (one per stream) */
+    char reclaim_cursor[PRIO_COUNT][48];
+    int full_mask;                 /* bit i: stream i filled its COUNT when last read */
+    unsigned reads;                /* XREADGROUPs sent (every LOW_EVERY-th reads all streams) */
+    int polling_cancel;            /* a poll_cancel call is outstanding */
+    int64_t redis_ms, redis_at_ms; /* Redis TIME seen by the last promote, job_now_ms() then */
     int stopping;
     double ewma_ms;                /* recent job duration, for read-ahead */
     int warned_policy;
@@ -113,6 +120,7 @@ void wk_create_group(worker *w);  /* XGROUP CREATE ... 0 MKSTREAM on the reader 
 void wk_promote_timer(evutil_socket_t fd, short ev, void *arg);
 void wk_renew_timer(evutil_socket_t fd, short ev, void *arg);
 void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg);
+void wk_poll_cancel(worker *w);  /* 1 s tick: ask Redis whether held jobs were cancelled */
 
 /* ---- celery.c ---- */
 int wk_celery_setup(worker *w);                         /* 0, or -1 on a bad result URL */
@@ -136,13 +144,15 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
 /* ---- worker.c ---- */
 void wk_track(worker *w, item *it);                     /* add to the in-flight list */
 void wk_untrack_free(worker *w, item *it);              /* remove and free */
-int wk_tracked(worker *w, const char *entry);           /* 1 when the entry is in flight */
+int wk_tracked(worker *w, int sidx, const char *entry); /* 1 when the entry is in flight */
 void wk_queue_finish(worker *w, item *it);              /* outcome known: queue the finish */
 void wk_flush_finish(worker *w);                        /* send queued finishes in batches */
 void wk_reject(worker *w, item *it, sw_code code, const char *msg); /* dead without running */
 /* Turn stream entries into items (rejects, one start script); returns entries seen. */
-size_t wk_take_entries(worker *w, redisReply *entries, int recover, char *last_id, size_t last_n,
-                       int maybe_ours);
+size_t wk_take_entries(worker *w, int sidx, redisReply *entries, int recover, char *last_id,
+                       size_t last_n, int maybe_ours);
+void wk_recover_all(worker *w);                         /* re-read own pending entries (id 0) */
+int wk_stream_index(worker *w, const char *key);        /* PRIO_*, or -1 */
 int wk_capacity(worker *w);                             /* how many more jobs to take */
 void wk_maybe_read(worker *w);                          /* issue XREADGROUP if there is room */
 void wk_check_exit(worker *w);                          /* leave the loop when drained */
