@@ -15,6 +15,7 @@
 
 #include "common/ids.h"
 #include "common/lazylib.h"
+#include "common/metrics.h"
 #include "common/xmalloc.h"
 
 /* Advisory lock keys, pg_advisory_*lock(int4 classid, int4 objid). The class ids spell
@@ -200,6 +201,7 @@ static int conn_ensure(db *d, bool *fresh, sw_err *err)
     *fresh = false;
     if (d->conn && PQstatus(d->conn) == CONNECTION_OK) return 0;
     if (lazy_need(LAZY_PQ, err) != 0) return -1;   /* libpq is loaded on first use */
+    metrics_pg_connecting(d->conn != NULL);
     if (!d->url_ok) /* libpq's parse errors may quote the URL, password included */
         return sw_errf(err, SW_E_DATABASE, false,
                        "DATABASE_URL is not a valid libpq URI or key=value string");

@@ -8,9 +8,8 @@
 #include "common/cfg.h"
 #include "common/log.h"
 #include "worker/cli.h"
+#include "worker/version.h"
 #include "worker/worker.h"
-
-#define SNAPWORKER_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
@@ -24,6 +23,9 @@ static void usage(FILE *f)
             "  dead list|requeue ID|purge   inspect or requeue dead jobs\n"
             "  store put|get|head|rm|ls ...  use the snapshot store\n"
             "  migrate                 apply database migrations\n"
+            "  stats [--json] [--watch [S]]  queue figures: depth, pending, delayed, dead, workers\n"
+            "  ls [--state S] [--type T]     jobs by state (queued, running, delayed, dead, ...)\n"
+            "  config --markdown       print the configuration reference\n"
             "  version                 print the version\n\n",
             SNAPWORKER_VERSION);
 }
@@ -83,6 +85,12 @@ int main(int argc, char **argv)
         rc = cli_store_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "migrate")) {
         rc = cli_migrate_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "stats")) {
+        rc = cli_stats_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "ls")) {
+        rc = cli_ls_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "config")) {
+        rc = cli_config_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "db-tool")) { /* hidden: used by the integration tests */
         rc = cli_dbtool_main(&c, argc - argi, argv + argi);
     } else {
