@@ -375,7 +375,7 @@ class Ops(SWTestCase):
         kinds = {d["kind"] for _, d in docs}
         self.assertEqual(kinds >= {"Deployment", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
                                    "Secret", "PodDisruptionBudget", "ScaledObject", "ServiceMonitor",
-                                   "Service"}, True, kinds)
+                                   "Service", "TriggerAuthentication"}, True, kinds)
         for path, d in docs:
             errs = kf.check(d)
             self.assertEqual(errs, [], f"{path}: {d['kind']}/{d['metadata'].get('name')}")
