@@ -1,4 +1,4 @@
-/* common/cfg.h — the configuration of DESIGN.md §9: defaults, environment, flags.
+/* common/cfg.h — the configuration of docs/operations.md "Configuration reference": defaults, environment, flags.
  * Owns: the option table, parsing and validation of every value, and the --help
  * text. Loaded once in main and read through a const pointer everywhere else; it
  * is the only global state (and it is not even global: main owns it).
@@ -74,7 +74,7 @@ typedef struct cfg {
     /* sandbox */
     char *sandbox_backend;    /* SANDBOX_BACKEND: local|kubernetes */
     char *sandbox_base_path;  /* SANDBOX_BASE_PATH */
-    /* kubernetes backend (DESIGN.md §8, docs/kubernetes.md) */
+    /* kubernetes backend (docs/kubernetes.md) */
     char *k8s_namespace;      /* SANDBOX_NAMESPACE */
     char *kubeconfig;         /* KUBECONFIG: empty = in-cluster */
     char *k8s_sandbox_container;  /* SNAPWORKER_K8S_SANDBOX_CONTAINER, "sandbox" */

@@ -1,7 +1,7 @@
 /* common/store.c — the store interface: URL dispatch, key rules, integrity.
  * Owns: choosing the backend from the URL, validating every key before it
  * reaches a backend, hashing every byte that goes up or comes down, and the
- * KEY.sha256 sidecar (DESIGN.md §7). Does not own any I/O: backends move bytes.
+ * KEY.sha256 sidecar (docs/store.md). Does not own any I/O: backends move bytes.
  * Why here and not in each backend: the sidecar protocol (ordering, format,
  * verification) must be identical for file:// and s3://, and fakes in tests
  * get it for free.
