@@ -185,6 +185,12 @@ json_t *ready_get(ready_probe *p)
         json_object_set_new(o, "ready", json_false());
         json_object_set_new(o, "reason", json_string("draining: stopping, running jobs finish"));
     }
-    json_object_set_new(o, "age_ms", json_integer(metrics_mono_ms() - at));
+    int64_t age = metrics_mono_ms() - at;
+    if (age > READY_STALE_MS && json_is_true(json_object_get(o, "ready"))) {
+        /* a check hangs (a half-open connection to a server that went away): not ready */
+        json_object_set_new(o, "ready", json_false());
+        json_object_set_new(o, "reason", json_string("stalled: the last checks did not finish"));
+    }
+    json_object_set_new(o, "age_ms", json_integer(age));
     return o;
 }

@@ -10,6 +10,7 @@
 #include "common/cfg.h"
 
 #define READY_INTERVAL_MS 2000
+#define READY_STALE_MS 8000 /* a result older than this means a check hangs: not ready */
 
 typedef struct ready_probe ready_probe;
 

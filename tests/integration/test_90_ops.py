@@ -239,7 +239,10 @@ class Ops(SWTestCase):
         self.assertEqual(http(port, "/readyz")[0], 200)
         self.services.postgres("stop")
         try:
-            wait_for(lambda: http(port, "/readyz")[0] == 503, 15, what="/readyz 503")
+            try:
+                wait_for(lambda: http(port, "/readyz")[0] == 503, 20, what="/readyz 503")
+            except AssertionError:
+                raise AssertionError(f"/readyz still {http(port, '/readyz')}") from None
             body = json.loads(http(port, "/readyz")[1])
             self.assertFalse(body["ready"])
             self.assertTrue(body["reason"].startswith("postgres"), body)
