@@ -25,6 +25,8 @@ FAST_TESTS = [
     "test_metrics_while_every_job_type_runs",
     "test_readyz_turns_503_when_postgres_stops_and_200_when_it_returns",
     "test_stats_and_ls_show_the_queue_and_never_a_secret",
+    "test_api_actions_need_the_token_and_reads_never_show_a_secret",
+    "test_queue_figures_are_read_once_per_interval_for_all_replicas",
 ]
 SECRET = "sk-ops-secret-4242"
 
