@@ -56,6 +56,7 @@ static int check_dns_label(cfg *c, const char *var, const char *v, char *err, si
 static int check_tenants(cfg *c, const char *var, const char *v, char *err, size_t n);
 static int check_excludes(cfg *c, const char *var, const char *v, char *err, size_t n);
 static int check_task_map(cfg *c, const char *var, const char *v, char *err, size_t n);
+static int check_ready(cfg *c, const char *var, const char *v, char *err, size_t n);
 
 #define F(field) offsetof(cfg, field)
 #define BIG INT64_MAX
@@ -102,6 +103,14 @@ static const opt opts[] = {
      NULL},
     {"SNAPWORKER_LOG_LEVEL", T_STR, F(log_level), "info", 0, 0, 0, "debug|info|warn|error",
      check_level},
+    {"SNAPWORKER_HTTP_TOKEN", T_STR, F(http_token), NULL, 0, 0, O_SECRET | O_NOFLAG,
+     "bearer token that allows dashboard actions (requeue, purge); empty = read-only", NULL},
+    {"SNAPWORKER_READY_CHECKS", T_STR, F(ready_checks), "auto", 0, 0, 0,
+     "what /readyz checks: auto (Redis, plus PostgreSQL and the store once a job used them) "
+     "or a comma list of redis,postgres,store", check_ready},
+    {"SNAPWORKER_METRICS_INTERVAL_S", T_INT, F(metrics_interval_s), "10", 1, 3600, 0,
+     "queue figures (depth, pending, dead...) are read from Redis at most this often, shared by "
+     "all replicas", NULL},
     {"SNAPWORKER_MAX_RESTORE_BYTES", T_I64, F(max_restore_bytes), "21474836480", 1, BIG, 0,
      "extraction limit on total bytes -> archive_too_large", NULL},
     {"SNAPWORKER_MAX_RESTORE_ENTRIES", T_I64, F(max_restore_entries), "1000000", 1, BIG, 0,
@@ -494,6 +503,25 @@ static int check_level(cfg *c, const char *var, const char *v, char *err, size_t
     static const char *const alts[] = {"debug", "info", "warn", "error", NULL};
     return check_oneof(v, alts, "SNAPWORKER_LOG_LEVEL: expected debug, info, warn or error",
                        err, n);
+}
+
+static int check_ready(cfg *c, const char *var, const char *v, char *err, size_t n)
+{
+    (void)c;
+    if (!strcmp(v, "auto")) return 0;
+    const char *p = v;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (!((len == 5 && !strncmp(p, "redis", 5)) || (len == 8 && !strncmp(p, "postgres", 8)) ||
+              (len == 5 && !strncmp(p, "store", 5)))) {
+            snprintf(err, n, "%s: expected auto or a comma list of redis, postgres, store, got '%s'",
+                     var, v);
+            return -1;
+        }
+        p += len;
+        if (*p == ',') p++;
+    }
+    return 0;
 }
 
 static int check_name(cfg *c, const char *var, const char *v, char *err, size_t n)
@@ -898,6 +926,39 @@ void cfg_free(cfg *c)
 int cfg_max_deliveries(const cfg *c, int max_attempts)
 {
     return c->max_deliveries > 0 ? c->max_deliveries : max_attempts + 2;
+}
+
+/* Markdown cells: '|' would end the cell. */
+static void md_cell(int fd, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '|') dprintf(fd, "\\|");
+        else dprintf(fd, "%c", *s);
+    }
+}
+
+void cfg_print_markdown(int fd)
+{
+    dprintf(fd, "| variable | flag | default | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt *o = &opts[i];
+        char fl[64];
+        flag_name(o->env, fl, sizeof fl);
+        dprintf(fd, "| `%s` | ", o->env);
+        if (o->flags & O_NOFLAG) dprintf(fd, "(environment only)");
+        else dprintf(fd, "`--%s`", fl);
+        dprintf(fd, " | ");
+        if (o->def && *o->def) {
+            dprintf(fd, "`");
+            md_cell(fd, o->def);
+            dprintf(fd, "`");
+        }
+        dprintf(fd, " | ");
+        md_cell(fd, o->help);
+        dprintf(fd, "%s |\n", (o->flags & O_SECRET) ? " (secret: never echoed)" : "");
+    }
+    dprintf(fd, "| `AWS_DEFAULT_REGION` | (environment only) | | S3 region when `AWS_REGION` is unset |\n");
+    dprintf(fd, "| `AWS_ENDPOINT_URL` | (environment only) | | S3 endpoint when `AWS_ENDPOINT_URL_S3` is unset |\n");
 }
 
 void cfg_print_help(int fd)

@@ -1,4 +1,4 @@
-/* common/cfg.h — the configuration of DESIGN.md §9: defaults, environment, flags.
+/* common/cfg.h — the configuration of docs/operations.md "Configuration reference": defaults, environment, flags.
  * Owns: the option table, parsing and validation of every value, and the --help
  * text. Loaded once in main and read through a const pointer everywhere else; it
  * is the only global state (and it is not even global: main owns it).
@@ -44,6 +44,9 @@ typedef struct cfg {
     int http_max_connections; /* SNAPWORKER_HTTP_MAX_CONNECTIONS, open connections at most */
     int http_timeout_s;       /* SNAPWORKER_HTTP_TIMEOUT_S, whole request + reply, per connection */
     char *log_level;          /* SNAPWORKER_LOG_LEVEL: debug|info|warn|error */
+    char *http_token;         /* SNAPWORKER_HTTP_TOKEN: bearer token for dashboard actions (secret) */
+    char *ready_checks;       /* SNAPWORKER_READY_CHECKS: auto or a list of redis,postgres,store */
+    int metrics_interval_s;   /* SNAPWORKER_METRICS_INTERVAL_S: queue figures read at most this often */
     /* restore and archives */
     int64_t max_restore_bytes;   /* SNAPWORKER_MAX_RESTORE_BYTES */
     int64_t max_restore_entries; /* SNAPWORKER_MAX_RESTORE_ENTRIES */
@@ -71,7 +74,7 @@ typedef struct cfg {
     /* sandbox */
     char *sandbox_backend;    /* SANDBOX_BACKEND: local|kubernetes */
     char *sandbox_base_path;  /* SANDBOX_BASE_PATH */
-    /* kubernetes backend (DESIGN.md §8, docs/kubernetes.md) */
+    /* kubernetes backend (docs/kubernetes.md) */
     char *k8s_namespace;      /* SANDBOX_NAMESPACE */
     char *kubeconfig;         /* KUBECONFIG: empty = in-cluster */
     char *k8s_sandbox_container;  /* SNAPWORKER_K8S_SANDBOX_CONTAINER, "sandbox" */
@@ -115,6 +118,9 @@ typedef struct cfg {
 int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, size_t n);
 void cfg_free(cfg *c);
 void cfg_print_help(int fd);                  /* the flag/variable table */
+/* The same table as Markdown (docs/operations.md "Configuration reference"), plus the
+ * variables read outside the table (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL). */
+void cfg_print_markdown(int fd);
 int cfg_max_deliveries(const cfg *c, int max_attempts); /* resolves the 0 default */
 
 /* Parse a redis:// or unix:// URL into 'u' (freed with rds_url_free). rediss:// is

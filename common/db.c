@@ -4,7 +4,7 @@
  * session/port/snapshot statements. Every statement is parameterized (PQexecParams);
  * the only text run with PQexec is fixed SQL: the migrations compiled into the binary
  * and transaction control. Quiet: no logging, notices are dropped; callers log.
- * Why here: jobs/ needs ports and rows without knowing libpq (STYLE.md layering). */
+ * Why here: jobs/ needs ports and rows without knowing libpq (layering: common/ includes nothing of jobs/ or worker/). */
 #include "common/db.h"
 
 #include <ctype.h>
@@ -15,6 +15,7 @@
 
 #include "common/ids.h"
 #include "common/lazylib.h"
+#include "common/metrics.h"
 #include "common/xmalloc.h"
 
 /* Advisory lock keys, pg_advisory_*lock(int4 classid, int4 objid). The class ids spell
@@ -201,6 +202,7 @@ static int conn_ensure(db *d, bool *fresh, sw_err *err)
     *fresh = false;
     if (d->conn && PQstatus(d->conn) == CONNECTION_OK) return 0;
     if (lazy_need(LAZY_PQ, err) != 0) return -1;   /* libpq is loaded on first use */
+    metrics_pg_connecting(d->conn != NULL);
     if (!d->url_ok) /* libpq's parse errors may quote the URL, password included */
         return sw_errf(err, SW_E_DATABASE, false,
                        "DATABASE_URL is not a valid libpq URI or key=value string");
@@ -558,7 +560,7 @@ int db_session_activate(db *d, const char *session_id, sw_err *err)
  * The free-port SELECT is a new statement after the lock was granted, so under READ
  * COMMITTED its snapshot includes every allocation committed by the previous holder
  * (PostgreSQL makes a commit visible before it releases the transaction's locks).
- * Considered and rejected: a bind() probe (DESIGN §6: the port belongs to a sandbox that
+ * Considered and rejected: a bind() probe (docs/database.md: the port belongs to a sandbox that
  * may live on another host), SERIALIZABLE with retries (needless aborts under load), a
  * global unique index on nextjs_port (wrong for the per-user kubernetes scope).
  */

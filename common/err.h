@@ -1,4 +1,4 @@
-/* common/err.h — the stable error codes of DESIGN.md §4 and the sw_err carrier.
+/* common/err.h — the stable error codes of docs/contract.md §4 and the sw_err carrier.
  * Owns: the code enum, its name table, the permanent/retryable default, and the
  * Celery exception name. Lower layers fill an sw_err at the failure site and stay
  * quiet; the dispatcher logs once. Messages never hold a secret. */
@@ -32,12 +32,12 @@ typedef struct sw_err {
 /* Fill 'e' (may be NULL) with code, retryable flag and message; returns -1. */
 int sw_errf(sw_err *e, sw_code code, bool retryable, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Like sw_errf with the code's default retryable flag (DESIGN.md §4). */
+/* Like sw_errf with the code's default retryable flag (docs/contract.md §4). */
 int sw_errc(sw_err *e, sw_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void sw_err_clear(sw_err *e);
 const char *sw_code_name(sw_code c);          /* "storage_error"; "ok" for SW_OK */
 bool sw_code_from_name(const char *name, sw_code *out); /* false when unknown */
-bool sw_code_retryable(sw_code c);            /* the default of DESIGN.md §4 */
+bool sw_code_retryable(sw_code c);            /* the default of docs/contract.md §4 */
 const char *sw_code_exc_type(sw_code c);      /* CamelCase for Celery: "UnsafeArchive" */
 
 #endif

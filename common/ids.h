@@ -1,6 +1,6 @@
 /* common/ids.h — validation of every id before it becomes a path or a key, and
  * the deterministic UUIDv5 used for snapshot ids.
- * Owns: the id grammars of DESIGN.md §3. Nothing here allocates. */
+ * Owns: the id grammars of docs/contract.md §2. Nothing here allocates. */
 #ifndef SW_COMMON_IDS_H
 #define SW_COMMON_IDS_H
 #include <stdbool.h>

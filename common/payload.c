@@ -1,4 +1,4 @@
-/* common/payload.c — payload v1 parsing and validation (DESIGN.md §3).
+/* common/payload.c — payload v1 parsing and validation (docs/contract.md §2).
  * Every id is checked against its grammar here, before anything builds a path or
  * a key from it. Unknown fields are ignored, as the contract says. */
 #include "common/payload.h"
@@ -89,7 +89,7 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
         goto out;
     }
     if (!root) {
-        /* jansson quotes the input near the error, which may be a secret (DESIGN §8b) */
+        /* jansson quotes the input near the error, which may be a secret (docs/operations.md "Secrets in payloads") */
         char why[JSON_ERROR_TEXT_LENGTH];
         redact_json_error(je.text, why, sizeof why);
         sw_errc(err, SW_E_INVALID_PAYLOAD, "payload is not JSON: %s (line %d, column %d)", why,

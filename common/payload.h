@@ -1,4 +1,4 @@
-/* common/payload.h — the job payload v1 of DESIGN.md §3: parse and validate.
+/* common/payload.h — the job payload v1 of docs/contract.md §2: parse and validate.
  * Owns: the grammar of a payload (fields, types, id formats, size limit). It does
  * not know which job types exist (the jobs/ table does: unknown_job_type).
  *

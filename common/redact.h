@@ -1,4 +1,4 @@
-/* common/redact.h — hiding secrets of job payloads from people (DESIGN.md §8b).
+/* common/redact.h — hiding secrets of job payloads from people (docs/operations.md "Secrets in payloads").
  * Owns: the rule that says which fields are secret, and the copies and scrubs that
  * apply it to JSON values, to JSON text that may be broken or cut, and to plain
  * text (error messages) that might quote a secret's value.

@@ -1,7 +1,7 @@
 /* common/store.c — the store interface: URL dispatch, key rules, integrity.
  * Owns: choosing the backend from the URL, validating every key before it
  * reaches a backend, hashing every byte that goes up or comes down, and the
- * KEY.sha256 sidecar (DESIGN.md §7). Does not own any I/O: backends move bytes.
+ * KEY.sha256 sidecar (docs/store.md). Does not own any I/O: backends move bytes.
  * Why here and not in each backend: the sidecar protocol (ordering, format,
  * verification) must be identical for file:// and s3://, and fakes in tests
  * get it for free.
@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "common/lazylib.h"
+#include "common/metrics.h"
 #include "common/sha256.h"
 #include "common/xmalloc.h"
 
@@ -199,6 +200,7 @@ out:
 store *store_open(const cfg *c, sw_err *err)
 {
     const char *url = c->store_url ? c->store_url : "";
+    metrics_mark_store_used();
     /* Every store hashes what goes up and comes down (sha256.c): libcrypto, loaded now. */
     if (lazy_need(LAZY_CRYPTO, err) != 0) return NULL;
     if (strncmp(url, "file://", 7) == 0) return open_file(url, err);

@@ -1,4 +1,4 @@
-/* common/store.h — the snapshot store of DESIGN.md §7: put, get, head, delete, list.
+/* common/store.h — the snapshot store of docs/store.md: put, get, head, delete, list.
  * Owns: the one interface every caller codes against, key validation, the
  * whole-object sha256 and its KEY.sha256 sidecar, and dispatch by URL to one
  * backend (store_file.c for file:///ROOT, store_s3.c for s3://BUCKET[/PREFIX]).

@@ -1,5 +1,5 @@
 /* jobs/onyx.h — the Onyx-compatible renderers: a session's opencode.json and AGENTS.md.
- * Owns: the bytes of both files (ONYX-COMPAT.md "opencode.json" and "AGENTS.md"), the
+ * Owns: the bytes of both files (docs/onyx-compat.md "opencode.json" and "AGENTS.md"), the
  * OPENCODE_DISABLED_TOOLS list syntax, and the small helpers the two renderers share.
  * Does not own: writing the files, the `files` symlink, or where the values come from
  * (the regenerate job reads its args and the config, then calls these).
@@ -27,7 +27,7 @@ typedef struct onyx_agents_in {
 } onyx_agents_in;
 
 /* Render AGENTS.md: template (NUL-terminated; NULL = the built-in jobs/templates/AGENTS.md) with every placeholder replaced
-   by plain string replacement as ONYX-COMPAT.md says. NULL 'in' = all defaults. Caller frees. Invalid UTF-8 in the
+   by plain string replacement as docs/onyx-compat.md says. NULL 'in' = all defaults. Caller frees. Invalid UTF-8 in the
    provider, model, user name/role or a disabled tool -> NULL with SW_E_INVALID_PAYLOAD; no built-in template -> SW_E_INTERNAL. */
 char *onyx_agents_md(const char *template_text, const onyx_agents_in *in, sw_err *err);
 
@@ -37,7 +37,7 @@ void onyx_strv_free(char **v);              /* NULL-safe; frees each string and 
 
 /* ---- AGENTS.md pieces, public for tests; each returns an owned string (caller frees) ---- */
 char *onyx_provider_display(const char *provider);   /* "OpenAI", ..., Title-Cased other, "Unknown" for NULL/"" */
-char *onyx_skill_description(const char *skill_md_path); /* DESC of ONYX-COMPAT.md; "No description available." on any error */
+char *onyx_skill_description(const char *skill_md_path); /* DESC of docs/onyx-compat.md; "No description available." on any error */
 char *onyx_skills_section(const char *skills_dir);   /* "- **DIR**: DESC" lines, or "No skills available." */
 char *onyx_knowledge_section(const char *files_path); /* "" when NULL; list of top-level entries; see docs/onyx-compat.md */
 char *onyx_replace_all(const char *s, const char *needle, const char *rep); /* Python str.replace; needle non-empty */

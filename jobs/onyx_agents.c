@@ -1,6 +1,6 @@
 /* jobs/onyx_agents.c — AGENTS.md rendered the way Onyx renders it: a template whose
  * {{PLACEHOLDERS}} are replaced by plain string replacement, one after another, in
- * Onyx's order (ONYX-COMPAT.md "AGENTS.md").
+ * Onyx's order (docs/onyx-compat.md "AGENTS.md").
  * Owns: each placeholder's value, including the skills scan with its DESC algorithm and
  * the knowledge-sources listing (our own format). Does not own: the template text (an
  * operator's file or the built-in jobs/templates/AGENTS.md) or writing the result. */
@@ -149,7 +149,7 @@ static bool desc_line(onyx_buf *d, const char *line, size_t n)
     return onyx_utf8_count(d->data, d->len) <= 100;
 }
 
-/* ONYX-COMPAT.md DESC, counted in code points as Python's len() does. Like Onyx, any
+/* docs/onyx-compat.md DESC, counted in code points as Python's len() does. Like Onyx, any
  * read or decode failure gives the "No description available." fallback. */
 char *onyx_skill_description(const char *skill_md_path)
 {

@@ -1,4 +1,4 @@
-/* jobs/regenerate.c — the regenerate job (DESIGN.md §3): rewrite a session's derived config.
+/* jobs/regenerate.c — the regenerate job (docs/jobs.md "regenerate"): rewrite a session's derived config.
  * Owns: the job's flow: find the session, parse the args, have the backend write the `files`
  * link, AGENTS.md and opencode.json (each atomically), report what was written.
  * Does not own: the bytes of the files (jobs/onyx.h), where and how they are written

@@ -1,4 +1,4 @@
-/* jobs/restore.c — the restore job (DESIGN.md §3, ONYX-COMPAT.md "Restore") and its rollback.
+/* jobs/restore.c — the restore job (docs/jobs.md "restore", docs/onyx-compat.md) and its rollback.
  * Owns: the order of the steps, the port memo, the snapshot path rule, and undoing a
  * half-done restore. Does not own: SQL and the port lock (common/db.h), transfers
  * (common/store.h), extraction and swaps (the backend, jobs/sandbox.h), config bytes.

@@ -9,7 +9,7 @@
  * Does not own: ports, rows and the store (the jobs call common/db.h and common/store.h),
  * archive formats (common/arc.h), or the bytes of AGENTS.md/opencode.json (jobs/onyx.h).
  * Why an ops table: the jobs are written once; a backend only says where a session lives and
- * how its files are read, swapped and started (STYLE.md "one file per backend").
+ * how its files are read, swapped and started (one file per backend, as the store has store_file.c and store_s3.c).
  *
  *   {sessions_dir}/                      local: {SANDBOX_BASE_PATH}/{sandbox_id}/sessions
  *                                        kubernetes: /workspace/sessions (in the pod)
@@ -60,7 +60,7 @@ typedef enum sb_state {
     SB_WORKSPACE,      /* outputs/ is a directory: "the workspace exists" */
 } sb_state;
 
-/* Regenerate inputs (DESIGN.md §3 "regenerate"); strings are borrowed from the args json. */
+/* Regenerate inputs (docs/jobs.md "regenerate"); strings are borrowed from the args json. */
 typedef struct sb_config {
     onyx_llm llm;                /* any field may be NULL */
     int nextjs_port;             /* 0 = none */

@@ -1,4 +1,4 @@
-/* jobs/snapshot.c — the snapshot job (DESIGN.md §3): a session's outputs/ (and non-empty
+/* jobs/snapshot.c — the snapshot job (docs/jobs.md "snapshot"): a session's outputs/ (and non-empty
  * attachments/) streamed as tar.gz straight into the store, then the `snapshot` row.
  * Owns: the snapshot id rule, the object key, the order "object, then row" and the result.
  * Does not own: the archive walk (common/arc.h via the backend), uploads (common/store.h),

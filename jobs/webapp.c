@@ -1,4 +1,4 @@
-/* jobs/webapp.c — start a session's dev server on the local backend (ONYX-COMPAT "Dev server").
+/* jobs/webapp.c — start a session's dev server on the local backend (docs/jobs.md "Dev server").
  * Owns: the argv of SNAPWORKER_WEBAPP_CMD, the child's environment, `npm install`, the
  * record of the server it started, nextjs.pid and nextjs.log, stopping a recorded previous
  * instance, reaping, and the optional readiness probe. Does not own: the port (the restore job

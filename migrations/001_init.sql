@@ -1,5 +1,5 @@
 -- migrations/001_init.sql — the Onyx-compatible tables snapworker reads and writes
--- (ONYX-COMPAT.md "Tables", DESIGN.md §6) for a standalone install.
+-- (docs/database.md) for a standalone install.
 -- Run by `snapworker migrate` inside one transaction (no BEGIN/COMMIT here, nothing that
 -- cannot run in a transaction). IF NOT EXISTS everywhere: an existing Onyx schema is left
 -- as it is. No "user" table and no foreign key to one: user_id is a plain uuid.

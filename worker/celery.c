@@ -1,4 +1,4 @@
-/* worker/celery.c — Celery compatibility in the worker (DESIGN §5).
+/* worker/celery.c — Celery compatibility in the worker (docs/celery.md).
  * Owns: the ingress timer (kombu lists -> stream, one script), the mapping of a
  * `celery` stream entry into a job (deferral to its ETA, REVOKED when expired,
  * FAILURE when malformed), and result writes to the Celery result backend, which
@@ -25,7 +25,7 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- Celery results (DESIGN §5) -------------------------------------------
+/* ---- Celery results (docs/celery.md) -------------------------------------------
  * A Celery-origin item writes its result meta to the result backend before its
  * finish script acks it, so a crash in between repeats the write (guarded: a
  * ready state is never overwritten) rather than losing it. */
@@ -282,7 +282,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
 
 /* An oversize message, cut by the ingress script (worker/scripts.c): not parsed. Its
  * task gets FAILURE (InvalidPayload) when the script could read the id, and the kept
- * prefix goes to the dead stream like any malformed message (DESIGN §4). */
+ * prefix goes to the dead stream like any malformed message (docs/contract.md §4). */
 void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,
                              const char *bytes, const char *task_id)
 {
@@ -301,7 +301,7 @@ void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len
 /* ---- Celery ingress ---------------------------------------------------------
  * Lua cannot block, so the ingress polls: one script pops up to a batch from the
  * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
- * to at most 50 ms (DESIGN §5), which costs about 20 tiny scripts a second idle. */
+ * to at most 50 ms (docs/celery.md), which costs about 20 tiny scripts a second idle. */
 
 static void ingress_cb(worker *w, redisReply *r, void *ud)
 {

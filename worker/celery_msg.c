@@ -1,4 +1,4 @@
-/* worker/celery_msg.c — Celery 5.2 / kombu 5.2 wire formats on Redis (DESIGN.md §5).
+/* worker/celery_msg.c — Celery 5.2 / kombu 5.2 wire formats on Redis (docs/celery.md).
  * Owns: decoding the kombu envelope into a canonical payload, the result-backend meta text,
  * kombu's priority list names and C-escape decoding of config values. It does no I/O: the
  * worker pops and XADDs the raw message, calls celery_parse() when it reads it, and writes
@@ -288,7 +288,7 @@ static json_t *body_kwargs(json_t *body, sw_err *e)
     return NULL;
 }
 
-/* The canonical payload object from the kwargs (DESIGN §3 field names). Unknown kwargs are
+/* The canonical payload object from the kwargs (docs/contract.md §2 field names). Unknown kwargs are
  * merged into args: a Celery task is called with its parameters as kwargs
  * (restore(sandbox_id=..., nextjs_port=...)), so that is what a Celery user writes. */
 static json_t *map_kwargs(const celery_msg *m, const char *type, json_t *kw, int timelimit_s,

@@ -1,4 +1,4 @@
-/* worker/celery_msg.h — the pure half of the Celery ingress (DESIGN.md §5): parse one kombu
+/* worker/celery_msg.h — the pure half of the Celery ingress (docs/celery.md): parse one kombu
  * Redis-transport message into a canonical job payload, build result-backend metas the way
  * Celery 5.2 writes them, name kombu's priority lists, decode C escapes in config values.
  * Owns: the Celery wire formats. Does not own Redis I/O, the Lua move, delays or the
@@ -22,7 +22,7 @@ typedef struct celery_msg {
     char task_id[129];     /* headers.id (else properties.correlation_id; protocol v1: body.id),
                               valid as a job id; "" when unknown or invalid */
     char task[160];        /* headers.task as given ("" when unknown or longer than 159) */
-    char *payload;         /* owned canonical payload JSON (DESIGN §3) when parse succeeded:
+    char *payload;         /* owned canonical payload JSON (docs/contract.md §2) when parse succeeded:
                               {"v":1,"id","type","tenant_id","sandbox_id","session_id","args",
                               ["max_attempts"],["timeout_s"],"origin":"celery","retries",
                               ["expires_ms"],["ignore_result":true]}; NULL on failure */
@@ -84,7 +84,7 @@ bool celery_state_ready(const char *status);
 char **celery_priority_lists(const char *queue, const char *sep, const char *steps_csv);
 void celery_strv_free(char **v);       /* NULL-safe */
 
-/* A copy of a stream or dead-entry text fit to show a person (DESIGN §8b): a kombu
+/* A copy of a stream or dead-entry text fit to show a person (docs/operations.md "Secrets in payloads"): a kombu
  * envelope gets its body decoded (base64) and redacted, anything else goes through
  * redact_json_text(); a cut or broken envelope has its "body" hidden whole. Caller frees. */
 char *celery_redact_raw(const char *raw, size_t len);

@@ -82,7 +82,7 @@ static redisContext *connect_or_say(const cfg *c, const char *who)
 }
 
 /* A job hash or a dead entry as JSON for a person: nothing secret is printed
- * (DESIGN §8b). The dead entry's `job` keeps the payload whole in Redis, for
+ * (docs/operations.md "Secrets in payloads"). The dead entry's `job` keeps the payload whole in Redis, for
  * `dead requeue`; here it is shown redacted (celery_redact_raw). */
 static json_t *hash_to_json(redisReply *r)
 {

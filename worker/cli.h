@@ -12,5 +12,8 @@ int cli_dead_main(const cfg *c, int argc, char **argv);    /* dead list | requeu
 int cli_store_main(const cfg *c, int argc, char **argv);   /* worker/cli_store.c */
 int cli_migrate_main(const cfg *c, int argc, char **argv); /* worker/cli_db.c */
 int cli_dbtool_main(const cfg *c, int argc, char **argv);  /* worker/cli_db.c, hidden: tests */
+int cli_stats_main(const cfg *c, int argc, char **argv);   /* worker/cli_stats.c: queue figures */
+int cli_ls_main(const cfg *c, int argc, char **argv);      /* worker/cli_stats.c: jobs by state */
+int cli_config_main(const cfg *c, int argc, char **argv);  /* worker/cli_stats.c: --markdown */
 
 #endif

@@ -140,6 +140,7 @@ static void lost(conn *c, const char *why)
 {
     worker *w = c->w;
     int was_ready = c->ready;
+    if (was_ready) metrics_count(MC_REDIS_RECONNECTS, 1);
     c->ac = NULL;
     c->ready = 0;
     c->pending = 0;
@@ -310,5 +311,6 @@ void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
     w->stats.inflight = w->inflight;
     w->stats.redis_up = w->rd.ready && w->cmd.ready;
     w->stats.draining = w->stopping;
+    metrics_loop_tick(w->inflight, w->stats.redis_up, w->stopping);
 }
 

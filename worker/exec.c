@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/redact.h"
 #include "common/rds.h"
 #include "common/store.h"
@@ -270,6 +271,7 @@ static void run_item(thread_state *ts, item *it)
     redact_values_collect(it->req.args, &secrets);
     it->started_ms = job_now_ms();
     bool ran = false;
+    metrics_job_started(it->entry);
     if (atomic_load(&it->cancel_req)) {
         set_cancelled(it, "cancelled before it started");
     } else if (it->poison) {
@@ -286,6 +288,7 @@ static void run_item(thread_state *ts, item *it)
             free(it->data);
             it->data = json_dumps(shown, JSON_COMPACT | JSON_ENCODE_ANY);
             json_decref(shown);
+            metrics_job_result(it->type->name, result);
             json_decref(result);
             it->outcome = "succeeded";
         } else {

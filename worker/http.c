@@ -1,6 +1,12 @@
-/* worker/http.c — GET /healthz and GET /metrics (Prometheus text format).
- * /healthz answers 200 while both Redis connections are up and the worker is not
- * draining, else 503, so an orchestrator can route around it.
+/* worker/http.c — the listener: its thread, its limits, and the routes /healthz
+ * (liveness: the worker's loop turns, Redis is up, not draining), /readyz (the last
+ * result of worker/ready.c) and /metrics (Prometheus text 0.0.4: common/metrics.h
+ * plus the queue figures of worker/opsdata.c, shared by replicas). /ui and /api are
+ * in worker/http_api.c.
+ *
+ * The listener has its own thread and event base: its handlers use the blocking
+ * hiredis API (the same code as `snapworker stats`), which must never stall the
+ * worker's loop; the loop publishes what /healthz needs through common/metrics.h.
  *
  * Owns the limits on what a client may cost (issue 10 item 5): request headers are
  * cut at HEADERS_MAX bytes and bodies at BODY_MAX (evhttp answers and closes); every
@@ -18,6 +24,8 @@
  * request per connection keeps the deadline simple. */
 #include "worker/http.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -27,13 +35,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
+#include "common/rds.h"
 #include "common/xmalloc.h"
+#include "worker/http_priv.h"
+#include "worker/opsdata.h"
+#include "worker/version.h"
 
 #define HEADERS_MAX 8192 /* request line + headers, bytes */
-#define BODY_MAX 1024    /* GET and HEAD only: nothing needs a body */
+#define BODY_MAX 1024    /* the dashboard's actions send small JSON bodies: {"id": "..."} */
 #define TICK_MS 200      /* deadline and sweep granularity, only while connections exist */
+#define LOOP_STALE_MS 10000 /* /healthz fails when the worker's loop has not ticked for this */
 
 typedef struct hconn {
     struct hconn *prev, *next;
@@ -43,26 +57,8 @@ typedef struct hconn {
     int64_t deadline_ms;              /* monotonic: request and reply done by then */
 } hconn;
 
-struct http_srv {
-    struct evhttp *http;
-    struct event_base *base;
-    const worker_stats *st;
-    int max_conns;          /* SNAPWORKER_HTTP_MAX_CONNECTIONS */
-    int timeout_s;          /* SNAPWORKER_HTTP_TIMEOUT_S */
-    int open;               /* admitted connections */
-    hconn *conns;           /* admitted and waiting for adoption */
-    struct event *adopt_ev; /* activated by the bufferevent callback */
-    struct event *tick;     /* deadlines and sweep */
-    uint64_t refused;       /* connections closed over the cap */
-    int64_t refused_log_ms; /* last refusal logged (at most one line a second) */
-};
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return metrics_mono_ms(); }
 
 /* Drop our reference: the bufferevent (and its socket) goes once evhttp's is gone too. */
 static void release(hconn *c)
@@ -171,52 +167,205 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     return bev;
 }
 
-static void close_after(struct evhttp_request *req)
+
+/* ---- replies ------------------------------------------------------------ */
+
+void http_base_headers(struct evhttp_request *req)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    struct evkeyvalq *o = evhttp_request_get_output_headers(req);
+    evhttp_add_header(o, "Connection", "close");
+    evhttp_add_header(o, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(o, "Cache-Control", "no-store");
 }
 
-static void healthz(struct evhttp_request *req, void *arg)
+static const char *reason_of(int code)
 {
-    http_srv *h = arg;
-    int ok = h->st->redis_up && !h->st->draining;
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 415: return "Unsupported Media Type";
+    default: return code >= 500 ? "Service Unavailable" : "Error";
+    }
+}
+
+void http_reply_json(struct evhttp_request *req, int code, json_t *body)
+{
+    char *s = json_dumps(body ? body : json_object(), JSON_COMPACT);
+    json_decref(body);
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"ok\":%s,\"redis\":%s,\"draining\":%s,\"inflight\":%d}\n",
-                        ok ? "true" : "false", h->st->redis_up ? "true" : "false",
-                        h->st->draining ? "true" : "false", h->st->inflight);
+    evbuffer_add_printf(b, "%s\n", s ? s : "{}");
+    free(s);
+    http_base_headers(req);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    close_after(req);
-    evhttp_send_reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", b);
+    evhttp_send_reply(req, code, reason_of(code), b);
     evbuffer_free(b);
 }
 
-static void metrics(struct evhttp_request *req, void *arg)
+void http_reply_error(struct evhttp_request *req, int code, const char *msg)
 {
-    const worker_stats *s = ((http_srv *)arg)->st;
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "# TYPE snapworker_jobs_total counter\n");
-    const struct { const char *outcome; uint64_t v; } rows[] = {
-        {"succeeded", s->succeeded}, {"failed", s->failed},     {"dead", s->dead},
-        {"rejected", s->rejected},   {"released", s->released}, {"deferred", s->deferred},
-        {"lease_lost", s->lease_lost},
+    http_reply_json(req, code, json_pack("{s:s}", "error", msg));
+}
+
+redisContext *http_redis(http_srv *h, struct evhttp_request *req)
+{
+    if (h->rc && h->rc->err) http_redis_reset(h);
+    if (!h->rc) {
+        sw_err e;
+        h->rc = rds_connect(&h->cfg->redis, 2000, &e);
+        if (!h->rc) {
+            if (req) http_reply_error(req, 503, "redis unavailable");
+            return NULL;
+        }
+    }
+    return h->rc;
+}
+
+void http_redis_reset(http_srv *h)
+{
+    if (h->rc) redisFree(h->rc);
+    h->rc = NULL;
+}
+
+/* ---- /healthz /readyz /metrics ----------------------------------------------- */
+
+static void healthz(http_srv *h, struct evhttp_request *req)
+{
+    metrics_loop lp;
+    metrics_loop_read(&lp);
+    int64_t age = lp.tick_ms ? mono_ms() - lp.tick_ms : -1;
+    int loop_ok = age >= 0 && age < LOOP_STALE_MS;
+    int ok = lp.redis_up && !lp.draining && loop_ok;
+    (void)h;
+    http_reply_json(req, ok ? 200 : 503,
+                    json_pack("{s:b,s:b,s:b,s:i,s:b}", "ok", ok, "redis", lp.redis_up, "draining",
+                              lp.draining, "inflight", lp.inflight, "loop", loop_ok));
+}
+
+static void readyz(http_srv *h, struct evhttp_request *req)
+{
+    json_t *o = ready_get(h->ready);
+    http_reply_json(req, json_is_true(json_object_get(o, "ready")) ? 200 : 503, o);
+}
+
+static void queue_gauges(FILE *f, const char *q, const json_t *fig)
+{
+    static const struct { const char *name, *field, *help; } g[] = {
+        {"snapworker_queue_depth", "depth",
+         "Unfinished jobs in the queue's streams (all priorities), running ones included."},
+        {"snapworker_queue_pending", "pending", "Entries delivered to a worker and not finished."},
+        {"snapworker_queue_lag", "lag",
+         "Entries not yet delivered to any worker (depth - pending)."},
+        {"snapworker_queue_delayed", "delayed", "Jobs waiting for a retry or their run_at time."},
+        {"snapworker_queue_dead", "dead", "Entries in the dead-letter stream."},
+        {"snapworker_queue_oldest_age_seconds", "oldest_age_s",
+         "Age of the oldest unfinished entry (0 when the streams are empty)."},
+        {"snapworker_queue_live_workers", "live_workers",
+         "Consumers of the queue seen within the lease time."},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        evbuffer_add_printf(b, "snapworker_jobs_total{queue=\"%s\",outcome=\"%s\"} %llu\n", s->queue,
-                            rows[i].outcome, (unsigned long long)rows[i].v);
-    evbuffer_add_printf(b, "# TYPE snapworker_inflight gauge\nsnapworker_inflight{queue=\"%s\"} %d\n",
-                        s->queue, s->inflight);
-    evbuffer_add_printf(b, "# TYPE snapworker_redis_up gauge\nsnapworker_redis_up %d\n", s->redis_up);
-    evbuffer_add_printf(b, "# TYPE snapworker_draining gauge\nsnapworker_draining %d\n", s->draining);
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", g[i].name, g[i].help, g[i].name);
+        json_t *v = json_object_get(fig, g[i].field);
+        if (fig) fprintf(f, "%s{queue=\"%s\"} %.17g\n", g[i].name, q, json_number_value(v));
+    }
+    fprintf(f, "# HELP snapworker_queue_stream_length Entries in one priority stream.\n"
+               "# TYPE snapworker_queue_stream_length gauge\n");
+    const char *pr;
+    json_t *v;
+    json_object_foreach(json_object_get(fig, "streams"), pr, v)
+        fprintf(f, "snapworker_queue_stream_length{queue=\"%s\",priority=\"%s\"} %lld\n", q, pr,
+                (long long)json_integer_value(v));
+    fprintf(f, "# HELP snapworker_queue_figures_age_seconds Age of the shared queue figures.\n"
+               "# TYPE snapworker_queue_figures_age_seconds gauge\n");
+    if (fig)
+        fprintf(f, "snapworker_queue_figures_age_seconds{queue=\"%s\"} %.3f\n", q,
+                (double)json_integer_value(json_object_get(fig, "age_ms")) / 1000.0);
+}
+
+static void metrics(http_srv *h, struct evhttp_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    char q[160];
+    metrics_label(h->st->queue, q, sizeof q);
+    metrics_render(f, h->st->queue, SNAPWORKER_VERSION);
+    json_t *fig = NULL;
+    redisContext *rc = http_redis(h, NULL);
+    if (rc) {
+        sw_err e;
+        fig = ops_queue_figures_shared(rc, h->cfg, h->st->queue, h->cfg->metrics_interval_s * 1000, &e);
+        if (!fig) http_redis_reset(h);
+    }
+    queue_gauges(f, q, fig); /* families without samples when Redis did not answer */
+    fprintf(f, "# HELP snapworker_queue_figures_up 1 when the queue figures above were read.\n"
+               "# TYPE snapworker_queue_figures_up gauge\nsnapworker_queue_figures_up %d\n",
+            fig != NULL);
+    json_decref(fig);
+    fclose(f);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, len);
+    free(text);
+    http_base_headers(req);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4");
-    close_after(req);
+                      "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    http_srv *h = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path) path = "/";
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    int get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics")) {
+        if (!get) http_reply_error(req, 405, "GET only");
+        else if (path[1] == 'h') healthz(h, req);
+        else if (path[1] == 'r') readyz(h, req);
+        else metrics(h, req);
+        return;
+    }
+    if (http_api_route(h, req, path)) return;
+    http_reply_error(req, 404, "not found");
+}
+
+/* ---- the thread ------------------------------------------------------------ */
+
+static void wake_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)ev;
+    char buf[8];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    event_base_loopbreak(((http_srv *)arg)->base);
+}
+
+static void *http_main(void *arg)
+{
+    http_srv *h = arg;
+    event_base_dispatch(h->base);
+    /* everything the thread made is freed by the thread */
+    if (h->http) evhttp_free(h->http); /* every admitted connection: on_close */
+    h->http = NULL;
+    while (h->conns) release(h->conns); /* not adopted yet: evhttp has let go of them */
+    http_redis_reset(h);
+    return NULL;
 }
 
 http_srv *http_start(struct event_base *base, const char *addr, int max_conns, int timeout_s,
                      const worker_stats *st)
 {
+    (void)base;
     char host[256];
     const char *colon = strrchr(addr, ':');
     if (!colon || (size_t)(colon - addr) >= sizeof host) return NULL;
@@ -225,35 +374,62 @@ http_srv *http_start(struct event_base *base, const char *addr, int max_conns, i
     int port = atoi(colon + 1);
     http_srv *h = xcalloc(1, sizeof *h);
     h->st = st;
-    h->base = base;
+    h->cfg = st->cfg;
+    h->wake[0] = h->wake[1] = -1;
     h->max_conns = max_conns > 0 ? max_conns : 1;
     h->timeout_s = timeout_s > 0 ? timeout_s : 1;
-    h->adopt_ev = event_new(base, -1, 0, adopt_cb, h);
-    h->tick = evtimer_new(base, tick_cb, h);
-    h->http = evhttp_new(base);
-    if (!h->http || !h->adopt_ev || !h->tick ||
+    h->base = event_base_new();
+    if (!h->base || pipe2(h->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no event base", NULL);
+        http_stop(h);
+        return NULL;
+    }
+    h->adopt_ev = event_new(h->base, -1, 0, adopt_cb, h);
+    h->tick = evtimer_new(h->base, tick_cb, h);
+    h->wake_ev = event_new(h->base, h->wake[0], EV_READ | EV_PERSIST, wake_cb, h);
+    h->http = evhttp_new(h->base);
+    if (!h->http || !h->adopt_ev || !h->tick || !h->wake_ev || event_add(h->wake_ev, NULL) != 0 ||
         evhttp_bind_socket(h->http, host, (unsigned short)port) != 0) {
         log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, NULL);
         http_stop(h);
         return NULL;
     }
-    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(h->http, HEADERS_MAX);
     evhttp_set_max_body_size(h->http, BODY_MAX);
     evhttp_set_timeout(h->http, h->timeout_s); /* idle reads and writes; the tick bounds the total */
     evhttp_set_bevcb(h->http, new_bev, h);
-    evhttp_set_cb(h->http, "/healthz", healthz, h);
-    evhttp_set_cb(h->http, "/metrics", metrics, h);
-    log_msg(LOG_INFO, "http_listening", "addr", addr, NULL);
+    evhttp_set_gencb(h->http, route, h);
+    h->ready = ready_start(h->cfg);
+    if (!h->ready || pthread_create(&h->th, NULL, http_main, h) != 0) {
+        log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no thread", NULL);
+        http_stop(h);
+        return NULL;
+    }
+    h->th_started = 1;
+    log_msg(LOG_INFO, "http_listening", "addr", addr, "actions",
+            *h->cfg->http_token ? "token" : "off", NULL);
     return h;
 }
 
 void http_stop(http_srv *h)
 {
     if (!h) return;
-    if (h->http) evhttp_free(h->http); /* every admitted connection: on_close */
-    while (h->conns) release(h->conns); /* not adopted yet: evhttp has let go of them */
+    if (h->th_started) {
+        char one = 1;
+        while (write(h->wake[1], &one, 1) < 0 && errno == EINTR) {
+        }
+        pthread_join(h->th, NULL);
+    } else {
+        if (h->http) evhttp_free(h->http);
+        while (h->conns) release(h->conns);
+    }
+    ready_stop(h->ready);
     if (h->adopt_ev) event_free(h->adopt_ev);
     if (h->tick) event_free(h->tick);
+    if (h->wake_ev) event_free(h->wake_ev);
+    if (h->wake[0] >= 0) close(h->wake[0]);
+    if (h->wake[1] >= 0) close(h->wake[1]);
+    if (h->base) event_base_free(h->base);
     free(h);
 }

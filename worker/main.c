@@ -10,9 +10,8 @@
 #include "common/log.h"
 #include "worker/cli.h"
 #include "worker/schedule.h"
+#include "worker/version.h"
 #include "worker/worker.h"
-
-#define SNAPWORKER_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
@@ -28,6 +27,9 @@ static void usage(FILE *f)
             "  store put|get|head|rm|ls ...  use the snapshot store\n"
             "  migrate                 apply database migrations\n"
             "  schedule                run the lifecycle scheduler (sweep, prune) in the foreground\n"
+            "  stats [--json] [--watch [S]]  queue figures: depth, pending, delayed, dead, workers\n"
+            "  ls [--state S] [--type T]     jobs by state (queued, running, delayed, dead, ...)\n"
+            "  config --markdown       print the configuration reference\n"
             "  version                 print the version\n\n",
             SNAPWORKER_VERSION);
 }
@@ -101,6 +103,12 @@ int main(int argc, char **argv)
         if (rc == 2) fprintf(stderr, "snapworker schedule: unexpected argument '%s'\n", argv[argi + 1]);
     } else if (!strcmp(cmd, "migrate")) {
         rc = cli_migrate_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "stats")) {
+        rc = cli_stats_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "ls")) {
+        rc = cli_ls_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "config")) {
+        rc = cli_config_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "db-tool")) { /* hidden: used by the integration tests */
         rc = cli_dbtool_main(&c, argc - argi, argv + argi);
     } else {

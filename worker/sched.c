@@ -214,6 +214,7 @@ static void reclaim_cb(worker *w, redisReply *r, void *ud)
     snprintf(w->reclaim_cursor[sidx], sizeof w->reclaim_cursor[sidx], "%s",
              r->element[0]->str ? r->element[0]->str : "0-0");
     size_t n = wk_take_entries(w, sidx, r->element[1], 0, NULL, 0, 1);
+    metrics_count(MC_RECLAIMED, n);
     if (n > 0)
         log_msg(LOG_INFO, "jobs_reclaimed", "count", "some", "priority", payload_prio_name(sidx),
                 NULL);

@@ -150,6 +150,7 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
         const char *res = (i < r->elements && r->element[i]->str) ? r->element[i]->str : "lost";
         log_outcome(w, it, res);
         count_outcome(&w->stats, it->outcome, res);
+        metrics_job_done(it->type ? it->type->name : NULL, it->outcome, res, it->duration_ms);
         wk_untrack_free(w, it);
         it = nx;
         i++;
@@ -758,6 +759,7 @@ int worker_run(worker *w)
     log_msg(LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
     w->stats.consumer = w->name;
     w->stats.queue = w->cfg->queue;
+    w->stats.cfg = w->cfg;
     if (*w->cfg->http_addr &&
         !(w->http = http_start(w->base, w->cfg->http_addr, w->cfg->http_max_connections,
                                w->cfg->http_timeout_s, &w->stats)))

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """tests/fixtures-gen/gen_onyx.py - expected bytes for tests/unit/test_onyx.c.
 
-Builds each opencode.json as a Python dict exactly as ONYX-COMPAT.md describes and writes
+Builds each opencode.json as a Python dict exactly as docs/onyx-compat.md describes and writes
 json.dumps(cfg); renders AGENTS.md pieces with a Python implementation of the spec (the DESC
 walk, provider display names, sequential str.replace). The outputs are committed under
 tests/unit/fixtures/onyx/, so the unit tests need no Python. Rerun after changing a case, the
@@ -9,7 +9,7 @@ built-in template (jobs/templates/AGENTS.md) or the org-info text:
 
     /usr/bin/python3 tests/fixtures-gen/gen_onyx.py
 
-Where ONYX-COMPAT.md is silent (no provider, no model) the dicts follow snapworker's documented
+Where docs/onyx-compat.md is silent (no provider, no model) the dicts follow snapworker's documented
 choice (docs/onyx-compat.md), marked "snapworker choice" below.
 """
 import json
@@ -141,7 +141,7 @@ def display(provider):
 
 
 def description(path):
-    """DESC of ONYX-COMPAT.md, on Python's own text-mode read (universal newlines)."""
+    """DESC of docs/onyx-compat.md, on Python's own text-mode read (universal newlines)."""
     try:
         content = path.read_text(encoding="utf-8")
     except Exception:

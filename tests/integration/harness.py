@@ -47,6 +47,11 @@ class Services:
             args.append("kill")
         subprocess.run(args, check=True)
 
+    def postgres(self, verb):
+        """'stop' or 'start' PostgreSQL on the same port and data (readiness tests)."""
+        subprocess.run([os.path.join(ROOT, "scripts/services"), verb + "-postgres", self.dir],
+                       check=True)
+
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts/services"), "stop", self.dir], check=False)
         if os.environ.get("SW_KEEP_TMP") != "1":  # set it to keep logs and data for a look

@@ -198,7 +198,7 @@ class QueueBasics(SWTestCase):
         self.assertEqual(self.cli("job", "no-such-job").returncode, 1)
 
     def test_an_api_key_is_kept_only_in_the_dead_entry_and_requeue_still_uses_it(self):
-        # issue 10 item 4 (DESIGN §8b): the key used to be printed by `dead list`
+        # issue 10 item 4 (docs/operations.md "Secrets in payloads"): the key used to be printed by `dead list`
         key = "sk-live-REDACTME-0123456789"
         w = self.start_worker()
         sb, ss = new_uuid(), new_uuid()

@@ -1,4 +1,4 @@
-/* tests/unit/test_payload.c — payload v1 parsing and id validation (DESIGN.md §3). */
+/* tests/unit/test_payload.c — payload v1 parsing and id validation (docs/contract.md §2). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

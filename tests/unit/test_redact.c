@@ -1,4 +1,4 @@
-/* tests/unit/test_redact.c — secrets hidden from people (common/redact.h, DESIGN.md §8b):
+/* tests/unit/test_redact.c — secrets hidden from people (common/redact.h, docs/operations.md "Secrets in payloads"):
  * the name rule, nested objects, arrays of objects, non-string values, the original
  * untouched, broken and cut JSON text, by-value scrubbing, jansson error texts. */
 #include <setjmp.h>
