@@ -674,13 +674,15 @@ json_t *ops_dead_requeue(redisContext *rc, const cfg *c, const char *queue, cons
         sw_errf(err, SW_E_INVALID_PAYLOAD, false, "not a dead entry id");
         return NULL;
     }
-    char k_dead[300], k_stream[300], prefix[300];
+    char k_dead[300], k_hi[300], k_stream[300], k_lo[300], prefix[300];
     qkey(c, queue, "dead", k_dead, sizeof k_dead);
+    qkey(c, queue, "stream:high", k_hi, sizeof k_hi);
     qkey(c, queue, "stream", k_stream, sizeof k_stream);
+    qkey(c, queue, "stream:low", k_lo, sizeof k_lo);
     qkey(c, queue, "job:", prefix, sizeof prefix);
-    /* the same call as `snapworker dead requeue` (worker/cli.c) */
-    redisReply *r = cmd(rc, err, "EVAL %s 2 %s %s %s %s", scr_source(SCR_REQUEUE_DEAD), k_dead,
-                        k_stream, id, prefix);
+    /* the same call as `snapworker dead requeue` (worker/cli.c): back to its priority's stream */
+    redisReply *r = cmd(rc, err, "EVAL %s 4 %s %s %s %s %s %s", scr_source(SCR_REQUEUE_DEAD),
+                        k_dead, k_hi, k_stream, k_lo, id, prefix);
     if (!r) return NULL;
     json_t *out = NULL;
     if (r->type == REDIS_REPLY_STRING)
