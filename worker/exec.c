@@ -197,9 +197,14 @@ static void run_item(thread_state *ts, item *it)
     redact_values secrets;
     redact_values_collect(it->req.args, &secrets);
     it->started_ms = job_now_ms();
+    /* The return value decides, never err.code: a lower layer may have filled err for an
+     * attempt it then retried with success (an S3 503 retried, a 412 adopted), and
+     * reading that stale code failed jobs that had succeeded (bench/drills store-faults). */
+    bool failed = false;
     if (it->poison) {
         sw_errf(&err, SW_E_INTERNAL, false, "delivered %d times without finishing (poison)",
                 it->deliveries);
+        failed = true;
     } else {
         json_t *result = NULL;
         int rc = it->type->run(&ctx, &result, &err);
@@ -213,6 +218,7 @@ static void run_item(thread_state *ts, item *it)
             json_decref(result);
             it->outcome = "succeeded";
         } else {
+            failed = true;
             json_decref(result);
             if (err.code == SW_OK) sw_errc(&err, SW_E_INTERNAL, "job failed without a reason");
             if (job_now_ms() >= ctx.deadline_ms && err.code != SW_E_TIMEOUT)
@@ -220,7 +226,7 @@ static void run_item(thread_state *ts, item *it)
                         sw_code_name(err.code));
         }
     }
-    if (err.code != SW_OK) {
+    if (failed) {
         redact_text_values(err.msg, sizeof err.msg, &secrets);
         item_fail(it, c, &err);
     }
