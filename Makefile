@@ -27,7 +27,7 @@ B ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o) $(B)/gen/embedded.o
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all run test unit unit-run asan asan-build integration bench install clean \
+.PHONY: all run test unit unit-run asan asan-build integration bench drills charts install clean \
         fuzz fuzz-ci fuzz-build fuzz-kubeconfig
 all: snapworker
 
@@ -144,6 +144,16 @@ run: bootstrap-quiet all
 
 bench: bootstrap-quiet all
 	@bench/run-all
+
+# drills: fault drills on real servers; rewrites the table of docs/reliability.md (under 10
+# minutes on 2 cores; root for the tmpfs of the disk-full drill). DRILL=name runs one.
+DRILL ?=
+drills: bootstrap-quiet all
+	bench/drills $(DRILL)
+
+# charts: docs/img/*.png from the latest results in build/bench/ (bench/run-all calls it).
+charts:
+	bench/charts
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

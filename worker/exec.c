@@ -270,13 +270,17 @@ static void run_item(thread_state *ts, item *it)
     redact_values secrets;
     redact_values_collect(it->req.args, &secrets);
     it->started_ms = job_now_ms();
-    bool ran = false;
+    /* The return value decides, never err.code: a lower layer may have filled err for an
+     * attempt it then retried with success (an S3 503 retried, a 412 adopted), and
+     * reading that stale code failed jobs that had succeeded (bench/drills store-faults). */
+    bool ran = false, failed = false;
     metrics_job_started(it->entry);
     if (atomic_load(&it->cancel_req)) {
         set_cancelled(it, "cancelled before it started");
     } else if (it->poison) {
         sw_errf(&err, SW_E_INTERNAL, false, "delivered %d times without finishing (poison)",
                 it->deliveries);
+        failed = true;
     } else {
         json_t *result = NULL;
         ran = true;
@@ -292,6 +296,7 @@ static void run_item(thread_state *ts, item *it)
             json_decref(result);
             it->outcome = "succeeded";
         } else {
+            failed = true;
             json_decref(result);
             if (err.code == SW_OK) sw_errc(&err, SW_E_INTERNAL, "job failed without a reason");
             if (job_now_ms() >= ctx.deadline_ms && err.code != SW_E_TIMEOUT)
@@ -299,7 +304,7 @@ static void run_item(thread_state *ts, item *it)
                         sw_code_name(err.code));
         }
     }
-    if (err.code != SW_OK) {
+    if (failed) {
         redact_text_values(err.msg, sizeof err.msg, &secrets);
         item_fail(it, c, &err);
         /* stopped at a checkpoint because a producer cancelled it: undo like dead */

@@ -14,9 +14,13 @@ It prints "PORT=<n>" once listening. Control endpoints (not signed):
     POST /__proxy/rules   JSON list of rules, replacing the current ones:
         {"method": "GET", "query": "partNumber=2", "path": "substr", "suffix": ".tar.gz",
          "header": "range",
-         "action": "status|drop|stall|delay_body", "status": 503, "code": "SlowDown",
+         "action": "status|drop|stall|delay_body|reset", "status": 503, "code": "SlowDown",
          "count": N (-1 = every time), "after_bytes": B (drop), "stall_s": S (stall and
-         delay_body: wait S seconds before reading the request body, then go on)}
+         delay_body: wait S seconds before reading the request body, then go on),
+         "every": K (optional: only every K-th matching request is faulted, the others
+         pass; counted per rule), "forward": true (reset only: the request reaches S3 first,
+         then the client gets the reset instead of the answer)}
+        "reset" closes the connection with a TCP RST (SO_LINGER 0) and no answer.
     A body shorter than its Content-Length (the client died or gave up mid-body) is
     answered 400 IncompleteBody and never forwarded, as S3 does (s3rver would store
     the bytes that did arrive).
@@ -44,6 +48,7 @@ import hmac
 import http.client
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -257,6 +262,10 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 if r.get("header") and self.headers.get(r["header"]) is None:
                     continue
+                if r.get("every", 0) > 1:
+                    r["_seen"] = r.get("_seen", 0) + 1
+                    if r["_seen"] % r["every"]:
+                        continue
                 if r.get("count", -1) > 0:
                     r["count"] -= 1
                 st.faults += 1
@@ -309,6 +318,23 @@ class Handler(BaseHTTPRequestHandler):
         if rule and rule["action"] == "stall":
             entry["result"] = "stall"
             time.sleep(rule.get("stall_s", 30))
+            self.close_connection = True
+            return
+        if rule and rule["action"] == "reset":
+            entry["result"] = "reset"
+            if rule.get("forward"):  # single requests only (PUT, GET, ...), not multipart
+                bucket, key = self.bucket_and_key()
+                with st.write_lock:
+                    if (self.headers.get("If-None-Match") == "*" and key
+                            and self.exists(bucket, key)):
+                        entry["result"] = "precondition failed"
+                        return self.send_simple(*s3_error(412, "PreconditionFailed", "At least "
+                                                          "one of the pre-conditions you "
+                                                          "specified did not hold"))
+                    self.forward_silently(body)
+                entry["result"] = "forwarded, reset"
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
             self.close_connection = True
             return
         if rule and rule["action"] == "hold":
@@ -413,6 +439,18 @@ class Handler(BaseHTTPRequestHandler):
         entry["result"] = "listed uploads"
         self.send_simple(200, "".join(parts).encode())
         return True
+
+    def forward_silently(self, body):
+        """Send the request upstream and drop its answer (the client never sees it)."""
+        up = urllib.parse.urlsplit(self.server.state.args.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in HOP and k.lower() != "if-none-match"}
+        try:
+            conn.request(self.command, self.path, body=body if body else None, headers=headers)
+            conn.getresponse().read()
+        finally:
+            conn.close()
 
     def forward(self, body, drop, capture=False):
         """Send the request upstream and its answer back; returns the status (and the
