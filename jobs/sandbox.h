@@ -132,7 +132,8 @@ extern const sb_ops sb_local_ops;
 extern const sb_ops sb_k8s_ops;
 const sb_ops *sb_k8s_ops_get(void);
 /* The kubernetes halves of list_sessions and teardown (jobs/sandbox_k8s_sleep.c), for
- * sb_k8s_ops to point at: `ls` of /workspace/sessions in the sync container, and DELETE of
+ * sb_k8s_ops to point at: `ls` of /workspace/sessions in the sync container (a pod that a GET
+ * says is gone: no sessions), and DELETE of
  * the service and the pod named prefix + sandbox_id[0:8], each with the uid precondition
  * read by a GET first (a re-created object of the same name is never deleted). */
 int sb_k8s_list_sessions(const cfg *c, const char *sandbox_id, char ***ids, size_t *n,

@@ -66,6 +66,27 @@ static const char SH_ARCHIVE[] =
     "fi\n"
     "exec tar -c -z -f - -C \"$d\" outputs\n";
 
+/* $1 session dir. The names of outputs/ (and, as SH_ARCHIVE decides, attachments/) and of
+ * everything below them, each ended by a NUL, relative to the session folder: find prints a
+ * folder before its contents and a folder's subtree in one run (xlist_name relies on it). */
+static const char SH_LIST[] =
+    "cd \"$1\" || exit 1\n"
+    "if [ -d attachments ] && [ ! -L attachments ] &&\n"
+    "   [ -n \"$(ls -A attachments 2>/dev/null)\" ]; then\n"
+    "  exec find outputs attachments -print0\n"
+    "fi\n"
+    "exec find outputs -print0\n";
+
+/* $1 session dir, $2 byte count of the exclude list on stdin, $3 "1" = attachments/ too.
+ * SH_ARCHIVE with `-X -`: tar reads the list (one exact member name a line, escaped by
+ * xlist_escape) from its stdin before it archives. All $2 bytes are read even when tar
+ * fails first (see SH_EXTRACT). */
+static const char SH_ARCHIVE_X[] =
+    "d=$1 n=$2 a=$3\n"
+    "set -- outputs\n"
+    "if [ \"$a\" = 1 ]; then set -- outputs attachments; fi\n"
+    "head -c \"$n\" | { rc=0; tar -c -z -f - -X - -C \"$d\" \"$@\" || rc=$?; cat > /dev/null; exit $rc; }\n";
+
 /* Undo an uncommitted swap of session $1 (outputs/ already out or never in): the journal's
  * markers say whether attachments/ is the restore's (then it goes) and what was there
  * before. Shared by stage_begin (crash recovery) and stage_unswap. */
@@ -440,19 +461,266 @@ static int arch_out_cb(void *p, const char *buf, size_t n)
     return 0;
 }
 
+/* ------------------------------------------------------------------ snapshot excludes
+ * The pod's tar cannot apply our patterns (common/excl.h): GNU and busybox tar both take
+ * `-X FILE` (busybox with FEATURE_TAR_FROM), but match each line unanchored (at any '/' of
+ * a member name), as a glob (GNU: `*` crosses '/', busybox: it does not), GNU trims trailing
+ * white space, and neither knows `**`. So the decision is made here, with excl_match() as on
+ * local: SH_LIST names the tree, every top-most member that matches goes into the list as an
+ * exact name (the wildcards escaped, so a line matches only that name), and tar gets the list
+ * on stdin (SH_ARCHIVE_X). What a line cannot say exactly is refused before tar runs:
+ *   - a name with a newline (the list is one name a line on both tars);
+ *   - a member kept by the patterns whose name ENDS in an excluded name at a '/', e.g.
+ *     "outputs/a/outputs/web/node_modules" when "outputs/web/node_modules" is excluded: both
+ *     tars would leave it out too (unanchored), and neither has an anchor both accept.
+ * Both are SW_E_INVALID_PAYLOAD naming the pattern (never the file name). docs/lifecycle.md
+ * "Snapshot excludes on kubernetes". */
+
+#define XLIST_NAME_MAX (64 * 1024)       /* one name from find */
+#define XLIST_MAX (16 * 1024 * 1024)     /* bytes of names kept (the list and the candidates) */
+
+typedef struct xlist {
+    const excl *ex;
+    char *cur;                     /* the name being read (up to its NUL) */
+    size_t cur_len, cur_cap;
+    char **tops;                   /* top-most excluded names, in find's order */
+    size_t ntops, tops_cap;
+    char **cand;                   /* kept names with an inner outputs/ or attachments/ */
+    size_t ncand, cand_cap;
+    size_t kept_bytes;
+    bool attachments;              /* the listing has attachments/ */
+    bool failed;
+    sw_err err;
+} xlist;
+
+static void strv_push(char ***v, size_t *n, size_t *cap, char *s)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *v = xrealloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = s;
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+static void xlist_free(xlist *x)
+{
+    free(x->cur);
+    strv_free(x->tops, x->ntops);
+    strv_free(x->cand, x->ncand);
+}
+
+/* The first pattern that matches 'name' (for messages). */
+static const char *xlist_pattern(const excl *ex, const char *name)
+{
+    for (size_t i = 0; i < excl_count(ex); i++)
+        if (excl_match_one(excl_get(ex, i), name)) return excl_get(ex, i);
+    return "?";
+}
+
+/* true when a component of 'name' after its first is "outputs" or "attachments": only such
+ * a name can end in an excluded name (every one starts with a root). */
+static bool has_inner_root(const char *name)
+{
+    for (const char *p = strchr(name, '/'); p; p = strchr(p + 1, '/'))
+        if (!strncmp(p + 1, "outputs/", 8) || !strncmp(p + 1, "attachments/", 12) ||
+            !strcmp(p + 1, "outputs") || !strcmp(p + 1, "attachments"))
+            return true;
+    return false;
+}
+
+/* One complete name from SH_LIST. */
+static int xlist_name(xlist *x, const char *name, size_t len)
+{
+    if (!strcmp(name, "outputs")) return 0;
+    if (!strcmp(name, "attachments")) {
+        x->attachments = true;
+        return 0;
+    }
+    if (strncmp(name, "outputs/", 8) != 0 && strncmp(name, "attachments/", 12) != 0)
+        return sw_errf(&x->err, SW_E_BACKEND, false, "file list: a name outside outputs/ and "
+                       "attachments/");
+    if (x->ntops) {   /* below the last excluded folder: gone with it */
+        const char *t = x->tops[x->ntops - 1];
+        size_t tl = strlen(t);
+        if (len > tl && name[tl] == '/' && !memcmp(name, t, tl)) return 0;
+    }
+    bool out = excl_match(x->ex, name);
+    if (!out && !has_inner_root(name)) return 0;
+    if (out && memchr(name, '\n', len))
+        return sw_errf(&x->err, SW_E_INVALID_PAYLOAD, false, "exclude pattern '%.64s' matches a "
+                       "name with a newline, which tar's exclude list cannot hold",
+                       xlist_pattern(x->ex, name));
+    if ((x->kept_bytes += len + 1) > XLIST_MAX)
+        return sw_errf(&x->err, SW_E_BACKEND, false, "file list: over %d MiB of names to "
+                       "exclude or check", XLIST_MAX >> 20);
+    if (out) strv_push(&x->tops, &x->ntops, &x->tops_cap, xstrdup(name));
+    else strv_push(&x->cand, &x->ncand, &x->cand_cap, xstrdup(name));
+    return 0;
+}
+
+static int xlist_cb(void *p, const char *buf, size_t n)
+{
+    xlist *x = p;
+    for (size_t i = 0; i < n && !x->failed; i++) {
+        if (x->cur_len + 1 >= x->cur_cap) {
+            if (x->cur_cap >= XLIST_NAME_MAX) {
+                sw_errf(&x->err, SW_E_BACKEND, false, "file list: a name over %d bytes",
+                        XLIST_NAME_MAX);
+                x->failed = true;
+                break;
+            }
+            x->cur_cap = x->cur_cap ? x->cur_cap * 2 : 256;
+            x->cur = xrealloc(x->cur, x->cur_cap);
+        }
+        x->cur[x->cur_len] = buf[i];
+        if (buf[i] != '\0') {
+            x->cur_len++;
+            continue;
+        }
+        if (xlist_name(x, x->cur, x->cur_len) != 0) x->failed = true;
+        x->cur_len = 0;
+    }
+    return x->failed ? -1 : 0;
+}
+
+static int by_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A kept name that ends, at a '/', in an excluded one: tar would leave it out too. */
+static int xlist_check(xlist *x)
+{
+    char **sorted = xmalloc((x->ntops + 1) * sizeof *sorted);
+    memcpy(sorted, x->tops, x->ntops * sizeof *sorted);
+    qsort(sorted, x->ntops, sizeof *sorted, by_str);
+    int rc = 0;
+    for (size_t i = 0; i < x->ncand && rc == 0; i++)
+        for (const char *p = strchr(x->cand[i], '/'); p && rc == 0; p = strchr(p + 1, '/')) {
+            const char *suffix = p + 1;
+            char **hit = bsearch(&suffix, sorted, x->ntops, sizeof *sorted, by_str);
+            if (hit)
+                rc = sw_errf(&x->err, SW_E_INVALID_PAYLOAD, false, "exclude pattern '%.64s' "
+                             "cannot be applied exactly by the pod's tar: a kept member's name "
+                             "ends in a name it leaves out (tar's exclude list is unanchored)",
+                             xlist_pattern(x->ex, *hit));
+        }
+    free(sorted);
+    return rc;
+}
+
+/* One line of the exclude list for 'name' (no newline in it): tar's wildcards and '\'
+ * escaped with '\' (both tars' fnmatch, and GNU's literal table, read "\*" as '*'); trailing
+ * white space as a one-character bracket ("[ ]"), since GNU drops it from a line. */
+static void xlist_escape(const char *name, char **buf, size_t *len, size_t *cap)
+{
+    size_t n = strlen(name), keep = n;
+    while (keep > 0 && strchr(" \t\v\f\r", name[keep - 1])) keep--;
+    size_t need = *len + 2 * keep + 3 * (n - keep) + 2;
+    if (need > *cap) {
+        *cap = need * 2;
+        *buf = xrealloc(*buf, *cap);
+    }
+    char *o = *buf + *len;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (i >= keep) {
+            *o++ = '[';
+            *o++ = c;
+            *o++ = ']';
+            continue;
+        }
+        if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') *o++ = '\\';
+        *o++ = c;
+    }
+    *o++ = '\n';
+    *len = (size_t)(o - *buf);
+}
+
+/* SH_LIST in the pod, then the list for SH_ARCHIVE_X into *list (owned, *len bytes; 0 bytes
+ * = nothing to leave out) and whether attachments/ goes in. */
+static int exclude_list(const sb_session *s, char **list, size_t *len, bool *attachments,
+                        sw_err *err)
+{
+    const char *argv[] = {"sh", "-c", SH_LIST, "sh", s->dir, NULL};
+    xlist x = {.ex = s->exclude};
+    cmd c = {.container = s->cfg->k8s_sync_container, .name = "snapshot file list",
+             .argv = argv, .stream = true, .out = xlist_cb, .out_arg = &x};
+    size_t cap = 0;
+    int rc = run(s, &c, err);
+    *list = NULL;
+    *len = 0;
+    if (rc != 0 && x.failed) *err = x.err;
+    /* find's 1: something vanished or was unreadable while it walked; tar has the last word
+     * on what exists (and fails on what it cannot read) */
+    if (rc == 0 && c.exit_code != 0 && c.exit_code != 1) rc = fail_exit(s, &c, false, err);
+    if (rc == 0 && x.cur_len) rc = sw_errf(err, SW_E_BACKEND, true, "snapshot file list in pod "
+                                           "%s: cut short", pod_of(s));
+    if (rc == 0 && xlist_check(&x) != 0) {
+        *err = x.err;
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < x.ntops; i++) xlist_escape(x.tops[i], list, len, &cap);
+    *attachments = x.attachments;
+    xlist_free(&x);
+    if (rc != 0) {
+        free(*list);
+        *list = NULL;
+        *len = 0;
+    }
+    return rc;
+}
+
+typedef struct mem_in {
+    const char *p;
+    size_t n, off;
+} mem_in;
+
+static ssize_t mem_read(void *arg, char *buf, size_t n)
+{
+    mem_in *m = arg;
+    if (n > m->n - m->off) n = m->n - m->off;
+    memcpy(buf, m->p + m->off, n);
+    m->off += n;
+    return (ssize_t)n;
+}
+
 /* The pod's tar streams into the sink untouched (compressed all the way); a second thread
  * reads the same bytes to count members and file bytes, and to prove the stream is a whole
  * tar.gz before the store commits it. GNU tar's exit 1 ("file changed as we read it") is
- * accepted when that proof holds: the archive is complete, as arc_write_session's would be. */
+ * accepted when that proof holds: the archive is complete, as arc_write_session's would be.
+ * With exclude patterns, the file list comes first (above). */
 static int k8s_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_stats *st,
                        sw_err *err)
 {
-    const char *argv[] = {"sh", "-c", SH_ARCHIVE, "sh", s->dir, NULL};
+    char *list = NULL, slen[32];
+    size_t len = 0;
+    bool att = false;
+    if (excl_count(s->exclude) > 0 && exclude_list(s, &list, &len, &att, err) != 0) return -1;
+    snprintf(slen, sizeof slen, "%zu", len);
+    const char *plain[] = {"sh", "-c", SH_ARCHIVE, "sh", s->dir, NULL};
+    const char *xargv[] = {"sh", "-c", SH_ARCHIVE_X, "sh", s->dir, slen, att ? "1" : "0", NULL};
+    mem_in in = {list, len, 0};
     arch_out a = {.sink = sink, .arg = arg};
-    if (!(a.count = arc_counter_start(err))) return -1;
-    cmd c = {.container = s->cfg->k8s_sync_container, .name = "snapshot tar", .argv = argv,
-             .stream = true, .out = arch_out_cb, .out_arg = &a};
+    if (!(a.count = arc_counter_start(err))) {
+        free(list);
+        return -1;
+    }
+    cmd c = {.container = s->cfg->k8s_sync_container, .name = "snapshot tar",
+             .argv = len ? xargv : plain, .stream = true, .out = arch_out_cb, .out_arg = &a};
+    if (len) {
+        c.in = mem_read;
+        c.in_arg = &in;
+        c.in_len = (int64_t)len;
+    }
     int rc = run(s, &c, err);
+    free(list);
     if (rc != 0 && a.sink_failed) *err = a.sink_err;
     if (rc == 0 && c.exit_code != 0 && c.exit_code != 1) rc = fail_exit(s, &c, false, err);
     if (rc != 0) {
@@ -879,6 +1147,8 @@ const sb_ops sb_k8s_ops = {
     .config_drop = k8s_config_drop,
     .webapp_start = k8s_webapp_start,
     .webapp_stop = k8s_webapp_stop,
+    .list_sessions = sb_k8s_list_sessions,   /* jobs/sandbox_k8s_sleep.c */
+    .teardown = sb_k8s_teardown,
 };
 
 const sb_ops *sb_k8s_ops_get(void)

@@ -65,8 +65,10 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* `ls -1A /workspace/sessions` in the sync container: argv only, no shell. A missing folder
- * (ls exits non-zero) counts as no sessions; a missing pod is what k8s_exec reports. */
+/* `ls -1A /workspace/sessions` in the sync container: argv only, no shell, bounded by
+ * SNAPWORKER_K8S_EXEC_TIMEOUT_S. A missing folder (ls exits non-zero) counts as no sessions,
+ * and so does a missing pod (the exec fails and a GET says 404): there is nothing left to
+ * snapshot, and the sleep goes on to its transaction and teardown (jobs/sandbox.h). */
 int sb_k8s_list_sessions(const cfg *c, const char *sandbox_id, char ***ids, size_t *n,
                          sw_err *err)
 {
@@ -81,9 +83,17 @@ int sb_k8s_list_sessions(const cfg *c, const char *sandbox_id, char ***ids, size
     out[0] = '\0';
     k8s_exec_req r = {.pod = pod, .container = c->k8s_sync_container, .argv = argv,
                       .name = "list sessions", .in_len = -1, .out_buf = out,
-                      .out_cap = LS_OUT_MAX};
+                      .out_cap = LS_OUT_MAX,
+                      .deadline_ms = job_now_ms() + (int64_t)c->k8s_exec_timeout_s * 1000};
     k8s_exec_res res = {0};
     int rc = k8s_exec(k, &r, &res, err);
+    if (rc != 0) {
+        sw_err e2;
+        if (k8s_get(k, "pods", pod, NULL, &e2) == 404) {   /* no pod: no sessions */
+            sw_err_clear(err);
+            rc = 0;
+        }
+    }
     k8s_client_free(k);
     if (rc == 0 && res.exit_code == 0) {
         size_t cap = 1;

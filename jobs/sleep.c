@@ -26,18 +26,16 @@
 typedef int (*list_fn)(const cfg *c, const char *sandbox_id, char ***ids, size_t *n, sw_err *err);
 typedef int (*teardown_fn)(const cfg *c, const char *sandbox_id, sw_err *err);
 
-/* The backend's sandbox-level ops. Until jobs/sandbox_k8s.c is built in, SANDBOX_BACKEND=
- * kubernetes still finds its two functions here (jobs/sandbox_k8s_sleep.c); its session
- * snapshots then fail with "not built in" like every other job of that backend. */
+/* The backend's sandbox-level ops, from its table only (jobs/sandbox.h). */
 static int backend(const cfg *c, list_fn *list, teardown_fn *teardown, sw_err *err)
 {
-    bool k8s = c->sandbox_backend && strcmp(c->sandbox_backend, "kubernetes") == 0;
     const sb_ops *ops = sb_backend_ops(c, err);
-    *list = ops && ops->list_sessions ? ops->list_sessions : k8s ? sb_k8s_list_sessions : NULL;
-    *teardown = ops && ops->teardown ? ops->teardown : k8s ? sb_k8s_teardown : NULL;
+    if (!ops) return -1;
+    *list = ops->list_sessions;
+    *teardown = ops->teardown;
     if (!*list || !*teardown)
         return sw_errf(err, SW_E_BACKEND, false, "sandbox backend '%s' cannot put sandboxes to "
-                       "sleep", c->sandbox_backend ? c->sandbox_backend : "local");
+                       "sleep", ops->name);
     return 0;
 }
 
