@@ -67,7 +67,8 @@ class Dashboard(SWTestCase):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
                 return r.status == 200
-        except OSError:
+        except OSError as e:
+            print("healthz:", repr(e), getattr(e, "read", lambda: b"")()[:200], flush=True)
             return False
 
     def fake_dead(self, message):
