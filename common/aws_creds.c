@@ -303,7 +303,8 @@ int64_t awsc_refresh_at(int64_t obtained, int64_t expires)
     if (expires == 0) return INT64_MAX;
     int64_t life = expires - obtained;
     if (life <= 0) return obtained;
-    int64_t margin = life / 2 < 300 ? life / 2 : 300;
+    int64_t half = (life + 1) / 2;                 /* rounded up: never after half-life */
+    int64_t margin = half < 300 ? half : 300;
     return expires - margin;
 }
 
