@@ -747,7 +747,8 @@ static int s3_del(void *impl, const char *key, sw_err *err)
 
 /* One ListObjectsV2 page (store_s3_priv.h). */
 char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
-                    int (*cb)(void *arg, const char *key, int64_t size), void *arg, bool *stop)
+                    int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                    bool *stop)
 {
     size_t pos = 0, b, l;
     while (!*stop && s3i_xml_span(xml, n, &pos, "Contents", &b, &l)) {
@@ -755,10 +756,13 @@ char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
         char *k = store_xml_take(xml + b, l, &p2, "Key");
         p2 = 0;
         char *sz = store_xml_take(xml + b, l, &p2, "Size");
+        p2 = 0;
+        char *lm = store_xml_take(xml + b, l, &p2, "LastModified");
         if (k && strlen(k) > cut && strncmp(k, full, strlen(full)) == 0)
-            *stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1) != 0;
+            *stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1, store_s3_parse_time(lm)) != 0;
         free(k);
         free(sz);
+        free(lm);
     }
     pos = 0;
     char *trunc = store_xml_take(xml, n, &pos, "IsTruncated");
@@ -774,8 +778,9 @@ char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
 }
 
 /* ListObjectsV2 pages; keys come back with the store prefix, which is cut. */
-static int s3_list(void *impl, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
-                   void *arg, sw_err *err)
+static int s3_list(void *impl, const char *prefix,
+                   int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                   sw_err *err)
 {
     s3 *s = impl;
     char *full = *s->prefix ? xasprintf("%s/%s", s->prefix, prefix) : xstrdup(prefix);

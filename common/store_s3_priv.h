@@ -141,12 +141,14 @@ int s3i_stream_rewind(s3i_stream *st, sw_err *err);
 size_t s3i_reader_take(s3_reader *r, const char *p, size_t n);
 
 /* The pure parsers of S3 answers in store_s3.c, split out for tests/fuzz/fuzz_s3_xml.c. */
-/* One ListObjectsV2 page xml[0..n) (NUL-ended): cb(arg, key + cut, size or -1) for each
+/* One ListObjectsV2 page xml[0..n) (NUL-ended): cb(arg, key + cut, size or -1,
+ * LastModified as unix seconds or -1) for each
  * <Contents> whose <Key> starts with 'full' and is longer than 'cut'; a non-zero return
  * sets *stop and ends the page. The NextContinuationToken (owned: caller frees) when the
  * page says IsTruncated true and *stop is unset, else NULL (the listing is over). */
 char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
-                    int (*cb)(void *arg, const char *key, int64_t size), void *arg, bool *stop);
+                    int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                    bool *stop);
 /* Whether a 200 answer body[0..n) (NUL-ended, may be NULL) to CompleteMultipartUpload is a
  * CompleteMultipartUploadResult without an <Error> <Code>; *code gets that code (owned,
  * caller frees) or NULL. */

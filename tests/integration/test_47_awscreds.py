@@ -224,6 +224,49 @@ class CredsCase(JobsCase):
         self.assert_no_secret(w.text(), "the worker log")
         self.assertIn("sts", self.standin.parts())
 
+    # ---- orphan snapshot objects ----------------------------------------------------------
+    def test_store_gc_removes_old_orphan_snapshot_objects_and_keeps_young_and_referenced_ones(self):
+        env = {"SNAPWORKER_STORE": "file://" + self.store_root}
+        self.start_worker(**env)
+        sb, ss = new_uuid(), new_uuid()
+        jt.build_workspace(self.session_dir(sb, ss), big_bytes=1024)
+        snap = self.ok(self.submit("snapshot", sb, ss))            # a row names this one
+        two_hours_ago = time.time() - 7200
+
+        def put(key, data):
+            p = self.put_bytes(env, key, data)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return os.path.join(self.store_root, key)
+
+        def age(path):
+            for f in (path, path + ".sha256"):
+                os.utime(f, (two_hours_ago, two_hours_ago))
+
+        old = put(f"public/snapshots/{ss}/{new_uuid()}.tar.gz", b"orphan")
+        young = put(f"public/snapshots/{ss}/{new_uuid()}.tar.gz", b"young orphan")
+        elsewhere = put(f"public/other/{new_uuid()}.tar.gz", b"not a snapshot key")
+        referenced = os.path.join(self.store_root, snap["storage_path"])
+        for f in (old, elsewhere, referenced):
+            age(f)
+        p = self.cli("store", "gc", **env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = json.loads(p.stdout)
+        self.assertEqual((out["objects_seen"], out["objects_removed"], out["objects_kept"],
+                          out["objects_referenced"]), (3, 1, 1, 1), out)
+        self.assertFalse(os.path.exists(old))
+        self.assertFalse(os.path.exists(old + ".sha256"), "the sidecar goes with its object")
+        for f in (young, elsewhere, referenced):
+            self.assertTrue(os.path.exists(f) and os.path.exists(f + ".sha256"), f)
+        # the row's object still restores
+        self.ok(self.submit("restore", sb, ss, {"start_webapp": False}))
+        # without the database nothing is removed: the sweep fails before deleting
+        age(young)
+        p = self.cli("store", "gc", DATABASE_URL="postgresql://postgres@127.0.0.1:1/none?connect_timeout=1",
+                     **env)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("database_error", p.stderr)
+        self.assertTrue(os.path.exists(young))
+
 
 if __name__ == "__main__":
     import sys
