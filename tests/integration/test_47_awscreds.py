@@ -268,6 +268,70 @@ class CredsCase(JobsCase):
         self.assertTrue(os.path.exists(young))
 
 
+def make_certs(folder):
+    """A CA, a server certificate it signs (SAN IP 127.0.0.1, DNS localhost), and a second,
+    unrelated CA: the openssl CLI, as an operator would."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=snapworker test CA")
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key", "-out",
+        "other-ca.crt", "-days", "2", "-subj", "/CN=some other CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(folder, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+
+
+class PgTlsCase(JobsCase):
+    """PostgreSQL with ssl=on (scripts/services, PG_SSL_DIR); libpq does the TLS."""
+    SERVICES = ("redis", "postgres")
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.certs = tempfile.mkdtemp(prefix="sw-pgtls-")
+        make_certs(cls.certs)
+        os.environ["PG_SSL_DIR"] = cls.certs
+        try:
+            super().setUpClass()
+        finally:
+            del os.environ["PG_SSL_DIR"]
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        import shutil
+        shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def tls_url(self, ca):
+        return (f"postgresql://postgres@127.0.0.1:{self.pg_port}/{self.dbname}"
+                f"?sslmode=verify-full&sslrootcert={os.path.join(self.certs, ca)}")
+
+    def test_a_restore_works_over_verify_full_tls_and_a_wrong_ca_is_a_clear_database_error(self):
+        w = self.start_worker(DATABASE_URL=self.tls_url("ca.crt"))
+        sb, ss = new_uuid(), new_uuid()
+        res = self.ok(self.submit("restore", sb, ss, {"start_webapp": False}))
+        self.assertIsNotNone(res.get("nextjs_port"), res)
+        # the worker's own connection is the TLS one
+        self.assertEqual(self.psql("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                                   "USING (pid) WHERE a.application_name = 'snapworker' "
+                                   f"AND a.datname = '{self.dbname}'"), "t")
+        w.stop()
+        # a CA that did not sign the server's certificate: refused, and said so
+        p = self.cli("migrate", DATABASE_URL=self.tls_url("other-ca.crt"))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("database_error", p.stderr)
+        self.assertIn("certificate verify failed", p.stderr)
+        self.start_worker(DATABASE_URL=self.tls_url("other-ca.crt"))
+        jid = self.submit("restore", sb, new_uuid(), {"start_webapp": False})
+        h = wait_for(lambda: "database_error" in self.job_hash(jid).get("error", "") and
+                     self.job_hash(jid), 30, what="the job's database_error")
+        self.assertIn("certificate verify failed", json.loads(h["error"])["message"])
+
+
 if __name__ == "__main__":
     import sys
     from harness import main
