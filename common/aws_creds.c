@@ -690,6 +690,11 @@ int awsc_get(awsc_provider *p, awsc_creds *out, sw_err *err)
         memset(&fresh, 0, sizeof fresh);
         int rc = fetch(p, &fresh, &e);
         int64_t got = now_s();
+        if (rc == 0 && !awsc_usable(got, fresh.expires_at)) {   /* never loop on them */
+            rc = sw_errf(&e, SW_E_STORAGE, true, "%s: the credentials fetched expire in %llds",
+                         awsc_source_name(p->src), (long long)(fresh.expires_at - got));
+            awsc_creds_clear(&fresh);
+        }
         pthread_mutex_lock(&C.mu);
         C.refreshing = false;
         pthread_cond_broadcast(&C.cv);
