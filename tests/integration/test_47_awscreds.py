@@ -38,6 +38,8 @@ LIFETIME_S = 16     # refreshed at half-life (8 s); usable until 5 s before expi
 FAST_TESTS = [
     "test_web_identity_is_chosen_over_imds_and_static_keys_over_both",
     "test_imdsv2_token_flow_and_a_get_without_the_token_is_refused",
+    "test_a_revoked_role_is_a_permanent_storage_error_naming_the_bucket_not_a_secret",
+    "test_store_gc_removes_old_orphan_snapshot_objects_and_keeps_young_and_referenced_ones",
 ]
 
 
