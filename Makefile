@@ -101,8 +101,8 @@ FUZZ_SRC_ws          = common/ws.c
 FUZZ_LIBS_ws         = libcrypto
 FUZZ_SRC_k8s_status  = common/k8s_status.c
 FUZZ_LIBS_k8s_status = jansson
-FUZZ_SRC_s3_xml      = common/store_s3.c common/store_s3_http.c common/sha256.c
-FUZZ_LIBS_s3_xml     = libcurl libcrypto
+FUZZ_SRC_s3_xml      = common/store_s3.c common/store_s3_http.c common/aws_creds.c common/sha256.c
+FUZZ_LIBS_s3_xml     = libcurl libcrypto jansson
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_HDR = $(wildcard common/*.h worker/*.h jobs/*.h tests/fuzz/*.h)
 

@@ -959,6 +959,21 @@ void cfg_print_markdown(int fd)
     }
     dprintf(fd, "| `AWS_DEFAULT_REGION` | (environment only) | | S3 region when `AWS_REGION` is unset |\n");
     dprintf(fd, "| `AWS_ENDPOINT_URL` | (environment only) | | S3 endpoint when `AWS_ENDPOINT_URL_S3` is unset |\n");
+    /* the rest of the credentials chain (common/aws_creds.c, docs/store.md "Credentials") */
+    static const char *const chain[][2] = {
+        {"AWS_WEB_IDENTITY_TOKEN_FILE", "web identity token file (IRSA): with `AWS_ROLE_ARN`, STS AssumeRoleWithWebIdentity"},
+        {"AWS_ROLE_ARN", "role to assume with the web identity token"},
+        {"AWS_ROLE_SESSION_NAME", "session name for STS (default `snapworker-<time>`)"},
+        {"AWS_ENDPOINT_URL_STS", "STS endpoint (default `https://sts.REGION.amazonaws.com`)"},
+        {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "container credentials endpoint (EKS Pod Identity, ECS)"},
+        {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "ECS: path on `http://169.254.170.2`"},
+        {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "Authorization header for the container endpoint, re-read at each fetch (secret)"},
+        {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Authorization header for the container endpoint (secret)"},
+        {"AWS_EC2_METADATA_SERVICE_ENDPOINT", "IMDS endpoint (default `http://169.254.169.254`)"},
+        {"AWS_EC2_METADATA_DISABLED", "`true`: never ask IMDS"},
+    };
+    for (size_t i = 0; i < sizeof chain / sizeof chain[0]; i++)
+        dprintf(fd, "| `%s` | (environment only) | | %s |\n", chain[i][0], chain[i][1]);
 }
 
 void cfg_print_help(int fd)

@@ -1002,4 +1002,46 @@ int db_snapshot_path_used(db *d, const char *storage_path, bool *used, sw_err *e
     return rc;
 }
 
+char *db_text_array(const char *const *strs, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++) cap += 2 * strlen(strs[i]) + 3;
+    char *out = xmalloc(cap), *o = out;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) *o++ = ',';
+        *o++ = '"';
+        for (const char *p = strs[i]; *p; p++) {
+            if (*p == '"' || *p == '\\') *o++ = '\\';
+            *o++ = *p;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+int db_snapshot_paths_used(db *d, const char *const *paths, size_t n, bool *used, sw_err *err)
+{
+    for (size_t i = 0; i < n; i++) used[i] = false;
+    if (n == 0) return 0;
+    if (n > DB_PATHS_BATCH)
+        return sw_errf(err, SW_E_INTERNAL, false, "db_snapshot_paths_used: batch of %zu", n);
+    char *arr = db_text_array(paths, n);
+    const char *params[] = {arr};
+    list_arg a = {.sql = "SELECT t.i::text FROM unnest($1::text[]) WITH ORDINALITY AS t(p, i) "
+                         "WHERE EXISTS (SELECT 1 FROM snapshot s WHERE s.storage_path = t.p)",
+                  .what = "snapshot paths in use", .params = params, .nparams = 1};
+    int rc = run(d, list_op, &a, err);
+    free(arr);
+    if (rc == 0)
+        for (size_t k = 0; k < a.n; k++) {
+            long i = strtol(a.items[k], NULL, 10);
+            if (i >= 1 && (size_t)i <= n) used[i - 1] = true;
+        }
+    strv_clear(a.items);
+    return rc;
+}
+
 void db_strv_free(char **v) { strv_clear(v); }

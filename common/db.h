@@ -121,6 +121,13 @@ int db_snapshots_prune(db *d, const char *tenant_id, int64_t older_than_s, int k
                        char ***paths, size_t *n, sw_err *err);
 /* *used = some snapshot row still names 'storage_path'. */
 int db_snapshot_path_used(db *d, const char *storage_path, bool *used, sw_err *err);
+/* Which of paths[0..n) some snapshot row names (in the tenant schema set by db_set_tenant,
+ * if any): used[i] = true for those, false for the others. One statement for the batch
+ * (n at most DB_PATHS_BATCH). For `snapworker store gc`'s orphan objects. */
+#define DB_PATHS_BATCH 500
+int db_snapshot_paths_used(db *d, const char *const *paths, size_t n, bool *used, sw_err *err);
+/* The text[] literal {"a","b\"c"} of strs[0..n) (quotes and backslashes escaped), owned. */
+char *db_text_array(const char *const *strs, size_t n);
 void db_strv_free(char **v);        /* NULL-safe */
 
 /* ---- pure helpers (no server; exposed for tests/unit/test_db.c) ------- */

@@ -734,20 +734,20 @@ int store_delete(store *s, const char *key, sw_err *err)
 }
 
 struct list_filter {
-    int (*cb)(void *arg, const char *key, int64_t size);
+    int (*cb)(void *arg, const char *key, int64_t size);                     /* store_list */
+    int (*cbm)(void *arg, const char *key, int64_t size, int64_t mtime);     /* store_list_mtime */
     void *arg;
 };
 
-static int list_filter_cb(void *arg, const char *key, int64_t size)
+static int list_filter_cb(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     struct list_filter *f = arg;
     size_t n = strlen(key), sl = strlen(STORE_SIDECAR_SUFFIX);
     if (n >= sl && strcmp(key + n - sl, STORE_SIDECAR_SUFFIX) == 0) return 0;
-    return f->cb(f->arg, key, size);
+    return f->cbm ? f->cbm(f->arg, key, size, mtime) : f->cb(f->arg, key, size);
 }
 
-int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
-               void *arg, sw_err *err)
+static int list_any(store *s, const char *prefix, struct list_filter *f, sw_err *err)
 {
     if (!prefix) prefix = "";
     for (const char *p = prefix; *p; p++)
@@ -755,8 +755,22 @@ int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *ke
             return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "store prefix has a control character");
     if (strlen(prefix) > STORE_KEY_MAX)
         return sw_errf(err, SW_E_INVALID_PAYLOAD, false, "store prefix is too long");
-    struct list_filter f = {cb, arg};
-    return s->ops->list(s->impl, prefix, list_filter_cb, &f, err);
+    return s->ops->list(s->impl, prefix, list_filter_cb, f, err);
+}
+
+int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
+               void *arg, sw_err *err)
+{
+    struct list_filter f = {cb, NULL, arg};
+    return list_any(s, prefix, &f, err);
+}
+
+int store_list_mtime(store *s, const char *prefix,
+                     int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                     sw_err *err)
+{
+    struct list_filter f = {NULL, cb, arg};
+    return list_any(s, prefix, &f, err);
 }
 
 /* ---- orphans ---------------------------------------------------------------------- */

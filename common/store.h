@@ -123,6 +123,12 @@ int store_delete(store *s, const char *key, sw_err *err);
  * on, non-zero to stop (store_list then returns 0). 0 or -1 with err. */
 int store_list(store *s, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
                void *arg, sw_err *err);
+/* store_list with each object's last modification time (unix seconds, -1 when unknown):
+ * file:// the file's st_mtime, s3:// the listing's LastModified. What `store gc` ages
+ * orphan snapshot objects by (docs/store.md "Orphan snapshot objects"). */
+int store_list_mtime(store *s, const char *prefix,
+                     int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                     sw_err *err);
 
 /* ---- orphans -----------------------------------------------------------------
  * What a killed or stalled writer left behind: file:// temp files (".swtmp-*"),
@@ -161,9 +167,10 @@ typedef struct store_ops {
     void (*get_close)(void *r);
     int (*head)(void *impl, const char *key, int64_t *size_out, sw_err *err);
     int (*del)(void *impl, const char *key, sw_err *err);    /* missing is success */
-    /* raw listing: sidecars included; cb as in store_list */
+    /* raw listing: sidecars included; cb as in store_list_mtime */
     int (*list)(void *impl, const char *prefix,
-                int (*cb)(void *arg, const char *key, int64_t size), void *arg, sw_err *err);
+                int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                sw_err *err);
     void (*set_cancel)(void *impl, const atomic_int *cancel);   /* may be NULL */
     /* Optional known-length put (NULL = store.c streams src through put_begin):
      * publish 'key' only if exactly 'size' bytes came from src, else fail with

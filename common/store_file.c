@@ -320,7 +320,7 @@ static int cmp_names(const void *a, const void *b)
 typedef struct walk {
     const char *prefix;
     size_t prefix_len;
-    int (*cb)(void *arg, const char *key, int64_t size);
+    int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime);
     void *arg;
     int stopped;          /* cb asked to stop */
 } walk;
@@ -377,7 +377,8 @@ static int walk_dir(walk *wk, const char *dirpath, const char *rel, sw_err *err)
             free(sub);
         } else if (S_ISREG(st.st_mode) && cl >= wk->prefix_len &&
                    strncmp(childrel, wk->prefix, wk->prefix_len) == 0) {
-            if (wk->cb(wk->arg, childrel, (int64_t)st.st_size) != 0) wk->stopped = 1;
+            if (wk->cb(wk->arg, childrel, (int64_t)st.st_size, (int64_t)st.st_mtime) != 0)
+                wk->stopped = 1;
         }
         free(childrel);
         free(childpath);
@@ -391,8 +392,9 @@ out:
     return rc;
 }
 
-static int fs_list(void *impl, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
-                   void *arg, sw_err *err)
+static int fs_list(void *impl, const char *prefix,
+                   int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                   sw_err *err)
 {
     fstore *fs = impl;
     walk wk = {prefix, strlen(prefix), cb, arg, 0};

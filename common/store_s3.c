@@ -52,28 +52,29 @@ void *store_s3_new(const cfg *c, const char *bucket, const char *prefix, sw_err 
               ch == '-' || ch == '.' || ch == '_'))
             return sw_errf(err, SW_E_STORAGE, false, "s3 store: bad bucket name '%.64s'", bucket), NULL;
     }
-    if (!c->aws_access_key_id || !*c->aws_access_key_id || !c->aws_secret_access_key ||
-        !*c->aws_secret_access_key)
-        return sw_errf(err, SW_E_STORAGE, false,
-                       "s3 store: credentials missing: set AWS_ACCESS_KEY_ID and "
-                       "AWS_SECRET_ACCESS_KEY"), NULL;
+    awsc_env ae;
+    awsc_env_load(&ae, c);
+    sw_err ce = {0};
+    awsc_provider *creds = awsc_provider_new(&ae, &ce);
+    if (!creds)
+        return sw_errf(err, ce.code, ce.retryable, "s3 store for bucket %.64s: %s", bucket, ce.msg), NULL;
     const char *ep = c->aws_endpoint_url ? c->aws_endpoint_url : "";
     if (*ep && strncmp(ep, "http://", 7) != 0 && strncmp(ep, "https://", 8) != 0)
-        return sw_errf(err, SW_E_STORAGE, false,
+        return awsc_provider_free(creds), sw_errf(err, SW_E_STORAGE, false,
                        "s3 store: AWS_ENDPOINT_URL_S3: expected http(s)://host[:port], got '%.100s'",
                        ep), NULL;
     CURLM *multi = curl_multi_init();
-    if (!multi) return sw_errf(err, SW_E_STORAGE, true, "s3 store: curl_multi_init failed"), NULL;
+    if (!multi) {
+        awsc_provider_free(creds);
+        return sw_errf(err, SW_E_STORAGE, true, "s3 store: curl_multi_init failed"), NULL;
+    }
     s3 *s = xcalloc(1, sizeof *s);
     s->multi = multi;
     s->bucket = xstrdup(bucket);
     s->prefix = xstrdup(prefix);
     s->endpoint = xstrdup(ep);
     s->region = xstrdup(c->aws_region && *c->aws_region ? c->aws_region : "us-east-1");
-    s->access_key = xstrdup(c->aws_access_key_id);
-    s->secret_key = xstrdup(c->aws_secret_access_key);
-    if (c->aws_session_token && *c->aws_session_token)
-        s->token_hdr = xasprintf("x-amz-security-token: %s", c->aws_session_token);
+    s->creds = creds;
     s->sigv4 = xasprintf("aws:amz:%s:s3", s->region);
     s->part_size = c->s3_part_size >= 5 * 1024 * 1024 ? c->s3_part_size : 8 * 1024 * 1024;
     s->budget_s = c->store_retry_budget_s;
@@ -81,15 +82,6 @@ void *store_s3_new(const cfg *c, const char *bucket, const char *prefix, sw_err 
     if (getrandom(&s->rng, sizeof s->rng, 0) != (ssize_t)sizeof s->rng || !s->rng)
         s->rng = (uint64_t)s3i_now_ms() | 1;
     return s;
-}
-
-static void wipe(char *p)
-{
-    if (p) {
-        volatile char *v = p;
-        while (*v) *v++ = 0;
-    }
-    free(p);
 }
 
 static void s3_close(void *impl)
@@ -102,9 +94,7 @@ static void s3_close(void *impl)
     free(s->prefix);
     free(s->endpoint);
     free(s->region);
-    free(s->access_key);
-    wipe(s->secret_key);
-    wipe(s->token_hdr);
+    awsc_provider_free(s->creds);
     free(s->sigv4);
     free(s);
 }
@@ -576,7 +566,8 @@ size_t s3i_reader_take(s3_reader *r, const char *p, size_t n)
 /* Start an attempt from r->received. */
 static int reader_launch(s3_reader *r, sw_err *err)
 {
-    r->rq = (s3i_req){.method = "GET", .key = r->key, .what = "GET"};
+    bool renewed = r->rq.creds_renewed;     /* once per download, not per resume */
+    r->rq = (s3i_req){.method = "GET", .key = r->key, .what = "GET", .creds_renewed = renewed};
     if (r->received > 0) {
         snprintf(r->range, sizeof r->range, "bytes=%lld-", (long long)r->received);
         r->rq.range = r->range;
@@ -756,7 +747,8 @@ static int s3_del(void *impl, const char *key, sw_err *err)
 
 /* One ListObjectsV2 page (store_s3_priv.h). */
 char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
-                    int (*cb)(void *arg, const char *key, int64_t size), void *arg, bool *stop)
+                    int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                    bool *stop)
 {
     size_t pos = 0, b, l;
     while (!*stop && s3i_xml_span(xml, n, &pos, "Contents", &b, &l)) {
@@ -764,10 +756,13 @@ char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
         char *k = store_xml_take(xml + b, l, &p2, "Key");
         p2 = 0;
         char *sz = store_xml_take(xml + b, l, &p2, "Size");
+        p2 = 0;
+        char *lm = store_xml_take(xml + b, l, &p2, "LastModified");
         if (k && strlen(k) > cut && strncmp(k, full, strlen(full)) == 0)
-            *stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1) != 0;
+            *stop = cb(arg, k + cut, sz ? strtoll(sz, NULL, 10) : -1, store_s3_parse_time(lm)) != 0;
         free(k);
         free(sz);
+        free(lm);
     }
     pos = 0;
     char *trunc = store_xml_take(xml, n, &pos, "IsTruncated");
@@ -783,8 +778,9 @@ char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
 }
 
 /* ListObjectsV2 pages; keys come back with the store prefix, which is cut. */
-static int s3_list(void *impl, const char *prefix, int (*cb)(void *arg, const char *key, int64_t size),
-                   void *arg, sw_err *err)
+static int s3_list(void *impl, const char *prefix,
+                   int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                   sw_err *err)
 {
     s3 *s = impl;
     char *full = *s->prefix ? xasprintf("%s/%s", s->prefix, prefix) : xstrdup(prefix);

@@ -315,6 +315,16 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
     x->body_max = rq->resp_max ? rq->resp_max : S3I_ERRBODY_MAX;
     x->e = pool_get(s);
     if (!x->e) return sw_errf(err, SW_E_STORAGE, true, "s3 store: curl_easy_init failed");
+    /* the credentials current now sign this attempt (a refresh never touches a request
+     * already started; the next one, or a retry, signs with the new ones) */
+    awsc_creds cr;
+    sw_err ce = {0};
+    if (awsc_get(s->creds, &cr, &ce) < 0)
+        return sw_errf(err, ce.code ? ce.code : SW_E_STORAGE, ce.retryable,
+                       "%s s3://%s: credentials: %s", rq->what ? rq->what : rq->method, s->bucket,
+                       ce.msg);
+    snprintf(x->akid, sizeof x->akid, "%s", cr.access_key);
+    x->temp_creds = cr.source != AWSC_STATIC;
     char *fk = rq->key ? s3i_full_key(s, rq->key) : NULL;
     x->url = store_s3_url(s->endpoint, s->region, s->bucket, fk, rq->query);
     free(fk);
@@ -325,7 +335,12 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
     else sha256_hex(rq->body, rq->body_len, sha);
     snprintf(line, sizeof line, "x-amz-content-sha256: %s", sha);
     x->hdrs = add_hdr(x->hdrs, line);
-    if (s->token_hdr) x->hdrs = add_hdr(x->hdrs, s->token_hdr);
+    if (cr.token) {
+        char *th = xasprintf("x-amz-security-token: %s", cr.token);
+        x->hdrs = add_hdr(x->hdrs, th);
+        memset(th, 0, strlen(th));
+        free(th);
+    }
     if (rq->ctype) {
         snprintf(line, sizeof line, "Content-Type: %s", rq->ctype);
         x->hdrs = add_hdr(x->hdrs, line);
@@ -344,8 +359,9 @@ int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_AWS_SIGV4, s->sigv4);
-    curl_easy_setopt(e, CURLOPT_USERNAME, s->access_key);
-    curl_easy_setopt(e, CURLOPT_PASSWORD, s->secret_key);
+    curl_easy_setopt(e, CURLOPT_USERNAME, cr.access_key);   /* curl keeps copies */
+    curl_easy_setopt(e, CURLOPT_PASSWORD, cr.secret_key);
+    awsc_creds_clear(&cr);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)s->timeout_s);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -574,7 +590,7 @@ void s3i_target(const s3 *s, const char *key, char *out, size_t n)
 }
 
 /* Decide what a finished attempt means; fills err unless R_OK. */
-s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, const s3i_req *rq, sw_err *err)
+s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, s3i_req *rq, sw_err *err)
 {
     char where[200];
     s3i_target(s, rq->key, where, sizeof where);
@@ -593,11 +609,28 @@ s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, const s3i_req *rq, sw_e
         sw_errf(err, SW_E_SNAPSHOT_NOT_FOUND, false, "%s: not found (HTTP 404%s%s)", where,
                 *cs ? " " : "", cs);
         o = R_NOTFOUND;
-    } else if (x->status == 401 || x->status == 403) {
-        sw_errf(err, SW_E_STORAGE, false,
-                "authorization failed for bucket %s, key %.140s (HTTP %ld%s%s): check "
-                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
-                s->bucket, rq->key ? rq->key : "(none)", x->status, *cs ? " " : "", cs);
+    } else if (x->temp_creds && !rq->creds_renewed &&
+               (x->status == 400 || x->status == 401 || x->status == 403) &&
+               (!strcmp(cs, "ExpiredToken") || !strcmp(cs, "InvalidToken") ||
+                !strcmp(cs, "TokenRefreshRequired") || !strcmp(cs, "InvalidAccessKeyId"))) {
+        /* temporary credentials S3 no longer takes: fetch new ones and try once more */
+        rq->creds_renewed = true;
+        awsc_invalidate(s->creds, x->akid);
+        sw_errf(err, SW_E_STORAGE, true, "%s %s: HTTP %ld %s", rq->what ? rq->what : rq->method,
+                where, x->status, cs);
+        o = R_RETRY;
+    } else if (x->status == 401 || x->status == 403 ||
+               (x->status == 400 && (!strcmp(cs, "ExpiredToken") || !strcmp(cs, "InvalidToken")))) {
+        if (x->temp_creds)
+            sw_errf(err, SW_E_STORAGE, false,
+                    "authorization failed for bucket %s, key %.140s (HTTP %ld%s%s) with credentials "
+                    "from %s", s->bucket, rq->key ? rq->key : "(none)", x->status, *cs ? " " : "",
+                    cs, awsc_source_name(awsc_provider_source(s->creds)));
+        else
+            sw_errf(err, SW_E_STORAGE, false,
+                    "authorization failed for bucket %s, key %.140s (HTTP %ld%s%s): check "
+                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
+                    s->bucket, rq->key ? rq->key : "(none)", x->status, *cs ? " " : "", cs);
         o = R_FAIL;
     } else if (x->status == 412 && rq->if_none_match) {
         sw_errf(err, SW_E_STORAGE, false, "%s %s: the key exists (HTTP 412%s%s)",
@@ -659,6 +692,7 @@ s3i_outcome s3i_call(s3 *s, s3i_req *rq, s3i_xfer *x, sw_err *err)
         rq->attempts++;
         if (s3i_setup(s, x, rq, err) < 0 || s3i_start(x, err) < 0) {
             s3i_release(x);
+            if (err && err->retryable && s3i_budget_retry(s, &b, err)) continue;  /* e.g. STS 503 */
             return R_FAIL;
         }
         if (!s3i_wait(x)) {

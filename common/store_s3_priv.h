@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/aws_creds.h"
 #include "common/err.h"
 
 #define S3I_POOL_MAX 4                  /* idle easy handles kept for reuse */
@@ -45,7 +46,7 @@ struct s3 {
     int npool;
     char *bucket, *prefix;              /* prefix "" or "a/b" (no trailing '/') */
     char *endpoint, *region;            /* endpoint "" = AWS virtual-host */
-    char *access_key, *secret_key, *token_hdr;  /* secrets: never in a message */
+    awsc_provider *creds;               /* the credentials chain (common/aws_creds.h) */
     char *sigv4;                        /* "aws:amz:REGION:s3" */
     int64_t part_size;                  /* bytes, >= 5 MiB */
     int budget_s, timeout_s;            /* retry budget per request; connect/stall limit */
@@ -72,6 +73,8 @@ typedef struct s3i_xfer {
     size_t body_max;
     s3_reader *sink;                    /* streaming reader taking 2xx bodies */
     s3i_stream *stream;                 /* streamed PUT body, borrowed (from the req) */
+    char akid[128];                     /* access key id this attempt signed with (not secret) */
+    bool temp_creds;                    /* ... and whether it came from a temporary source */
     char errbuf[CURL_ERROR_SIZE];
 } s3i_xfer;
 
@@ -90,6 +93,7 @@ typedef struct s3i_req {
     size_t resp_max;                    /* answer body kept (0 = S3I_ERRBODY_MAX) */
     const char *what;                   /* "UploadPart 3", for messages */
     int attempts;                       /* out: attempts made by the last s3i_call */
+    bool creds_renewed;                 /* temporary credentials S3 refused were dropped once */
 } s3i_req;
 
 /* R_EXISTS: 412 to an if_none_match request, the key already exists (err filled). */
@@ -118,8 +122,11 @@ int s3i_start(s3i_xfer *x, sw_err *err);                    /* add to the multi 
 bool s3i_wait(s3i_xfer *x);             /* drive until done; false when cancelled first */
 void s3i_release(s3i_xfer *x);          /* detach, return the handle; x may be set up again */
 void s3i_pump(s3 *s, int wait_ms);      /* one round of curl work, then wait up to wait_ms */
-/* What a finished attempt means; err filled unless R_OK. */
-s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, const s3i_req *rq, sw_err *err);
+/* What a finished attempt means; err filled unless R_OK. When S3 refuses temporary
+ * credentials as expired or unknown (ExpiredToken, InvalidToken, InvalidAccessKeyId), they
+ * are dropped from the cache and the request is retried once with fresh ones
+ * (rq->creds_renewed); a second refusal is the permanent authorization error. */
+s3i_outcome s3i_classify(const s3 *s, const s3i_xfer *x, s3i_req *rq, sw_err *err);
 /* One request with retries; on R_OK the caller owns *x and must s3i_release() it. */
 s3i_outcome s3i_call(s3 *s, s3i_req *rq, s3i_xfer *x, sw_err *err);
 void s3i_budget_start(const s3 *s, s3i_budget *b);
@@ -134,12 +141,14 @@ int s3i_stream_rewind(s3i_stream *st, sw_err *err);
 size_t s3i_reader_take(s3_reader *r, const char *p, size_t n);
 
 /* The pure parsers of S3 answers in store_s3.c, split out for tests/fuzz/fuzz_s3_xml.c. */
-/* One ListObjectsV2 page xml[0..n) (NUL-ended): cb(arg, key + cut, size or -1) for each
+/* One ListObjectsV2 page xml[0..n) (NUL-ended): cb(arg, key + cut, size or -1,
+ * LastModified as unix seconds or -1) for each
  * <Contents> whose <Key> starts with 'full' and is longer than 'cut'; a non-zero return
  * sets *stop and ends the page. The NextContinuationToken (owned: caller frees) when the
  * page says IsTruncated true and *stop is unset, else NULL (the listing is over). */
 char *s3i_list_page(const char *xml, size_t n, const char *full, size_t cut,
-                    int (*cb)(void *arg, const char *key, int64_t size), void *arg, bool *stop);
+                    int (*cb)(void *arg, const char *key, int64_t size, int64_t mtime), void *arg,
+                    bool *stop);
 /* Whether a 200 answer body[0..n) (NUL-ended, may be NULL) to CompleteMultipartUpload is a
  * CompleteMultipartUploadResult without an <Error> <Code>; *code gets that code (owned,
  * caller frees) or NULL. */

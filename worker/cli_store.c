@@ -12,7 +12,9 @@
  *   snapworker store rm KEY             missing is fine
  *   snapworker store ls [PREFIX]        one "KEY<TAB>SIZE" line per object
  *   snapworker store gc [PREFIX]        sweep orphans older than SNAPWORKER_STORE_ORPHAN_GRACE_S
- *                                       (temp files, abandoned multipart uploads); prints JSON
+ *                                       (temp files, abandoned multipart uploads, and snapshot
+ *                                       objects under {tenant}/snapshots/ that no snapshot row
+ *                                       names, with their sidecars: PostgreSQL decides); JSON
  * Exit 0 ok, 1 error ("snapworker store: <code>: <message>" on stderr), 2 usage. */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,11 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cfg.h"
+#include "common/db.h"
 #include "common/err.h"
 #include "common/fdio.h"
+#include "common/ids.h"
 #include "common/store.h"
 #include "common/xmalloc.h"
 
@@ -112,14 +117,123 @@ static int print_entry(void *arg, const char *key, int64_t size)
     return 0;
 }
 
+/* ---- orphan snapshot objects (docs/store.md "Orphan snapshot objects") -----------------
+ * An object under {tenant}/snapshots/ older than the grace that no snapshot row names: a
+ * snapshot whose row never got written (the job died between the upload and the insert),
+ * or whose row was deleted without the object. Only here, from the CLI: the worker never
+ * deletes published objects. The grace (>= 60 s, default 3600) must exceed the longest
+ * time between a snapshot's upload and its row, which the job timeout bounds. */
+
+typedef struct orphan_scan {
+    int64_t cutoff;               /* objects modified at or after this are young */
+    char **keys;                  /* old candidates, in listing order */
+    size_t n, cap;
+    int64_t seen, young;
+} orphan_scan;
+
+/* "TENANT/snapshots/REST" with a valid tenant id: the tenant into t (size tn). */
+static bool snapshot_key(const char *key, char *t, size_t tn)
+{
+    const char *slash = strchr(key, '/');
+    if (!slash || (size_t)(slash - key) >= tn) return false;
+    if (strncmp(slash + 1, "snapshots/", 10) != 0 || !slash[11]) return false;
+    snprintf(t, tn, "%.*s", (int)(slash - key), key);
+    return id_valid_tenant(t);
+}
+
+static int orphan_cb(void *arg, const char *key, int64_t size, int64_t mtime)
+{
+    (void)size;
+    orphan_scan *o = arg;
+    char tenant[80];
+    if (!snapshot_key(key, tenant, sizeof tenant)) return 0;
+    o->seen++;
+    if (mtime < 0 || mtime >= o->cutoff) {      /* young, or of unknown age: keep */
+        o->young++;
+        return 0;
+    }
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 256;
+        o->keys = xrealloc(o->keys, o->cap * sizeof *o->keys);
+    }
+    o->keys[o->n++] = xstrdup(key);
+    return 0;
+}
+
+typedef struct orphan_stats {
+    int64_t seen, removed, young, referenced;
+    bool truncated;
+} orphan_stats;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* List, then ask PostgreSQL batch by batch (one tenant per batch: its schema when
+ * SNAPWORKER_TENANT_SCHEMAS) which old candidates a row names; delete the others. Nothing
+ * is deleted unless the database answered for it. */
+static int sweep_objects(store *s, const cfg *c, const char *prefix, int64_t deadline_ms,
+                         orphan_stats *st, sw_err *err)
+{
+    orphan_scan o = {.cutoff = (int64_t)time(NULL) - c->store_orphan_grace_s};
+    int rc = -1;
+    db *d = NULL;
+    bool *used = NULL;
+    if (store_list_mtime(s, prefix, orphan_cb, &o, err) < 0) goto out;
+    st->seen = o.seen;
+    st->young = o.young;
+    used = xcalloc(DB_PATHS_BATCH, sizeof *used);
+    for (size_t i = 0; i < o.n;) {
+        if (mono_ms() > deadline_ms) {
+            st->truncated = true;
+            break;
+        }
+        char tenant[80], t2[80];
+        snapshot_key(o.keys[i], tenant, sizeof tenant);
+        size_t j = i;
+        while (j < o.n && j - i < DB_PATHS_BATCH && snapshot_key(o.keys[j], t2, sizeof t2) &&
+               !strcmp(t2, tenant))
+            j++;
+        if (!d) d = db_new(c);
+        if (db_set_tenant(d, c->tenant_schemas ? tenant : NULL, err) < 0 ||
+            db_snapshot_paths_used(d, (const char *const *)o.keys + i, j - i, used, err) < 0)
+            goto out;
+        for (size_t k = i; k < j; k++) {
+            if (used[k - i]) {
+                st->referenced++;
+                continue;
+            }
+            if (store_delete(s, o.keys[k], err) < 0) goto out;   /* sidecar, then object */
+            st->removed++;
+        }
+        i = j;
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < o.n; i++) free(o.keys[i]);
+    free(o.keys);
+    free(used);
+    db_free(d);
+    return rc;
+}
+
 static int cmd_gc(store *s, const cfg *c, const char *prefix, sw_err *err)
 {
     store_gc_stats st;
+    orphan_stats os = {0};
+    int64_t deadline = mono_ms() + GC_BUDGET_MS;
     if (store_gc(s, prefix, c->store_orphan_grace_s, GC_BUDGET_MS, &st, err) < 0) return -1;
-    json_t *o = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:b}", "prefix", prefix, "grace_s",
-                          c->store_orphan_grace_s, "seen", (json_int_t)st.seen, "removed",
+    if (!st.truncated && sweep_objects(s, c, prefix, deadline, &os, err) < 0) return -1;
+    json_t *o = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I}", "prefix", prefix,
+                          "grace_s", c->store_orphan_grace_s, "seen", (json_int_t)st.seen, "removed",
                           (json_int_t)st.removed, "kept", (json_int_t)st.kept, "removed_bytes",
-                          (json_int_t)st.removed_bytes, "truncated", st.truncated);
+                          (json_int_t)st.removed_bytes, "truncated", st.truncated || os.truncated,
+                          "objects_seen", (json_int_t)os.seen, "objects_removed",
+                          (json_int_t)os.removed, "objects_kept", (json_int_t)os.young,
+                          "objects_referenced", (json_int_t)os.referenced);
     char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (txt) printf("%s\n", txt);
     free(txt);

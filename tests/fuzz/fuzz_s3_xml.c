@@ -32,9 +32,10 @@ typedef struct listing {
     int calls, stop_after;
 } listing;
 
-static int on_key(void *arg, const char *key, int64_t size)
+static int on_key(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     (void)size;
+    (void)mtime;
     listing *l = arg;
     CHECK(l->stop_after == 0 || l->calls < l->stop_after);
     CHECK(key[0] && !strncmp(key, l->under, strlen(l->under)));

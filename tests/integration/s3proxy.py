@@ -10,6 +10,12 @@ semantics: everything that passes is forwarded to s3rver unchanged.
 Run with Debian's python (botocore):
     /usr/bin/python3 s3proxy.py --upstream http://127.0.0.1:PORT \
         --access-key S3RVER --secret-key S3RVER [--region us-east-1] [--token T]
+With --issuer URL (tests/integration/aws_standin.py) it also accepts temporary
+credentials that stand-in issued: an access key other than --access-key is looked up
+there (GET URL/__standin/lookup?ak=KEY) and the request passes only when the key is
+known and not revoked (else 403 InvalidAccessKeyId), was unexpired when the request
+arrived (else 400 ExpiredToken), carries that key's own x-amz-security-token (else 403
+InvalidToken), and is signed with that key's secret. The log entry names the access key.
 It prints "PORT=<n>" once listening. Control endpoints (not signed):
     POST /__proxy/rules   JSON list of rules, replacing the current ones:
         {"method": "GET", "query": "partNumber=2", "path": "substr", "suffix": ".tar.gz",
@@ -52,7 +58,9 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape as xml_escape
 
@@ -200,14 +208,34 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_simple(404, b"{}", "application/json")
 
     # ---- verification ----------------------------------------------------
+    def issued(self, access_key):
+        """The stand-in's record of a temporary access key, or None."""
+        url = "%s/__standin/lookup?ak=%s" % (self.server.state.args.issuer,
+                                             urllib.parse.quote(access_key))
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError:
+            return None
+
     def verify(self, body):
         """None when the request is correctly signed, else (status, body) to answer."""
         a = self.server.state.args
         auth = parse_auth(self.headers.get("Authorization"))
         if auth is None:
             return s3_error(403, "AccessDenied", "missing or malformed Authorization")
+        secret, want_token = a.secret_key, a.token
         if auth["access_key"] != a.access_key:
-            return s3_error(403, "InvalidAccessKeyId", "unknown access key")
+            rec = self.issued(auth["access_key"]) if a.issuer else None
+            if rec is None or rec["revoked"]:
+                return s3_error(403, "InvalidAccessKeyId", "unknown access key")
+            if self.arrived > rec["expires"]:
+                return s3_error(400, "ExpiredToken", "The provided token has expired.")
+            if self.headers.get("x-amz-security-token") != rec["token"]:
+                return s3_error(403, "InvalidToken", "The provided token is malformed or "
+                                "otherwise invalid.")
+            secret, want_token = rec["secret"], rec["token"]
+            self.temporary = True
         amz_date = self.headers.get("x-amz-date") or ""
         if (auth["service"] != "s3" or auth["terminal"] != "aws4_request"
                 or auth["region"] != a.region or auth["date"] != amz_date[:8]):
@@ -219,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
         token = self.headers.get("x-amz-security-token")
         if token is not None and "x-amz-security-token" not in signed:
             return s3_error(403, "AccessDenied", "x-amz-security-token not signed")
-        if a.token and token != a.token:
+        if want_token and token != want_token:
             return s3_error(403, "InvalidToken", "missing or wrong session token")
         claimed = self.headers.get("x-amz-content-sha256") or ""
         if claimed != UNSIGNED and claimed != hashlib.sha256(body).hexdigest():
@@ -233,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
         req = AWSRequest(method=self.command, url="http://%s%s" % (self.headers["Host"], self.path),
                          headers=headers, data=body)
         req.context["timestamp"] = amz_date
-        signer = ClaimedHeadersSigner(Credentials(a.access_key, a.secret_key), a.region, set(signed))
+        signer = ClaimedHeadersSigner(Credentials(auth["access_key"], secret), a.region, set(signed))
         canonical = signer.canonical_request(req)
         expected = signer.signature(signer.string_to_sign(req, canonical), req)
         if not hmac.compare_digest(expected, auth["signature"]):
@@ -274,6 +302,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- the request ---------------------------------------------------------
     def handle_any(self):
+        self.arrived = time.time()  # temporary credentials must be valid when a request arrives
+        self.temporary = False       # verified here with a stand-in's key (set by verify)
         if not self.path.startswith("/__proxy/"):
             early = self.pick_rule(before_body=True)
             if early:
@@ -292,6 +322,7 @@ class Handler(BaseHTTPRequestHandler):
                  "payload": self.headers.get("x-amz-content-sha256"),
                  "length": int(self.headers.get("Content-Length") or 0),
                  "received": len(body) if body is not None else None,
+                 "access_key": (parse_auth(self.headers.get("Authorization")) or {}).get("access_key"),
                  "signed": (parse_auth(self.headers.get("Authorization")) or {}).get("signed", [])}
         with st.lock:
             st.requests += 1
@@ -459,6 +490,9 @@ class Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in HOP and k.lower() != "if-none-match"}
+        if getattr(self, "temporary", False):  # verified here; s3rver knows only its own key
+            headers = {k: v for k, v in headers.items()
+                       if k.lower() not in ("authorization", "x-amz-security-token")}
         try:
             conn.request(self.command, self.path, body=body if body else None, headers=headers)
             resp = conn.getresponse()
@@ -506,6 +540,7 @@ def main():
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--token", default="")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--issuer", default="", help="aws_standin.py URL: accept the keys it issued")
     args = p.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True

@@ -17,6 +17,18 @@
 
 /* ---- migration names -------------------------------------------------- */
 
+static void text_arrays_quote_every_element_and_escape_quotes_and_backslashes(void **state)
+{
+    (void)state;
+    const char *v[] = {"public/snapshots/a b/1.tar.gz", "we\"ird\\key,{x}", ""};
+    char *a = db_text_array(v, 3);
+    assert_string_equal(a, "{\"public/snapshots/a b/1.tar.gz\",\"we\\\"ird\\\\key,{x}\",\"\"}");
+    free(a);
+    a = db_text_array(v, 0);
+    assert_string_equal(a, "{}");
+    free(a);
+}
+
 static void migration_names_give_version_and_name(void **state)
 {
     (void)state;
@@ -281,6 +293,7 @@ int main(void)
         cmocka_unit_test(an_unparseable_url_is_refused_without_quoting_it),
         cmocka_unit_test(external_schema_is_never_migrated),
         cmocka_unit_test(an_empty_port_range_is_exhausted_at_once),
+        cmocka_unit_test(text_arrays_quote_every_element_and_escape_quotes_and_backslashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

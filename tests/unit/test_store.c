@@ -408,6 +408,20 @@ static int collect(void *arg, const char *key, int64_t size)
     return s->stop_after && s->n >= s->stop_after;
 }
 
+typedef struct seen_mtime {
+    int n;
+    int64_t mtimes[8];
+} seen_mtime;
+
+static int collect_mtime(void *arg, const char *key, int64_t size, int64_t mtime)
+{
+    (void)key;
+    (void)size;
+    seen_mtime *s = arg;
+    if (s->n < 8) s->mtimes[s->n++] = mtime;
+    return 0;
+}
+
 static void test_list_filters_by_string_prefix_and_hides_sidecars_and_temp_files(void **state)
 {
     fx *f = *state;
@@ -433,6 +447,12 @@ static void test_list_filters_by_string_prefix_and_hides_sidecars_and_temp_files
     memset(&s, 0, sizeof s);
     assert_int_equal(store_list(f->s, "zzz", collect, &s, &err), 0);
     assert_int_equal(s.n, 0);
+    seen_mtime sm = {0};                             /* the file's mtime, sidecars hidden */
+    time_t before = time(NULL);
+    assert_int_equal(store_list_mtime(f->s, "a/b/", collect_mtime, &sm, &err), 0);
+    assert_int_equal(sm.n, 2);
+    assert_true(sm.mtimes[0] > 0 && sm.mtimes[0] <= (int64_t)before);
+    assert_true(sm.mtimes[0] > (int64_t)before - 600);
     store_put_abort(w);
 }
 
@@ -639,13 +659,13 @@ static int fk_del(void *impl, const char *key, sw_err *err)
     logop(impl, "delete", key);
     return 0;
 }
-static int fk_list(void *impl, const char *prefix, int (*cb)(void *, const char *, int64_t), void *arg,
-                   sw_err *err)
+static int fk_list(void *impl, const char *prefix, int (*cb)(void *, const char *, int64_t, int64_t),
+                   void *arg, sw_err *err)
 {
     (void)impl; (void)prefix; (void)err;
-    if (cb(arg, "x.tar.gz", 1)) return 0;
-    if (cb(arg, "x.tar.gz.sha256", 65)) return 0;
-    cb(arg, "y.tar.gz", 2);
+    if (cb(arg, "x.tar.gz", 1, 1000)) return 0;
+    if (cb(arg, "x.tar.gz.sha256", 65, 1000)) return 0;
+    cb(arg, "y.tar.gz", 2, 2000);
     return 0;
 }
 static const store_ops fake_ops = {"fake", fk_close, fk_put_begin, fk_put_write, fk_put_commit,
@@ -675,6 +695,11 @@ static void test_commit_publishes_then_writes_the_sidecar(void **state)
     assert_int_equal(store_list(s, "", collect, &sn, &err), 0);   /* sidecars hidden */
     assert_int_equal(sn.n, 2);
     assert_string_equal(sn.keys[1], "y.tar.gz");
+    seen_mtime sm = {0};
+    assert_int_equal(store_list_mtime(s, "", collect_mtime, &sm, &err), 0);   /* mtime passed on */
+    assert_int_equal(sm.n, 2);
+    assert_int_equal(sm.mtimes[0], 1000);
+    assert_int_equal(sm.mtimes[1], 2000);
     store_set_cancel(s, NULL);                       /* no-op without the hook */
     store_close(s);
 }
