@@ -95,7 +95,7 @@ typedef struct cfg {
     int store_retry_budget_s; /* SNAPWORKER_STORE_RETRY_BUDGET_S */
     int store_timeout_s;      /* SNAPWORKER_STORE_TIMEOUT_S: connect timeout and stall limit */
     int store_orphan_grace_s; /* SNAPWORKER_STORE_ORPHAN_GRACE_S: orphans older are swept */
-    /* sandbox lifecycle (DESIGN.md §8a, docs/lifecycle.md) */
+    /* sandbox lifecycle (docs/lifecycle.md) */
     int idle_timeout_s;       /* SANDBOX_IDLE_TIMEOUT_SECONDS: a sandbox idle this long sleeps */
     bool schedule;            /* SNAPWORKER_SCHEDULE: run the scheduler inside `run` */
     char *tenants;            /* SNAPWORKER_TENANTS: comma-separated tenants the scheduler covers */

@@ -798,7 +798,7 @@ int db_snapshot_size(db *d, const char *session_id, const char *storage_path, in
     return 0;
 }
 
-/* ==== sandboxes (the lifecycle jobs, DESIGN.md §8a) ===================== */
+/* ==== sandboxes (the lifecycle jobs, docs/lifecycle.md) ===================== */
 
 typedef struct sandbox_arg {
     char id[SW_UUID_LEN + 1];

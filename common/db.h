@@ -90,7 +90,7 @@ int db_snapshot_size(db *d, const char *session_id, const char *storage_path, in
  * [A-Za-z0-9_-]{1,63} (nothing else ever reaches SQL). */
 int db_set_tenant(db *d, const char *tenant_id, sw_err *err);
 
-/* ---- sandboxes (DESIGN.md §8a) ---------------------------------------- */
+/* ---- sandboxes (docs/lifecycle.md) ---------------------------------------- */
 typedef struct db_sandbox {
     bool found;
     char status[32];                /* provisioning|running|sleeping|terminated|failed */

@@ -1,4 +1,4 @@
-/* common/excl.h — snapshot exclude patterns (DESIGN.md §3 "Excludes"): parse, validate, match.
+/* common/excl.h — snapshot exclude patterns (docs/lifecycle.md "Snapshot excludes"): parse, validate, match.
  * Owns: the pattern grammar. Patterns are relative to the session folder and matched against
  * archive member names ("outputs/web/node_modules"), segment by segment:
  *   `*`   any run of characters within one name (never a '/'), `?` one character of a name,

@@ -39,7 +39,7 @@ static int get_int(json_t *o, const char *name, long long min, long long max, in
     return 0;
 }
 
-/* Which ids a type may leave out (DESIGN.md §8a): `sleep` acts on a whole sandbox, `sweep` and
+/* Which ids a type may leave out (docs/lifecycle.md): `sleep` acts on a whole sandbox, `sweep` and
  * `prune` on a tenant. Every other type, known or not, needs both (the payload grammar does
  * not depend on the jobs/ table, only on these three names). An id that is given must still
  * be a UUID. */

@@ -1,4 +1,4 @@
-"""Job control (issue 13, DESIGN.md §8b) against real workers: cancel while queued,
+"""Job control (issue 13, docs/producers.md) against real workers: cancel while queued,
 delayed and mid-restore; delays on Redis's clock; priorities without starvation;
 idempotent enqueue; progress events; where an api key may live afterwards."""
 import json

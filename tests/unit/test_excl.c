@@ -1,4 +1,4 @@
-/* tests/unit/test_excl.c — snapshot exclude patterns (common/excl.h, DESIGN.md §3) and the
+/* tests/unit/test_excl.c — snapshot exclude patterns (common/excl.h, docs/lifecycle.md) and the
  * archive walk leaving matches out (common/arc_write.c). */
 #include <setjmp.h>
 #include <stdarg.h>

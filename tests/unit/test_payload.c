@@ -166,7 +166,7 @@ static void dump_round_trips(void **state)
     payload_free(&r2);
 }
 
-/* DESIGN.md §8a: sleep acts on a sandbox, sweep and prune on a tenant; nothing else may omit
+/* docs/lifecycle.md: sleep acts on a sandbox, sweep and prune on a tenant; nothing else may omit
  * an id, and a given id must still be a UUID. */
 static void lifecycle_types_may_omit_their_unused_ids(void **state)
 {

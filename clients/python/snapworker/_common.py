@@ -1,6 +1,6 @@
 """What the sync and async clients share: keys, payloads, replies, exceptions.
 
-Keys follow DESIGN.md §2: ``{namespace}:{{{queue}}}:<suffix>``; every key of a queue
+Keys follow docs/contract.md §1: ``{namespace}:{{{queue}}}:<suffix>``; every key of a queue
 carries the hash tag ``{queue}`` so each script touches one slot."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class SnapworkerError(Exception):
 
 
 class JobFailed(SnapworkerError):
-    """The job ended ``dead``: ``code`` is one of DESIGN.md §4's error codes."""
+    """The job ended ``dead``: ``code`` is one of the error codes of docs/contract.md §4."""
 
     def __init__(self, job_id: str, code: str, message: str, retryable: bool,
                  attempt: int = 0) -> None:
@@ -53,7 +53,7 @@ class JobTimeout(SnapworkerError):
 
 @dataclass
 class Event:
-    """One entry of the events stream (DESIGN.md §2); ``id`` resumes iteration."""
+    """One entry of the events stream (docs/contract.md §1); ``id`` resumes iteration."""
     id: str
     job_id: str
     type: str
@@ -96,7 +96,7 @@ def build_payload(type: str, tenant_id: str, sandbox_id: str, session_id: str,
                   args: Optional[Mapping[str, Any]], id: Optional[str], priority: str,
                   delay: Optional[float], run_at: Optional[float], max_attempts: Optional[int],
                   timeout_s: Optional[int]) -> Tuple[str, str]:
-    """(job id, payload JSON) per DESIGN.md §3/§8b. delay in seconds; run_at in epoch
+    """(job id, payload JSON) per docs/contract.md §2 and docs/producers.md. delay in seconds; run_at in epoch
     seconds (float) on Redis's clock."""
     job_id = id or str(uuid.uuid4())
     if not ID_RE.match(job_id):
