@@ -143,13 +143,13 @@ int wk_celery_expired(worker *w, item *it)
 /* A delivery of a Celery job that already ended: write its final result again (the
  * write is skipped when a ready state is there), closing the window where a crash
  * came between the job hash and the result. */
-void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
+void wk_celery_replay(worker *w, item *it, ended_status status, const char *data)
 {
     if (!it->celery || !w->res.ready) return;
     char *m;
-    if (strcmp(status, "cancelled") == 0) { /* cancelled before it started (cancel.lua) */
+    if (status == ENDED_CANCELLED) { /* cancelled before it started (cancel.lua) */
         m = celery_meta_json(it->req.id, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
-    } else if (strcmp(status, "succeeded") == 0) {
+    } else if (status == ENDED_SUCCEEDED) {
         m = celery_meta_json(it->req.id, "SUCCESS", data, SW_OK, NULL, NULL, NULL);
     } else {
         json_t *e = json_loads(data, 0, NULL);
@@ -203,14 +203,13 @@ void wk_celery_started_due(worker *w)
 void wk_meta_for_outcome(item *it)
 {
     if (!it->celery) return;
-    if (strcmp(it->outcome, "succeeded") == 0)
-        wk_set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL);
-    else if (strcmp(it->outcome, "retry") == 0)
-        wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
-    else if (strcmp(it->outcome, "dead") == 0)
-        wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
-    else if (strcmp(it->outcome, "cancel") == 0)
-        wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
+    switch (it->outcome) {
+    case OUT_SUCCEEDED: wk_set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL); break;
+    case OUT_RETRY: wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL); break;
+    case OUT_DEAD: wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL); break;
+    case OUT_CANCEL: wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL); break;
+    default: break; /* rejects carry the meta they were given; release/defer write none */
+    }
 }
 
 
@@ -268,7 +267,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     }
     int64_t now = wall_ms();
     if (m.eta_ms > now) {
-        it->outcome = "defer";
+        it->outcome = OUT_DEFER;
         it->delay_ms = m.eta_ms - now;
         it->attempt = m.retries;
         wk_queue_finish(w, it);

@@ -29,13 +29,13 @@ static void promote_cb(worker *w, redisReply *r, void *ud)
 {
     (void)ud;
     int64_t next = PROMOTE_IDLE_MS;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        long long moved = r->element[0]->integer, due = r->element[1]->integer,
-                  now = r->element[2]->integer;
-        w->redis_ms = now; /* Redis's clock, for payloads due at run_at_ms */
+    promote_reply p;
+    if (scr_promote_reply(r, &p) == 0) {
+        w->redis_ms = p.now_ms; /* Redis's clock, for payloads due at run_at_ms */
         w->redis_at_ms = job_now_ms();
-        if (moved >= BATCH_MAX) next = 0;
-        else if (due >= 0 && due - now < PROMOTE_IDLE_MS) next = due - now > 5 ? due - now : 5;
+        int64_t wait = p.next_due_ms - p.now_ms;
+        if (p.moved >= BATCH_MAX) next = 0;
+        else if (p.next_due_ms >= 0 && wait < PROMOTE_IDLE_MS) next = wait > 5 ? wait : 5;
     }
     if (w->stopping) return;
     struct timeval tv = {next / 1000, (next % 1000) * 1000};
@@ -97,13 +97,13 @@ static void renew_cb(worker *w, redisReply *r, void *ud)
     renew_batch *b = ud;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements && (int)i < b->n; i++) {
-            long long v = r->element[i]->integer;
-            if (v == 1) continue;
+            renew_result v = scr_renew_result(r, i);
+            if (v == RENEW_OK) continue;
             for (item *it = w->all; it; it = it->next_all) {
                 if (it->sidx != b->sidx[i] || strcmp(it->entry, b->entries[i]) != 0 ||
                     it->state == IT_FINISHING)
                     continue;
-                if (v == 2) {
+                if (v == RENEW_CANCEL) {
                     cancel_asked(it);
                 } else {
                     atomic_store(&it->cancel, 1);
@@ -120,7 +120,7 @@ static void poll_cb(worker *w, redisReply *r, void *ud)
     renew_batch *b = ud;
     w->polling_cancel = 0;
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && (int)i < b->n; i++) {
-        if (r->element[i]->integer != 1) continue;
+        if (!scr_cancel_asked(r, i)) continue;
         for (item *it = w->all; it; it = it->next_all)
             if (it->sidx == b->sidx[i] && strcmp(it->entry, b->entries[i]) == 0 &&
                 (it->state == IT_QUEUED || it->state == IT_RUNNING))

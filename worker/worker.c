@@ -67,50 +67,82 @@ int wk_tracked(worker *w, int sidx, const char *entry)
 
 /* ---- finishing ----------------------------------------------------------- */
 
-static void log_outcome(worker *w, item *it, const char *result)
+/* The log line of a finished job: its message and level follow from the outcome. */
+static void log_outcome(item *it, finish_result res)
 {
-    (void)w;
     log_level lvl = LOG_INFO;
     const char *msg = "job_succeeded";
-    const char *o = it->outcome;
-    if (strcmp(result, "lost") == 0) { lvl = LOG_WARN; msg = "job_lease_lost"; }
-    else if (strcmp(o, "retry") == 0) { lvl = LOG_WARN; msg = "job_failed"; }
-    else if (strcmp(o, "dead") == 0 || strcmp(o, "reject") == 0) { lvl = LOG_ERROR; msg = "job_dead"; }
-    else if (strcmp(o, "release") == 0) { msg = "job_released"; }
-    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) { msg = "job_deferred"; }
-    else if (strcmp(o, "cancel") == 0) { lvl = LOG_WARN; msg = "job_cancelled"; }
+    job_outcome o = it->outcome;
+    int ran = 1, failed = 0; /* duration_ms is logged for runs, code/error for failures */
+    switch (o) {
+    case OUT_NONE:
+    case OUT_SUCCEEDED: break;
+    case OUT_RETRY: lvl = LOG_WARN; msg = "job_failed"; failed = 1; break;
+    case OUT_DEAD: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; break;
+    case OUT_REJECT: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; ran = 0; break;
+    case OUT_RELEASE: msg = "job_released"; ran = 0; break;
+    case OUT_DEFER:
+    case OUT_DEFER_AT: msg = "job_deferred"; ran = 0; break;
+    case OUT_CANCEL: lvl = LOG_WARN; msg = "job_cancelled"; break;
+    case OUT_ABANDON:
+    case OUT_COUNT: msg = "job_abandoned"; break; /* never finished: not reached */
+    }
+    if (res == FINISH_LOST) { /* fenced out: the outcome was not written */
+        lvl = LOG_WARN;
+        msg = "job_lease_lost";
+    }
     log_line l;
     log_begin(&l, lvl, msg);
     log_str(&l, "job", it->req.id[0] ? it->req.id : NULL);
     log_str(&l, "type", it->req.type[0] ? it->req.type : NULL);
     log_str(&l, "entry", it->entry);
     log_int(&l, "attempt", it->attempt);
-    int deferred = strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0;
-    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0 && !deferred)
-        log_int(&l, "duration_ms", it->duration_ms);
-    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0 && !deferred &&
-        strcmp(o, "cancel") != 0) {
+    if (ran) log_int(&l, "duration_ms", it->duration_ms);
+    if (failed) {
         log_str(&l, "code", sw_code_name(it->err.code));
         log_str(&l, "error", it->err.msg);
     }
-    if (strcmp(o, "retry") == 0 || strcmp(o, "defer") == 0) log_int(&l, "delay_ms", it->delay_ms);
-    if (strcmp(o, "defer_at") == 0) log_int(&l, "due_ms", it->delay_ms);
-    if (strcmp(o, "defer_at") == 0 || strcmp(o, "cancel") == 0 || it->sidx != PRIO_DEFAULT)
+    if (o == OUT_RETRY || o == OUT_DEFER) log_int(&l, "delay_ms", it->delay_ms);
+    if (o == OUT_DEFER_AT) log_int(&l, "due_ms", it->delay_ms);
+    if (o == OUT_DEFER_AT || o == OUT_CANCEL || it->sidx != PRIO_DEFAULT)
         log_str(&l, "priority", payload_prio_name(it->sidx));
     if (it->meta_state) log_str(&l, "celery_state", it->meta_state);
     log_end(&l);
 }
 
-static void count_outcome(worker_stats *s, const char *o, const char *res)
+/* How the finish of 'o' is counted (worker stats and metrics). */
+static metrics_outcome counted_as(job_outcome o, finish_result res)
 {
-    if (strcmp(res, "lost") == 0) s->lease_lost++;
-    else if (strcmp(o, "succeeded") == 0) s->succeeded++;
-    else if (strcmp(o, "retry") == 0) s->failed++;
-    else if (strcmp(o, "dead") == 0) s->dead++;
-    else if (strcmp(o, "reject") == 0) s->rejected++;
-    else if (strcmp(o, "release") == 0) s->released++;
-    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) s->deferred++;
-    else if (strcmp(o, "cancel") == 0) s->dead++; /* terminal without success; ops counts */
+    if (res == FINISH_LOST) return MO_LEASE_LOST;
+    switch (o) {
+    case OUT_SUCCEEDED: return MO_SUCCEEDED;
+    case OUT_RETRY: return MO_FAILED;
+    case OUT_DEAD: return MO_DEAD;
+    case OUT_REJECT: return MO_REJECTED;
+    case OUT_RELEASE: return MO_RELEASED;
+    case OUT_DEFER:
+    case OUT_DEFER_AT: return MO_DEFERRED;
+    case OUT_CANCEL: return MO_CANCELLED;
+    case OUT_ABANDON: return MO_ABANDONED;
+    case OUT_NONE:
+    case OUT_COUNT: break;
+    }
+    return MO_OTHER;
+}
+
+static void count_outcome(worker_stats *s, metrics_outcome m)
+{
+    switch (m) {
+    case MO_LEASE_LOST: s->lease_lost++; break;
+    case MO_SUCCEEDED: s->succeeded++; break;
+    case MO_FAILED: s->failed++; break;
+    case MO_DEAD: s->dead++; break;
+    case MO_REJECTED: s->rejected++; break;
+    case MO_RELEASED: s->released++; break;
+    case MO_DEFERRED: s->deferred++; break;
+    case MO_CANCELLED: s->dead++; break; /* terminal without success; ops counts */
+    default: break;
+    }
 }
 
 static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
@@ -147,10 +179,11 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
     size_t i = 0;
     for (item *it = batch; it;) {
         item *nx = it->next;
-        const char *res = (i < r->elements && r->element[i]->str) ? r->element[i]->str : "lost";
-        log_outcome(w, it, res);
-        count_outcome(&w->stats, it->outcome, res);
-        metrics_job_done(it->type ? it->type->name : NULL, it->outcome, res, it->duration_ms);
+        finish_result res = scr_finish_result(r, i);
+        metrics_outcome m = counted_as(it->outcome, res);
+        log_outcome(it, res);
+        count_outcome(&w->stats, m);
+        metrics_job_done(it->type ? it->type->name : NULL, m, it->duration_ms);
         wk_untrack_free(w, it);
         it = nx;
         i++;
@@ -168,11 +201,11 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
     cv_add(args, it->entry);
     cv_add(args, it->req.id);
     cv_add(args, it->req.type);
-    cv_add(args, it->outcome);
+    cv_add(args, scr_outcome_arg(it->outcome)); /* the only place an outcome is a word */
     cv_addll(args, it->attempt);
     cv_add(args, it->data ? it->data : "{}");
     cv_add(args, it->type && it->type->session_lock ? "1" : "0");
-    if (strcmp(it->outcome, "succeeded") == 0) return; /* no delay, no payload copy */
+    if (it->outcome == OUT_SUCCEEDED) return; /* no delay, no payload copy */
     cv_addll(args, it->delay_ms);
     if (it->raw) cv_addn(args, it->raw, it->raw_len);
     else cv_add(args, "");
@@ -237,7 +270,7 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
     for (item *it = exec_take_done(w->pool); it;) {
         item *nx = it->next;
         w->ewma_ms = w->ewma_ms * 0.8 + (double)it->duration_ms * 0.2;
-        if (strcmp(it->outcome, "abandon") == 0) {
+        if (it->outcome == OUT_ABANDON) {
             wk_untrack_free(w, it);
         } else {
             wk_meta_for_outcome(it);
@@ -268,47 +301,43 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         evtimer_add(w->t_read_retry, &tv);
         return;
     }
-    /* flat reply: per job action, attempt, deliveries, npairs, then npairs pairs */
-    size_t i = 0;
+    size_t pos = 0;
     item *run = NULL, *run_tail = NULL;
     for (item *it = batch; it;) {
         item *nx = it->next;
-        const char *act = "skip";
-        redisReply **e = NULL;
-        size_t npairs = 0;
-        if (i + 4 <= r->elements && r->element[i]->type == REDIS_REPLY_STRING &&
-            r->element[i + 1]->type == REDIS_REPLY_INTEGER &&
-            r->element[i + 2]->type == REDIS_REPLY_INTEGER &&
-            r->element[i + 3]->type == REDIS_REPLY_INTEGER && r->element[i + 3]->integer >= 0 &&
-            (size_t)r->element[i + 3]->integer <= (r->elements - i - 4) / 2) {
-            e = r->element + i;
-            act = e[0]->str;
-            npairs = (size_t)e[3]->integer;
-            i += 4 + 2 * npairs;
-        } else {
-            i = r->elements; /* malformed: leave the rest pending for the reclaim */
-        }
-        if (strcmp(act, "run") == 0 || strcmp(act, "poison") == 0) {
-            it->attempt = (int)e[1]->integer;
-            it->deliveries = (int)e[2]->integer;
-            it->poison = act[0] == 'p';
-            if (npairs && !it->memo) it->memo = json_object();
-            for (size_t k = 0; k < npairs; k++)
-                json_object_set_new(it->memo, e[4 + 2 * k]->str, json_string(e[5 + 2 * k]->str));
+        start_reply s;
+        if (scr_start_reply_next(r, &pos, &s) != 1) /* short or malformed: leave it pending */
+            s = (start_reply){.action = START_SKIP};
+        switch (s.action) {
+        case START_RUN:
+        case START_POISON:
+            it->attempt = s.attempt;
+            it->deliveries = s.deliveries;
+            it->poison = s.action == START_POISON;
+            if (s.nmemo && !it->memo) it->memo = json_object();
+            for (size_t k = 0; k < s.nmemo; k++)
+                json_object_set_new(it->memo, s.memo[2 * k]->str, json_string(s.memo[2 * k + 1]->str));
             it->next = NULL;
             if (run_tail) run_tail->next = it;
             else run = it;
             run_tail = it;
-        } else {
-            if (strcmp(act, "ended") == 0 && npairs == 1 && e[4]->str && e[5]->str)
-                wk_celery_replay(w, it, e[4]->str, e[5]->str);
+            break;
+        case START_ENDED:
+            wk_celery_replay(w, it, s.ended, s.ended_data);
+            /* fall through */
+        case START_SKIP:
+        case START_DUP:
+        case START_BUSY:
+        case START_COUNT: {
             log_line l;
             log_begin(&l, LOG_DEBUG, "job_not_started");
             log_str(&l, "job", it->req.id);
             log_str(&l, "entry", it->entry);
-            log_str(&l, "reason", act);
+            log_str(&l, "reason", scr_start_action_name(s.action));
             log_end(&l);
             wk_untrack_free(w, it);
+            break;
+        }
         }
         it = nx;
     }
@@ -316,7 +345,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         /* SIGTERM came while the start script was in flight: hand them back */
         for (item *it = run; it;) {
             item *nx = it->next;
-            it->outcome = "release";
+            it->outcome = OUT_RELEASE;
             wk_queue_finish(w, it);
             it = nx;
         }
@@ -365,7 +394,7 @@ void wk_reject(worker *w, item *it, sw_code code, const char *msg)
 {
     sw_errc(&it->err, code, "%s", msg);
     it->err.retryable = false;
-    it->outcome = "reject";
+    it->outcome = OUT_REJECT;
     it->attempt = 1;
     free(it->data);
     it->data = err_json(&it->err);
@@ -416,7 +445,7 @@ static int defer_if_early(worker *w, item *it, int served)
             }
         }
     }
-    it->outcome = "defer_at";
+    it->outcome = OUT_DEFER_AT;
     it->delay_ms = due;
     it->attempt = 0;
     wk_queue_finish(w, it);
@@ -659,7 +688,7 @@ static void begin_drain(worker *w, int signo)
     /* jobs read ahead but not started go back to the stream for others */
     for (item *it = exec_take_queued(w->pool); it;) {
         item *nx = it->next;
-        it->outcome = "release";
+        it->outcome = OUT_RELEASE;
         wk_queue_finish(w, it);
         it = nx;
     }

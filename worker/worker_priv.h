@@ -138,8 +138,8 @@ void wk_set_meta(item *it, const char *state, const char *result_json, sw_code c
 void wk_meta_for_outcome(item *it);                     /* Celery meta from the item's outcome */
 void wk_celery_started_due(worker *w);                  /* STARTED for jobs running > 0.5 s */
 int wk_celery_expired(worker *w, item *it);             /* 1: expired, REVOKED and rejected */
-/* Rewrite the final result of an ended job seen again ("succeeded" | "dead", data JSON). */
-void wk_celery_replay(worker *w, item *it, const char *status, const char *data);
+/* Rewrite the final result of an ended job seen again (its status, data JSON). */
+void wk_celery_replay(worker *w, item *it, ended_status status, const char *data);
 
 /* ---- worker.c ---- */
 void wk_track(worker *w, item *it);                     /* add to the in-flight list */
