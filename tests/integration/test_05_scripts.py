@@ -321,6 +321,18 @@ class Scripts(SWTestCase):
         keys = [self.k("job:" + p["id"]), *self.streams(), self.k("delayed")]
         return self.run_script("enqueue", keys, [json.dumps(p)])
 
+    def test_enqueue_script_behind_the_schedulers_fence_adds_only_while_the_fence_holds(self):
+        # worker/enqueue.c: its fence line in front of this very file, KEYS[6] and ARGV[2]
+        with open(os.path.join(ROOT, "worker", "enqueue.c")) as f:
+            src = f.read()
+        fence = src[src.index('"if ARGV[2]'):].split(r'\n";', 1)[0][1:] + "\n"
+        fenced = fence + text("enqueue")
+        p = self.payload()
+        keys = [self.k("job:" + p["id"]), *self.streams(), self.k("delayed"), self.k("fence")]
+        self.r.set(self.k("fence"), "tok")
+        self.assertEqual(self.r.eval(fenced, 6, *keys, json.dumps(p), "other"), -1)
+        self.assertEqual(self.r.eval(fenced, 6, *keys, json.dumps(p), "tok")[0], 1)
+
     def test_enqueue_script_adds_a_job_once(self):
         p = self.payload()
         added, status, where = self.enqueue(p)
