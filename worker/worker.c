@@ -149,8 +149,9 @@ static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
     (void)ev;
-    wk_flush_finish(arg);
-    wk_retry_meta(arg);
+    worker *w = arg;
+    wk_flush_finish(w);
+    if (w->hook && w->hook->flush) w->hook->flush(w);
 }
 
 static void requeue_finish(worker *w, item *batch)
@@ -164,8 +165,9 @@ static void requeue_finish(worker *w, item *batch)
     w->finish_q = batch;
 }
 
-static void finish_cb(worker *w, redisReply *r, void *ud)
+static void finish_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r) log_msg(LOG_ERROR, "finish_script_failed", "error", r->str ? r->str : "?", NULL);
@@ -213,7 +215,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
 
 void wk_flush_finish(worker *w)
 {
-    if (w->meta_wait) wk_retry_meta(w);
+    if (w->hook && w->hook->flush) w->hook->flush(w);
     while (w->finish_q && w->cmd.ready) {
         item *batch = NULL, *tail = NULL;
         int n = 0;
@@ -233,7 +235,7 @@ void wk_flush_finish(worker *w)
             n++;
         }
         cmdv v;
-        wk_script_begin(&v, SCR_FINISH, 3 + keys.argc);
+        conn_script_begin(&v, SCR_FINISH, 3 + keys.argc);
         cv_add(&v, w->k_events);
         cv_add(&v, w->k_delayed);
         cv_add(&v, w->k_dead);
@@ -247,8 +249,16 @@ void wk_flush_finish(worker *w)
         cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
-        wk_send(&w->cmd, &v, 1, SCR_FINISH, finish_cb, batch);
+        conn_script(&w->cmd, &v, SCR_FINISH, finish_cb, batch);
     }
+}
+
+/* Every item whose outcome is known passes here: an attached hook (Celery) may hold
+ * it to write its result first; then its finish is queued. */
+void wk_complete(worker *w, item *it)
+{
+    if (w->hook && w->hook->complete && w->hook->complete(w, it)) return;
+    wk_queue_finish(w, it);
 }
 
 void wk_queue_finish(worker *w, item *it)
@@ -273,7 +283,6 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
         if (it->outcome == OUT_ABANDON) {
             wk_untrack_free(w, it);
         } else {
-            wk_meta_for_outcome(it);
             wk_complete(w, it);
         }
         it = nx;
@@ -284,8 +293,9 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
 
 /* ---- starting ------------------------------------------------------------ */
 
-static void start_cb(worker *w, redisReply *r, void *ud)
+static void start_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         /* unknown whether the script ran: drop locally; the entries stay pending
@@ -361,7 +371,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
 static void send_start(worker *w, item *batch, int n, int recover)
 {
     cmdv v;
-    wk_script_begin(&v, SCR_START, 2 + 3 * n);
+    conn_script_begin(&v, SCR_START, 2 + 3 * n);
     cv_add(&v, w->k_events);
     cv_add(&v, w->k_delayed);
     for (item *it = batch; it; it = it->next) {
@@ -387,7 +397,7 @@ static void send_start(worker *w, item *batch, int n, int recover)
         if (it->celery) cv_addn(&v, it->raw, it->raw_len);
         else cv_add(&v, "");
     }
-    wk_send(&w->cmd, &v, 1, SCR_START, start_cb, batch);
+    conn_script(&w->cmd, &v, SCR_START, start_cb, batch);
 }
 
 void wk_reject(worker *w, item *it, sw_code code, const char *msg)
@@ -409,7 +419,7 @@ static void ack_deleted(worker *w, int sidx, const char *entry)
     cv_add(&v, w->k_streams[sidx]);
     cv_add(&v, GROUP);
     cv_add(&v, entry);
-    wk_send(&w->cmd, &v, 0, 0, NULL, NULL);
+    conn_send(&w->cmd, &v, NULL, NULL);
 }
 
 /* Redis's clock now, estimated from the last promote tick (0 before the first). */
@@ -567,8 +577,9 @@ void wk_recover_all(worker *w)
 
 /* The reply holds one [stream, entries] per stream that had any, in the order asked
  * (high, default, low), so higher priorities reach the start script first. */
-static void read_cb(worker *w, redisReply *r, void *ud)
+static void read_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     int recover = (int)((intptr_t)ud & 1), asked = (int)(((intptr_t)ud >> 1) & 7),
         count = (int)((intptr_t)ud >> 4);
     w->reading = 0;
@@ -650,7 +661,7 @@ void wk_maybe_read(worker *w)
     for (int i = 0; i < PRIO_COUNT; i++)
         if (mask & (1 << i)) cv_add(&v, recover ? w->recover_from[i] : ">");
     w->reading = 1;
-    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
+    conn_send(&w->rd, &v, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
 }
 
 /* ---- signals and drain --------------------------------------------------- */
@@ -679,12 +690,7 @@ static void begin_drain(worker *w, int signo)
     }
     w->stopping = 1;
     log_msg(LOG_INFO, "draining", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-    w->rd.closing = 1;
-    if (w->rd.ac) {
-        redisAsyncContext *ac = w->rd.ac;
-        redisAsyncFree(ac); /* cancels the blocking read */
-        if (w->rd.ac == ac) w->rd.ac = NULL;
-    }
+    conn_close(&w->rd); /* cancels the blocking read */
     /* jobs read ahead but not started go back to the stream for others */
     for (item *it = exec_take_queued(w->pool); it;) {
         item *nx = it->next;
@@ -703,6 +709,124 @@ static void signal_cb(evutil_socket_t sig, short ev, void *arg)
     (void)ev;
     begin_drain(arg, (int)sig);
 }
+
+/* ---- connections: what their readiness and loss mean (worker/conn.c) ------ */
+
+static void script_loaded(void *owner, redisReply *r, void *ud)
+{
+    worker *w = owner;
+    scr_id sid = (scr_id)(intptr_t)ud;
+    if (!r) return; /* connection lost: the next connect loads it again */
+    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) {
+        w->script_load_warned = 0;
+        return;
+    }
+    /* e.g. LOADING right after a restart: the 1 s tick tries again; meanwhile calls
+     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL.
+     * Warned once per streak of failures (an ACL without SCRIPT would repeat). */
+    w->reload_scripts = 1;
+    if (w->script_load_warned) return;
+    w->script_load_warned = 1;
+    log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
+            r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
+}
+
+/* SCRIPT LOAD every script on each connect of the command connection (a restarted
+ * Redis has none); queued ahead of every call on that connection, so EVALSHA finds
+ * them. The SHA1 is the same on any server; until the first replies arrive, calls
+ * go out as EVAL. */
+void wk_load_scripts(worker *w)
+{
+    w->reload_scripts = 0;
+    for (int i = 0; i < SCR_COUNT; i++) {
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "SCRIPT");
+        cv_add(&v, "LOAD");
+        cv_add(&v, scr_source((scr_id)i));
+        conn_send(&w->cmd, &v, script_loaded, (void *)(intptr_t)i);
+    }
+}
+
+static void group_created(void *owner, redisReply *r, void *ud)
+{
+    (void)owner;
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
+}
+
+/* On the reader: the consumer group at 0 with MKSTREAM (jobs added before any worker
+ * started are run); BUSYGROUP means it exists. */
+void wk_create_group(worker *w)
+{
+    for (int i = 0; i < PRIO_COUNT; i++) { /* high, default, low: one group name */
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "XGROUP");
+        cv_add(&v, "CREATE");
+        cv_add(&v, w->k_streams[i]);
+        cv_add(&v, GROUP);
+        cv_add(&v, "0");
+        cv_add(&v, "MKSTREAM");
+        conn_send(&w->rd, &v, group_created, NULL);
+    }
+}
+
+static void policy_cb(void *owner, redisReply *r, void *ud)
+{
+    worker *w = owner;
+    (void)ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || w->warned_policy) return;
+    w->warned_policy = 1;
+    const char *pol = r->element[1]->str ? r->element[1]->str : "";
+    if (strcmp(pol, "noeviction") != 0)
+        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
+                "not noeviction: evicted keys are lost jobs", NULL);
+}
+
+/* The reader (re)connected: the group first, then read. */
+static void reader_ready(conn *c, void *owner)
+{
+    (void)c;
+    worker *w = owner;
+    wk_create_group(w);
+    wk_maybe_read(w);
+}
+
+/* The command connection (re)connected: scripts first (so EVALSHA finds them), the
+ * eviction-policy check once, then the finishes that waited, then read. */
+static void command_ready(conn *c, void *owner)
+{
+    worker *w = owner;
+    wk_load_scripts(w);
+    if (!w->warned_policy) {
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "CONFIG");
+        cv_add(&v, "GET");
+        cv_add(&v, "maxmemory-policy");
+        conn_send(c, &v, policy_cb, NULL);
+    }
+    wk_flush_finish(w);
+    wk_maybe_read(w);
+}
+
+/* Any connection lost: re-read our own pending entries first when reading resumes
+ * (nothing read before the drop is forgotten); a closing reader ends the drain. */
+void wk_conn_lost(conn *c, void *owner, const char *why, int was_ready)
+{
+    worker *w = owner;
+    wk_recover_all(w);
+    if (c == &w->rd) w->reading = 0;
+    if (!c->closing && !w->stopping)
+        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
+                "reason", why, NULL);
+    if (c->closing) wk_check_exit(w); /* only the reader closes at a drain */
+}
+
+static const conn_hooks reader_hooks = {.on_ready = reader_ready, .on_lost = wk_conn_lost};
+static const conn_hooks command_hooks = {.on_ready = command_ready, .on_lost = wk_conn_lost};
 
 /* ---- lifetime ------------------------------------------------------------- */
 
@@ -747,17 +871,15 @@ worker *worker_new(const cfg *c)
         free(w);
         return NULL;
     }
-    w->rd = (conn){.w = w, .url = &c->redis, .name = "reader", .backoff_ms = 100};
-    w->cmd = (conn){.w = w, .url = &c->redis, .name = "command", .backoff_ms = 100};
-    w->rd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->rd);
-    w->cmd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->cmd);
+    conn_init(&w->rd, w->base, &c->redis, "reader", BLOCK_MS, &reader_hooks, w);
+    conn_init(&w->cmd, w->base, &c->redis, "command", 0, &command_hooks, w);
     w->pipe_ev = event_new(w->base, w->pipefd[0], EV_READ | EV_PERSIST, pipe_cb, w);
     w->sig_term = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sig_int = evsignal_new(w->base, SIGINT, signal_cb, w);
     w->t_promote = evtimer_new(w->base, wk_promote_timer, w);
     w->t_renew = event_new(w->base, -1, EV_PERSIST, wk_renew_timer, w);
     w->t_reclaim = event_new(w->base, -1, EV_PERSIST, wk_reclaim_timer, w);
-    w->t_watch = event_new(w->base, -1, EV_PERSIST, wk_watch_cb, w);
+    w->t_watch = event_new(w->base, -1, EV_PERSIST, wk_watch_timer, w);
     w->t_drain = evtimer_new(w->base, drain_timeout, w);
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
     w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
@@ -793,10 +915,10 @@ int worker_run(worker *w)
         !(w->http = http_start(w->base, w->cfg->http_addr, w->cfg->http_max_connections,
                                w->cfg->http_timeout_s, &w->stats)))
         return 1;
-    wk_conn_connect(&w->rd);
-    wk_conn_connect(&w->cmd);
+    conn_connect(&w->rd);
+    conn_connect(&w->cmd);
     if (w->celery_on) {
-        wk_conn_connect(&w->res);
+        conn_connect(&w->res);
         evtimer_add(w->t_ingress, &soon);
         log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
@@ -834,10 +956,9 @@ int worker_free(worker *w)
     }
     if (busy) return -1; /* a job is still running: the process exits around it */
     if (w->inflight == 0) release_consumer(w);
-    w->rd.closing = w->cmd.closing = w->res.closing = 1;
-    if (w->rd.ac) redisAsyncFree(w->rd.ac);
-    if (w->cmd.ac) redisAsyncFree(w->cmd.ac);
-    if (w->res.ac) redisAsyncFree(w->res.ac);
+    conn_free(&w->rd);
+    conn_free(&w->cmd);
+    if (w->celery_on) conn_free(&w->res);
     w->meta_wait = NULL; /* those items are on the in-flight list too */
     while (w->all) wk_untrack_free(w, w->all);
     http_stop(w->http);
@@ -846,9 +967,9 @@ int worker_free(worker *w)
         cv_free(&w->ingress_keys);
         rds_url_free(&w->res_url);
     }
-    struct event *evs[] = {w->rd.retry_ev, w->cmd.retry_ev, w->pipe_ev, w->sig_term, w->sig_int,
-                           w->t_promote, w->t_renew, w->t_reclaim, w->t_watch, w->t_drain,
-                           w->t_finish_retry, w->t_read_retry, w->res.retry_ev, w->t_ingress};
+    struct event *evs[] = {w->pipe_ev,   w->sig_term, w->sig_int,        w->t_promote,
+                           w->t_renew,   w->t_reclaim, w->t_watch,         w->t_drain,
+                           w->t_finish_retry, w->t_read_retry, w->t_ingress};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i]) event_free(evs[i]);
     event_base_free(w->base);
