@@ -269,7 +269,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
 }
 
 
-/* An oversize message, cut by the ingress script (worker/scripts.c): not parsed. Its
+/* An oversize message, cut by the ingress script (worker/lua/celery_ingress.lua): not parsed. Its
  * task gets FAILURE (InvalidPayload) when the script could read the id, and the kept
  * prefix goes to the dead stream like any malformed message (docs/contract.md §4). */
 void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,

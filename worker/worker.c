@@ -4,7 +4,7 @@
  * back-pressure), the start and finish batches, signals and the graceful drain.
  * Connections are in worker/conn.c, timers in worker/sched.c, Celery in
  * worker/celery.c, job execution in worker/exec.c, and every queue transition is
- * one Lua script (worker/scripts.c).
+ * one Lua script (worker/lua/, loaded by worker/scripts.c).
  *
  *   XREADGROUP ─► decode/validate ─► start script ─► executors ─► done pipe
  *        ▲               │ reject                                      │
