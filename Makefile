@@ -17,7 +17,7 @@ LDLIBS  = $(PKG_LIBS) -ldl -pthread -lm
 
 LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
 # Files compiled into the binary (common/embedded.h), sorted so lookups are stable:
-# migrations, job templates, the producers' Lua (worker/lua/) and the dashboard (worker/ui/).
+# migrations, job templates, the queue's Lua scripts (worker/lua/) and the dashboard (worker/ui/).
 EMBED_FILES = $(sort $(wildcard migrations/*.sql) $(wildcard jobs/templates/*) $(wildcard worker/lua/*.lua) \
                     $(wildcard worker/ui/*))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)

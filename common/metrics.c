@@ -20,11 +20,8 @@ const double metrics_bucket_s[METRICS_NBUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
     2.5,   5,      10,    30,   60,    120,  300, 600,  1800, 3600};
 
-enum outcome {
-    O_SUCCEEDED, O_FAILED, O_DEAD, O_REJECTED, O_RELEASED, O_DEFERRED, O_LEASE_LOST,
-    O_CANCELLED, O_ABANDONED, O_OTHER, O_COUNT
-};
-static const char *const outcome_names[O_COUNT] = {
+/* The `outcome` label of snapworker_jobs_total, one per metrics_outcome. */
+static const char *const outcome_names[MO_COUNT] = {
     "succeeded", "failed", "dead", "rejected", "released", "deferred", "lease_lost",
     "cancelled", "abandoned", "other"};
 
@@ -37,7 +34,7 @@ typedef struct hist {
 typedef struct type_slot {
     atomic_int state;               /* 0 free, 1 being claimed, 2 ready */
     char name[TYPE_NAME_MAX];
-    _Atomic uint64_t outcomes[O_COUNT];
+    _Atomic uint64_t outcomes[MO_COUNT];
     hist duration;
 } type_slot;
 
@@ -96,29 +93,13 @@ static type_slot *slot_for(const char *type)
     return o;
 }
 
-static enum outcome outcome_of(const char *o, const char *finish)
-{
-    if (finish && strcmp(finish, "lost") == 0) return O_LEASE_LOST;
-    if (!o) return O_OTHER;
-    if (!strcmp(o, "succeeded")) return O_SUCCEEDED;
-    if (!strcmp(o, "retry") || !strcmp(o, "failed")) return O_FAILED;
-    if (!strcmp(o, "dead")) return O_DEAD;
-    if (!strcmp(o, "reject")) return O_REJECTED;
-    if (!strcmp(o, "release")) return O_RELEASED;
-    if (!strcmp(o, "defer")) return O_DEFERRED;
-    if (!strncmp(o, "cancel", 6)) return O_CANCELLED;
-    if (!strcmp(o, "abandon")) return O_ABANDONED;
-    return O_OTHER;
-}
-
-void metrics_job_done(const char *type, const char *outcome, const char *finish,
-                      int64_t duration_ms)
+void metrics_job_done(const char *type, metrics_outcome o, int64_t duration_ms)
 {
     type_slot *s = slot_for(type);
-    enum outcome o = outcome_of(outcome, finish);
+    if (o < 0 || o >= MO_COUNT) o = MO_OTHER;
     atomic_fetch_add_explicit(&s->outcomes[o], 1, memory_order_relaxed);
-    bool ran = o == O_SUCCEEDED || o == O_FAILED || o == O_DEAD || o == O_CANCELLED ||
-               o == O_LEASE_LOST;
+    bool ran = o == MO_SUCCEEDED || o == MO_FAILED || o == MO_DEAD || o == MO_CANCELLED ||
+               o == MO_LEASE_LOST;
     if (ran)
         observe(&s->duration, (uint64_t)(duration_ms > 0 ? duration_ms : 0) * 1000);
 }
@@ -220,7 +201,7 @@ void metrics_render(FILE *f, const char *queue, const char *version)
          "Jobs ended by this process, by type and outcome (failed = will be retried).");
     for (int i = 0; i < ntypes; i++) {
         metrics_label(ready[i]->name, t, sizeof t);
-        for (int o = 0; o < O_COUNT; o++)
+        for (int o = 0; o < MO_COUNT; o++)
             fprintf(f, "snapworker_jobs_total{queue=\"%s\",type=\"%s\",outcome=\"%s\"} %llu\n", q,
                     t, outcome_names[o],
                     (unsigned long long)atomic_load_explicit(&ready[i]->outcomes[o],
@@ -231,13 +212,13 @@ void metrics_render(FILE *f, const char *queue, const char *version)
     for (int i = 0; i < ntypes; i++) {
         metrics_label(ready[i]->name, t, sizeof t);
         fprintf(f, "snapworker_job_retries_total{queue=\"%s\",type=\"%s\"} %llu\n", q, t,
-                (unsigned long long)atomic_load(&ready[i]->outcomes[O_FAILED]));
+                (unsigned long long)atomic_load(&ready[i]->outcomes[MO_FAILED]));
     }
     head(f, "snapworker_jobs_cancelled_total", "counter", "Jobs that ended cancelled.");
     for (int i = 0; i < ntypes; i++) {
         metrics_label(ready[i]->name, t, sizeof t);
         fprintf(f, "snapworker_jobs_cancelled_total{queue=\"%s\",type=\"%s\"} %llu\n", q, t,
-                (unsigned long long)atomic_load(&ready[i]->outcomes[O_CANCELLED]));
+                (unsigned long long)atomic_load(&ready[i]->outcomes[MO_CANCELLED]));
     }
     head(f, "snapworker_job_duration_seconds", "histogram",
          "Run time of one attempt, from an executor taking it to its outcome.");

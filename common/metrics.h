@@ -29,11 +29,15 @@ extern const double metrics_bucket_s[METRICS_NBUCKETS];
 
 void metrics_count(metric_counter c, uint64_t n); /* any thread */
 
-/* A job's finish was answered: 'outcome' is the item's ("succeeded", "retry", "dead",
- * "reject", "release", "defer", "cancelled", ...), 'finish' the finish script's word
- * for it ("lost" = lease lost). Durations are observed for runs only. Any thread. */
-void metrics_job_done(const char *type, const char *outcome, const char *finish,
-                      int64_t duration_ms);
+/* How a job ended, as counted: the `outcome` label of snapworker_jobs_total. */
+typedef enum metrics_outcome {
+    MO_SUCCEEDED, MO_FAILED /* will be retried */, MO_DEAD, MO_REJECTED, MO_RELEASED,
+    MO_DEFERRED, MO_LEASE_LOST, MO_CANCELLED, MO_ABANDONED, MO_OTHER, MO_COUNT
+} metrics_outcome;
+
+/* A job's finish was answered with outcome 'o'. Durations are observed for runs only
+ * (succeeded, failed, dead, cancelled, lease_lost). Any thread. */
+void metrics_job_done(const char *type, metrics_outcome o, int64_t duration_ms);
 /* An executor took a job read from stream entry 'entry_id' ("ms-seq"): observes the
  * queue wait from the entry's time (Redis clock) to now (this host's clock, >= 0). */
 void metrics_job_started(const char *entry_id);

@@ -33,8 +33,9 @@ static int64_t wall_ms(void)
 
 /* Result writes are batched: one script call for up to 256 items, then their
  * finish scripts. A batch that could not be written goes back to the queue. */
-static void meta_cb(worker *w, redisReply *r, void *ud)
+static void meta_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r) log_msg(LOG_WARN, "celery_result_failed", "error", r->str ? r->str : "?", NULL);
@@ -62,7 +63,7 @@ static void meta_cb(worker *w, redisReply *r, void *ud)
 cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta)
 {
     cmdv v;
-    wk_script_begin(&v, SCR_CELERY_RESULT, 1);
+    conn_script_begin(&v, SCR_CELERY_RESULT, 1);
     cv_addf(&v, "celery-task-meta-%s", task_id);
     cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
     cv_add(&v, meta);
@@ -70,7 +71,7 @@ cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta)
 }
 
 /* Send one call writing the metas of 'list' (linked by next, n items). */
-static void send_metas(worker *w, item *list, int n, reply_fn fn)
+static void send_metas(worker *w, item *list, int n, conn_reply_fn fn)
 {
     cmdv keys, metas, v;
     cv_init(&keys);
@@ -79,16 +80,17 @@ static void send_metas(worker *w, item *list, int n, reply_fn fn)
         cv_addf(&keys, "celery-task-meta-%s", it->req.id);
         cv_add(&metas, it->meta);
     }
-    wk_script_begin(&v, SCR_CELERY_RESULT, n);
+    conn_script_begin(&v, SCR_CELERY_RESULT, n);
     cv_cat(&v, &keys);
     cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
     cv_cat(&v, &metas);
     cv_free(&keys);
     cv_free(&metas);
-    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, fn, fn ? list : NULL);
+    conn_script(&w->res, &v, SCR_CELERY_RESULT, fn, fn ? list : NULL);
 }
 
-void wk_retry_meta(worker *w)
+/* Send queued result writes, batched (the hook's flush). */
+static void retry_meta(worker *w)
 {
     while (w->meta_wait && w->res.ready) {
         item *batch = w->meta_wait, *tail = batch;
@@ -103,18 +105,6 @@ void wk_retry_meta(worker *w)
     }
 }
 
-/* The item's outcome is known: its Celery result first (if any), then finish. */
-void wk_complete(worker *w, item *it)
-{
-    if (!(it->meta && w->celery_on)) {
-        wk_queue_finish(w, it);
-        return;
-    }
-    it->next = NULL; /* appended: results keep the order of completion */
-    item **p = &w->meta_wait;
-    while (*p) p = &(*p)->next;
-    *p = it;
-}
 
 void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
                      const char *msg, const char *exc_type, const char *exc_module)
@@ -124,7 +114,6 @@ void wk_set_meta(item *it, const char *state, const char *result_json, sw_code c
     it->meta_state = state;
 }
 
-/* Result meta for a finished run of a Celery-origin item. */
 /* An expired task (headers.expires passed) is not run: REVOKED, then dead with
  * `timeout`. Checked when the message arrives and again when a deferred one is due.
  * Returns 1 when the item was handled so. */
@@ -143,13 +132,13 @@ int wk_celery_expired(worker *w, item *it)
 /* A delivery of a Celery job that already ended: write its final result again (the
  * write is skipped when a ready state is there), closing the window where a crash
  * came between the job hash and the result. */
-void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
+void wk_celery_replay(worker *w, item *it, ended_status status, const char *data)
 {
     if (!it->celery || !w->res.ready) return;
     char *m;
-    if (strcmp(status, "cancelled") == 0) { /* cancelled before it started (cancel.lua) */
+    if (status == ENDED_CANCELLED) { /* cancelled before it started (cancel.lua) */
         m = celery_meta_json(it->req.id, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
-    } else if (strcmp(status, "succeeded") == 0) {
+    } else if (status == ENDED_SUCCEEDED) {
         m = celery_meta_json(it->req.id, "SUCCESS", data, SW_OK, NULL, NULL, NULL);
     } else {
         json_t *e = json_loads(data, 0, NULL);
@@ -161,7 +150,7 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
     }
     cmdv v = wk_meta_cmd(w, it->req.id, m);
     free(m);
-    wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+    conn_script(&w->res, &v, SCR_CELERY_RESULT, NULL, NULL);
 }
 
 /* STARTED is informational (Celery itself writes it only with task_track_started),
@@ -169,7 +158,7 @@ void wk_celery_replay(worker *w, item *it, const char *status, const char *data)
  * a thread, from the 1 s tick: a burst of quick jobs then costs no extra writes. */
 #define STARTED_AFTER_MS 500
 
-void wk_celery_started_due(worker *w)
+static void started_due(worker *w)
 {
     if (!w->res.ready) return;
     int64_t now = job_now_ms();
@@ -190,27 +179,27 @@ void wk_celery_started_due(worker *w)
         free(m);
     }
     if (keys.argc > 0) {
-        wk_script_begin(&v, SCR_CELERY_RESULT, keys.argc);
+        conn_script_begin(&v, SCR_CELERY_RESULT, keys.argc);
         cv_cat(&v, &keys);
         cv_addf(&v, "%d", w->cfg->celery_result_expires_s);
         cv_cat(&v, &metas);
-        wk_send(&w->res, &v, 1, SCR_CELERY_RESULT, NULL, NULL);
+        conn_script(&w->res, &v, SCR_CELERY_RESULT, NULL, NULL);
     }
     cv_free(&keys);
     cv_free(&metas);
 }
 
-void wk_meta_for_outcome(item *it)
+/* Result meta for a finished run of a Celery-origin item. */
+static void meta_for_outcome(item *it)
 {
     if (!it->celery) return;
-    if (strcmp(it->outcome, "succeeded") == 0)
-        wk_set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL);
-    else if (strcmp(it->outcome, "retry") == 0)
-        wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL);
-    else if (strcmp(it->outcome, "dead") == 0)
-        wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL);
-    else if (strcmp(it->outcome, "cancel") == 0)
-        wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL);
+    switch (it->outcome) {
+    case OUT_SUCCEEDED: wk_set_meta(it, "SUCCESS", it->data, SW_OK, NULL, NULL, NULL); break;
+    case OUT_RETRY: wk_set_meta(it, "RETRY", NULL, it->err.code, it->err.msg, NULL, NULL); break;
+    case OUT_DEAD: wk_set_meta(it, "FAILURE", NULL, it->err.code, it->err.msg, NULL, NULL); break;
+    case OUT_CANCEL: wk_set_meta(it, "REVOKED", NULL, SW_E_INTERNAL, "revoked", NULL, NULL); break;
+    default: break; /* rejects carry the meta they were given; release/defer write none */
+    }
 }
 
 
@@ -268,7 +257,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
     }
     int64_t now = wall_ms();
     if (m.eta_ms > now) {
-        it->outcome = "defer";
+        it->outcome = OUT_DEFER;
         it->delay_ms = m.eta_ms - now;
         it->attempt = m.retries;
         wk_queue_finish(w, it);
@@ -280,7 +269,7 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len)
 }
 
 
-/* An oversize message, cut by the ingress script (worker/scripts.c): not parsed. Its
+/* An oversize message, cut by the ingress script (worker/lua/celery_ingress.lua): not parsed. Its
  * task gets FAILURE (InvalidPayload) when the script could read the id, and the kept
  * prefix goes to the dead stream like any malformed message (docs/contract.md §4). */
 void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,
@@ -303,8 +292,9 @@ void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len
  * kombu lists into the stream; after an empty poll the interval doubles from 1 ms
  * to at most 50 ms (docs/celery.md), which costs about 20 tiny scripts a second idle. */
 
-static void ingress_cb(worker *w, redisReply *r, void *ud)
+static void ingress_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     (void)ud;
     w->ingressing = 0;
     long long moved = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : 0;
@@ -328,15 +318,52 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     cmdv v;
-    wk_script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
+    conn_script_begin(&v, SCR_CELERY_INGRESS, w->ingress_keys.argc);
     cv_cat(&v, &w->ingress_keys);
     cv_addf(&v, "%d", BATCH_MAX);
     cv_addf(&v, "%d", CELERY_MAX_RAW_BYTES);
     cv_addf(&v, "%d", PAYLOAD_MAX_BYTES); /* what a dead entry keeps of it anyway */
     cv_add(&v, w->ingress_route);
     w->ingressing = 1;
-    wk_send(&w->cmd, &v, 1, SCR_CELERY_INGRESS, ingress_cb, NULL);
+    conn_script(&w->cmd, &v, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }
+
+/* ---- attaching to the worker -------------------------------------------------- */
+
+/* The hook's complete: an item's outcome is known. Its Celery result (if any) goes to
+ * the result backend first; meta_cb queues its finish once written. */
+static int complete(worker *w, item *it)
+{
+    meta_for_outcome(it);
+    if (!it->meta) return 0;
+    it->next = NULL; /* appended: results keep the order of completion */
+    item **p = &w->meta_wait;
+    while (*p) p = &(*p)->next;
+    *p = it;
+    return 1;
+}
+
+static void flush(worker *w)
+{
+    if (w->meta_wait) retry_meta(w);
+}
+
+static void tick(worker *w)
+{
+    conn_watch(&w->res);
+    started_due(w);
+}
+
+static const wk_hook celery_hook = {.complete = complete, .flush = flush, .tick = tick};
+
+/* The result backend (re)connected: the writes that waited go out. */
+static void results_ready(conn *c, void *owner)
+{
+    (void)c;
+    retry_meta(owner);
+}
+
+static const conn_hooks results_hooks = {.on_ready = results_ready, .on_lost = wk_conn_lost};
 
 /* Keys of the ingress script: the stream, then each priority step's list of
  * every queue, lowest step first. */
@@ -378,8 +405,8 @@ int wk_celery_setup(worker *w)
     free(queues);
     free(sep);
     w->celery_on = 1;
-    w->res = (conn){.w = w, .url = &w->res_url, .name = "celery-results", .backoff_ms = 100};
-    w->res.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->res);
+    conn_init(&w->res, w->base, &w->res_url, "celery-results", 0, &results_hooks, w);
+    w->hook = &celery_hook;
     w->t_ingress = evtimer_new(w->base, ingress_timer, w);
     return 0;
 }

@@ -93,7 +93,7 @@ char *celery_redact_raw(const char *raw, size_t len);
  * parsing or copying it: the first "id" string member after the first "headers" key
  * (kombu writes "headers": {"lang", "task", "id", ...}; the base64 body before it holds no
  * quote), else the first "correlation_id" string member (Celery sets it to the task id).
- * The Lua ingress applies the same rule (worker/scripts.c). Writes the id into out (size n)
+ * The Lua ingress applies the same rule (worker/lua/celery_ingress.lua). Writes the id into out (size n)
  * and returns true when one is found and valid as a job id (common/ids.h). */
 bool celery_scan_task_id(const char *raw, size_t len, char *out, size_t n);
 

@@ -1,26 +1,31 @@
-/* worker/conn.c — the worker's Redis connections (hiredis 0.14 async on libevent).
- * Owns: connecting (AUTH, SELECT, the consumer group on the reader), sending with
- * the EVALSHA -> EVAL fallback on NOSCRIPT, reconnecting with backoff and jitter,
- * and the watchdog. Why a watchdog: hiredis 0.14 has no async timeouts, so a dead
- * or black-holed server would leave a callback pending forever; an overdue reply
- * frees the context (callbacks then see NULL) and a timer connects a new one.
+/* worker/conn.c — one Redis connection of the worker (hiredis 0.14 async on libevent).
+ * Owns: connecting (AUTH, SELECT), sending with the EVALSHA -> EVAL fallback on
+ * NOSCRIPT, reconnecting with backoff and jitter, and the watchdog. Does not own what
+ * is sent or what a loss means: that is the owner's, told through conn_hooks
+ * (worker/conn.h), so this file calls nothing above it.
+ * Why a watchdog: hiredis 0.14 has no async timeouts, so a dead or black-holed server
+ * would leave a callback pending forever; an overdue reply frees the context
+ * (callbacks then see NULL) and a timer connects a new one.
  * Never frees a context inside its own connect callback (a use-after-free in 0.14). */
+#include "worker/conn.h"
+
 #include <adapters/libevent.h>
-#include <malloc.h>
-#include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common/log.h"
-#include "common/rds.h"
+#include "common/metrics.h"
 #include "common/xmalloc.h"
-#include "worker/worker_priv.h"
 
+typedef struct call {
+    conn *c;
+    conn_reply_fn fn;
+    void *ud;
+    int script;           /* argv[0] is EVALSHA: fall back to EVAL on NOSCRIPT */
+    scr_id sid;
+    cmdv args;
+} call;
 
 static void call_cb(redisAsyncContext *ac, void *reply, void *priv);
 
@@ -40,7 +45,7 @@ static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
     conn *c = cl->c;
     redisReply *r = reply;
     if (c->pending > 0) c->pending--; /* lost() may have reset it already */
-    c->progress_ms = job_now_ms();
+    c->progress_ms = metrics_mono_ms();
     if (r && cl->script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         cv_set(&cl->args, 0, "EVAL");
         cv_set(&cl->args, 1, scr_source(cl->sid));
@@ -51,13 +56,12 @@ static void call_cb(redisAsyncContext *ac, void *reply, void *priv)
         }
         r = NULL;
     }
-    if (cl->fn) cl->fn(c->w, r, cl->ud);
+    if (cl->fn) cl->fn(c->owner, r, cl->ud);
     cv_free(&cl->args);
     free(cl);
 }
 
-/* Send 'args' (taken) on 'c'; fn(w, NULL, ud) is called when it cannot be sent. */
-void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
+static void send_any(conn *c, cmdv *args, int script, scr_id sid, conn_reply_fn fn, void *ud)
 {
     call *cl = xcalloc(1, sizeof *cl);
     cl->c = c;
@@ -69,17 +73,26 @@ void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud)
     cv_init(args);
     if (!c->ac || send_call(c->ac, cl) != REDIS_OK) {
         c->ready = 0; /* a context that refuses commands is going away: wait for it */
-        if (fn) fn(c->w, NULL, ud);
+        if (fn) fn(c->owner, NULL, ud);
         cv_free(&cl->args);
         free(cl);
         return;
     }
-    if (c->pending++ == 0) c->progress_ms = job_now_ms();
+    if (c->pending++ == 0) c->progress_ms = metrics_mono_ms();
 }
 
-/* Start a script call: argv = EVALSHA sha numkeys (EVAL source numkeys until
- * Redis reported the SHA); the caller adds keys and args. */
-void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
+void conn_send(conn *c, cmdv *args, conn_reply_fn fn, void *ud)
+{
+    send_any(c, args, 0, 0, fn, ud);
+}
+
+void conn_script(conn *c, cmdv *args, scr_id sid, conn_reply_fn fn, void *ud)
+{
+    send_any(c, args, 1, sid, fn, ud); /* only an EVALSHA can meet NOSCRIPT */
+}
+
+/* argv = EVALSHA sha numkeys (EVAL source numkeys until Redis reported the SHA). */
+void conn_script_begin(cmdv *v, scr_id sid, int nkeys)
 {
     cv_init(v);
     const char *sha = scr_sha(sid);
@@ -88,46 +101,8 @@ void wk_script_begin(cmdv *v, scr_id sid, int nkeys)
     cv_addll(v, nkeys);
 }
 
-static void script_loaded(worker *w, redisReply *r, void *ud)
-{
-    scr_id sid = (scr_id)(intptr_t)ud;
-    if (!r) return; /* connection lost: the next connect loads it again */
-    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) {
-        w->script_load_warned = 0;
-        return;
-    }
-    /* e.g. LOADING right after a restart: the 1 s tick tries again; meanwhile calls
-     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL.
-     * Warned once per streak of failures (an ACL without SCRIPT would repeat). */
-    w->reload_scripts = 1;
-    if (w->script_load_warned) return;
-    w->script_load_warned = 1;
-    log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
-            r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
-}
-
-/* SCRIPT LOAD every script on each connect of the command connection (a restarted
- * Redis has none); queued ahead of every call on that connection, so EVALSHA finds
- * them. The SHA1 is the same on any server; until the first replies arrive, calls
- * go out as EVAL. */
-void wk_load_scripts(conn *c)
-{
-    for (int i = 0; i < SCR_COUNT; i++) {
-        cmdv v;
-        cv_init(&v);
-        cv_add(&v, "SCRIPT");
-        cv_add(&v, "LOAD");
-        cv_add(&v, scr_source((scr_id)i));
-        wk_send(c, &v, 0, 0, script_loaded, (void *)(intptr_t)i);
-    }
-}
-
 static void schedule_reconnect(conn *c)
 {
-    if (c->closing) { /* only the reader closes at a drain: results must still go out */
-        wk_check_exit(c->w);
-        return;
-    }
     int jitter = 0;
     unsigned r;
     if (getrandom(&r, sizeof r, 0) == sizeof r) jitter = (int)(r % (unsigned)(c->backoff_ms / 2 + 1));
@@ -138,18 +113,13 @@ static void schedule_reconnect(conn *c)
 
 static void lost(conn *c, const char *why)
 {
-    worker *w = c->w;
     int was_ready = c->ready;
     if (was_ready) metrics_count(MC_REDIS_RECONNECTS, 1);
     c->ac = NULL;
     c->ready = 0;
     c->pending = 0;
-    wk_recover_all(w);
-    if (c == &w->rd) w->reading = 0;
-    if (!c->closing && !w->stopping)
-        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
-                "reason", why, NULL);
-    schedule_reconnect(c);
+    if (!c->closing) schedule_reconnect(c);
+    if (c->hooks && c->hooks->on_lost) c->hooks->on_lost(c, c->owner, why, was_ready);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -163,9 +133,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     c->ready = 1;
     c->backoff_ms = 100;
     log_msg(LOG_INFO, "redis_connected", "conn", c->name, NULL);
-    if (c == &c->w->cmd) wk_flush_finish(c->w);
-    if (c == &c->w->res) wk_retry_meta(c->w);
-    wk_maybe_read(c->w);
+    if (c->hooks && c->hooks->on_ready) c->hooks->on_ready(c, c->owner);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -175,52 +143,23 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     lost(c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "error"));
 }
 
-void wk_retry_cb(evutil_socket_t fd, short ev, void *arg)
+static void retry_cb(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
     (void)ev;
-    wk_conn_connect(arg);
+    conn_connect(arg);
 }
 
-static void group_created(worker *w, redisReply *r, void *ud)
+void conn_init(conn *c, struct event_base *base, const rds_url *url, const char *name,
+               int extra_timeout_ms, const conn_hooks *hooks, void *owner)
 {
-    (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
-        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
-    (void)w;
+    *c = (conn){.owner = owner, .hooks = hooks, .base = base, .url = url, .name = name,
+                .extra_timeout_ms = extra_timeout_ms, .backoff_ms = 100};
+    c->retry_ev = evtimer_new(base, retry_cb, c);
 }
 
-/* On the reader: the consumer group at 0 with MKSTREAM (jobs added before any worker
- * started are run); BUSYGROUP means it exists. */
-void wk_create_group(worker *w)
+void conn_connect(conn *c)
 {
-    for (int i = 0; i < PRIO_COUNT; i++) { /* high, default, low: one group name */
-        cmdv v;
-        cv_init(&v);
-        cv_add(&v, "XGROUP");
-        cv_add(&v, "CREATE");
-        cv_add(&v, w->k_streams[i]);
-        cv_add(&v, GROUP);
-        cv_add(&v, "0");
-        cv_add(&v, "MKSTREAM");
-        wk_send(&w->rd, &v, 0, 0, group_created, NULL);
-    }
-}
-
-static void policy_cb(worker *w, redisReply *r, void *ud)
-{
-    (void)ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || w->warned_policy) return;
-    w->warned_policy = 1;
-    const char *pol = r->element[1]->str ? r->element[1]->str : "";
-    if (strcmp(pol, "noeviction") != 0)
-        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
-                "not noeviction: evicted keys are lost jobs", NULL);
-}
-
-void wk_conn_connect(conn *c)
-{
-    worker *w = c->w;
     const rds_url *u = c->url;
     if (c->ac || c->closing) return;
     redisAsyncContext *ac = u->unix_path ? redisAsyncConnectUnix(u->unix_path)
@@ -236,8 +175,8 @@ void wk_conn_connect(conn *c)
     c->ac = ac;
     c->ready = 0;
     c->pending = 0;
-    c->connect_ms = job_now_ms();
-    redisLibeventAttach(ac, w->base);
+    c->connect_ms = metrics_mono_ms();
+    redisLibeventAttach(ac, c->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
@@ -247,70 +186,44 @@ void wk_conn_connect(conn *c)
         cv_add(&v, "AUTH");
         if (u->username) cv_add(&v, u->username);
         cv_add(&v, u->password);
-        wk_send(c, &v, 0, 0, NULL, NULL);
+        conn_send(c, &v, NULL, NULL);
     }
     if (u->db) {
         cv_init(&v);
         cv_add(&v, "SELECT");
         cv_addf(&v, "%d", u->db);
-        wk_send(c, &v, 0, 0, NULL, NULL);
+        conn_send(c, &v, NULL, NULL);
     }
-    if (c == &w->rd) {
-        wk_create_group(w);
-    } else if (c == &w->cmd) {
-        w->reload_scripts = 0;
-        wk_load_scripts(c);
-    }
-    if (c == &w->cmd && !w->warned_policy) {
-        cv_init(&v);
-        cv_add(&v, "CONFIG");
-        cv_add(&v, "GET");
-        cv_add(&v, "maxmemory-policy");
-        wk_send(c, &v, 0, 0, policy_cb, NULL);
-    }
+}
+
+void conn_close(conn *c)
+{
+    c->closing = 1;
+    if (!c->ac) return;
+    redisAsyncContext *ac = c->ac;
+    redisAsyncFree(ac); /* cancels what is pending (a blocking read too) */
+    if (c->ac == ac) c->ac = NULL; /* not connected yet: no disconnect callback */
+}
+
+void conn_free(conn *c)
+{
+    conn_close(c);
+    if (c->retry_ev) event_free(c->retry_ev);
+    c->retry_ev = NULL;
 }
 
 /* A connection whose reply is overdue (or whose connect hangs) is freed; its
  * pending callbacks run with NULL and on_disconnect schedules the reconnect. */
-void wk_conn_watch(conn *c)
+void conn_watch(conn *c)
 {
     if (!c->ac) return;
-    int64_t now = job_now_ms();
-    int64_t limit = REPLY_TIMEOUT_MS + (c == &c->w->rd ? BLOCK_MS : 0);
+    int64_t now = metrics_mono_ms();
+    int64_t limit = CONN_REPLY_TIMEOUT_MS + c->extra_timeout_ms;
     int overdue = c->ready ? (c->pending > 0 && now - c->progress_ms > limit)
-                           : (now - c->connect_ms > REPLY_TIMEOUT_MS / 2);
+                           : (now - c->connect_ms > CONN_REPLY_TIMEOUT_MS / 2);
     if (!overdue) return;
     log_msg(LOG_WARN, "redis_timeout", "conn", c->name, "action", "reconnect", NULL);
     redisAsyncContext *ac = c->ac;
     redisAsyncFree(ac);
     if (c->ac == ac) lost(c, "timeout"); /* not connected: no disconnect callback */
 }
-
-void wk_watch_cb(evutil_socket_t fd, short ev, void *arg)
-{
-    (void)fd;
-    (void)ev;
-    worker *w = arg;
-    wk_conn_watch(&w->rd);
-    wk_conn_watch(&w->cmd);
-    if (w->celery_on) {
-        wk_conn_watch(&w->res);
-        wk_celery_started_due(w);
-    }
-    wk_poll_cancel(w);
-    if (w->reload_scripts && w->cmd.ready) {
-        w->reload_scripts = 0;
-        wk_load_scripts(&w->cmd);
-    }
-    /* back to idle after work: give freed heap back to the OS (idle RSS target) */
-    uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;
-    if (w->inflight == 0 && done != w->trimmed_at) {
-        malloc_trim(0);
-        w->trimmed_at = done;
-    }
-    w->stats.inflight = w->inflight;
-    w->stats.redis_up = w->rd.ready && w->cmd.ready;
-    w->stats.draining = w->stopping;
-    metrics_loop_tick(w->inflight, w->stats.redis_up, w->stopping);
-}
-

@@ -99,7 +99,7 @@ void item_fail(item *it, const cfg *c, const sw_err *e)
         for (int i = 1; i < it->attempt && ceil_ms < c->retry_max_ms; i++) ceil_ms *= 2;
         if (ceil_ms > c->retry_max_ms) ceil_ms = c->retry_max_ms;
         it->delay_ms = (int64_t)(rnd64() % (uint64_t)(ceil_ms + 1));
-        it->outcome = "retry";
+        it->outcome = OUT_RETRY;
         /* the failed event says when and within which cap the retry comes */
         json_t *o = json_pack("{s:s,s:s,s:b,s:I,s:I}", "code", sw_code_name(e->code), "message",
                               e->msg, "retryable", 1, "retry_in_ms", (json_int_t)it->delay_ms,
@@ -108,7 +108,7 @@ void item_fail(item *it, const cfg *c, const sw_err *e)
         it->data = json_dumps(o, JSON_COMPACT);
         json_decref(o);
     } else {
-        it->outcome = "dead";
+        it->outcome = OUT_DEAD;
     }
 }
 
@@ -242,7 +242,7 @@ static void set_cancelled(item *it, const char *msg)
     snprintf(buf, sizeof buf, "{\"code\":\"cancelled\",\"message\":\"%s\",\"retryable\":false}",
              msg);
     it->data = xstrdup(buf);
-    it->outcome = "cancel";
+    it->outcome = OUT_CANCEL;
 }
 
 static void run_item(thread_state *ts, item *it)
@@ -294,7 +294,7 @@ static void run_item(thread_state *ts, item *it)
             json_decref(shown);
             metrics_job_result(it->type->name, result);
             json_decref(result);
-            it->outcome = "succeeded";
+            it->outcome = OUT_SUCCEEDED;
         } else {
             failed = true;
             json_decref(result);
@@ -308,11 +308,10 @@ static void run_item(thread_state *ts, item *it)
         redact_text_values(err.msg, sizeof err.msg, &secrets);
         item_fail(it, c, &err);
         /* stopped at a checkpoint because a producer cancelled it: undo like dead */
-        if (atomic_load(&it->cancel_req) && strcmp(it->outcome, "cancel") != 0)
+        if (atomic_load(&it->cancel_req) && it->outcome != OUT_CANCEL)
             set_cancelled(it, "cancelled while running");
     }
-    bool undo = strcmp(it->outcome, "dead") == 0 ||
-                (strcmp(it->outcome, "cancel") == 0 && ran);
+    bool undo = it->outcome == OUT_DEAD || (it->outcome == OUT_CANCEL && ran);
     /* A job about to end dead may need to undo (a restore rolls its port back);
      * that undo is retried until it succeeds or the worker stops. Not when the lease
      * is known lost: another worker owns the job now (its finish would be fenced out
@@ -332,7 +331,7 @@ static void run_item(thread_state *ts, item *it)
             log_str(&l, "error", e2.msg);
             log_end(&l);
             if (atomic_load(&it->cancel) && !atomic_load(&it->cancel_req)) {
-                it->outcome = "abandon"; /* leave pending: another worker redoes it */
+                it->outcome = OUT_ABANDON; /* leave pending: another worker redoes it */
                 break;
             }
             struct timespec d = {backoff / 1000, (backoff % 1000) * 1000000L};

@@ -13,6 +13,7 @@
 #include "common/err.h"
 #include "common/payload.h"
 #include "jobs/job.h"
+#include "worker/scripts.h"
 
 typedef enum item_state {
     IT_STARTING,   /* start script sent */
@@ -41,8 +42,8 @@ typedef struct item {
     int64_t started_ms;       /* monotonic, when the executor took it */
     int64_t duration_ms;
     /* outcome */
-    const char *outcome;      /* "succeeded" | "retry" | "dead" | "reject" | "release" | "defer"
-                                 | "defer_at" (delay_ms = absolute due ms) | "cancel" */
+    job_outcome outcome;      /* OUT_NONE until known (worker/scripts.h); OUT_DEFER_AT:
+                                 delay_ms is the absolute due ms */
     char *data;               /* JSON text: result or {code,message,retryable}; owned */
     int64_t delay_ms;         /* retry delay */
     sw_err err;               /* the error when not succeeded */

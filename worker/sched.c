@@ -1,8 +1,10 @@
-/* worker/sched.c — the worker's timers on Redis: promote due delayed jobs, renew
- * the leases of running jobs, reclaim entries idle past the lease (XAUTOCLAIM).
+/* worker/sched.c — the worker's timers: promote due delayed jobs, renew the leases
+ * of running jobs, reclaim entries idle past the lease (XAUTOCLAIM), and the 1 s watch
+ * tick (connection watchdog, cancel poll, gauges, malloc_trim, an attached hook's tick).
  * Owns: timer cadence and the batching of renewals. The scripts themselves are in
- * worker/scripts.c; what a reclaimed entry becomes is decided by wk_take_entries. */
+ * worker/lua/; what a reclaimed entry becomes is decided by wk_take_entries. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,17 +27,18 @@
  * scripts a second cost Redis a few µs each. */
 #define PROMOTE_IDLE_MS 90
 
-static void promote_cb(worker *w, redisReply *r, void *ud)
+static void promote_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     (void)ud;
     int64_t next = PROMOTE_IDLE_MS;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        long long moved = r->element[0]->integer, due = r->element[1]->integer,
-                  now = r->element[2]->integer;
-        w->redis_ms = now; /* Redis's clock, for payloads due at run_at_ms */
+    promote_reply p;
+    if (scr_promote_reply(r, &p) == 0) {
+        w->redis_ms = p.now_ms; /* Redis's clock, for payloads due at run_at_ms */
         w->redis_at_ms = job_now_ms();
-        if (moved >= BATCH_MAX) next = 0;
-        else if (due >= 0 && due - now < PROMOTE_IDLE_MS) next = due - now > 5 ? due - now : 5;
+        int64_t wait = p.next_due_ms - p.now_ms;
+        if (p.moved >= BATCH_MAX) next = 0;
+        else if (p.next_due_ms >= 0 && wait < PROMOTE_IDLE_MS) next = wait > 5 ? wait : 5;
     }
     if (w->stopping) return;
     struct timeval tv = {next / 1000, (next % 1000) * 1000};
@@ -52,14 +55,14 @@ void wk_promote_timer(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     cmdv v;
-    wk_script_begin(&v, SCR_PROMOTE, 5);
+    conn_script_begin(&v, SCR_PROMOTE, 5);
     cv_add(&v, w->k_delayed);
     for (int i = 0; i < PRIO_COUNT; i++) cv_add(&v, w->k_streams[i]);
     cv_add(&v, w->k_events);
     cv_addf(&v, "%d", BATCH_MAX);
     cv_add(&v, w->job_prefix);
     cv_addf(&v, "%lld", (long long)w->cfg->events_maxlen);
-    wk_send(&w->cmd, &v, 1, SCR_PROMOTE, promote_cb, NULL);
+    conn_script(&w->cmd, &v, SCR_PROMOTE, promote_cb, NULL);
 }
 
 typedef struct renew_batch {
@@ -92,18 +95,19 @@ static void cancel_asked(item *it)
     log_msg(LOG_INFO, "job_cancel_requested", "job", it->req.id, "entry", it->entry, NULL);
 }
 
-static void renew_cb(worker *w, redisReply *r, void *ud)
+static void renew_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     renew_batch *b = ud;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements && (int)i < b->n; i++) {
-            long long v = r->element[i]->integer;
-            if (v == 1) continue;
+            renew_result v = scr_renew_result(r, i);
+            if (v == RENEW_OK) continue;
             for (item *it = w->all; it; it = it->next_all) {
                 if (it->sidx != b->sidx[i] || strcmp(it->entry, b->entries[i]) != 0 ||
                     it->state == IT_FINISHING)
                     continue;
-                if (v == 2) {
+                if (v == RENEW_CANCEL) {
                     cancel_asked(it);
                 } else {
                     atomic_store(&it->cancel, 1);
@@ -115,12 +119,13 @@ static void renew_cb(worker *w, redisReply *r, void *ud)
     batch_free(b);
 }
 
-static void poll_cb(worker *w, redisReply *r, void *ud)
+static void poll_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     renew_batch *b = ud;
     w->polling_cancel = 0;
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && (int)i < b->n; i++) {
-        if (r->element[i]->integer != 1) continue;
+        if (!scr_cancel_asked(r, i)) continue;
         for (item *it = w->all; it; it = it->next_all)
             if (it->sidx == b->sidx[i] && strcmp(it->entry, b->entries[i]) == 0 &&
                 (it->state == IT_QUEUED || it->state == IT_RUNNING))
@@ -132,7 +137,7 @@ static void poll_cb(worker *w, redisReply *r, void *ud)
 /* Every second: were any of the jobs this worker runs (or holds read ahead)
  * cancelled? One HGET per job in one script; nothing is sent while idle. A hot
  * path of quick jobs pays at most one small call a second. */
-void wk_poll_cancel(worker *w)
+static void poll_cancel(worker *w)
 {
     if (w->polling_cancel || !w->cmd.ready || !w->all) return;
     renew_batch *b = batch_new();
@@ -152,11 +157,11 @@ void wk_poll_cancel(worker *w)
         return;
     }
     cmdv v;
-    wk_script_begin(&v, SCR_POLL_CANCEL, keys.argc);
+    conn_script_begin(&v, SCR_POLL_CANCEL, keys.argc);
     cv_cat(&v, &keys);
     cv_free(&keys);
     w->polling_cancel = 1;
-    wk_send(&w->cmd, &v, 1, SCR_POLL_CANCEL, poll_cb, b);
+    conn_script(&w->cmd, &v, SCR_POLL_CANCEL, poll_cb, b);
 }
 
 void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
@@ -189,7 +194,7 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
             break;
         }
         cmdv v;
-        wk_script_begin(&v, SCR_RENEW, keys.argc);
+        conn_script_begin(&v, SCR_RENEW, keys.argc);
         cv_cat(&v, &keys);
         cv_add(&v, GROUP);
         cv_add(&v, w->name);
@@ -198,12 +203,13 @@ void wk_renew_timer(evutil_socket_t fd, short ev, void *arg)
         cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
-        wk_send(&w->cmd, &v, 1, SCR_RENEW, renew_cb, b);
+        conn_script(&w->cmd, &v, SCR_RENEW, renew_cb, b);
     }
 }
 
-static void reclaim_cb(worker *w, redisReply *r, void *ud)
+static void reclaim_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     int sidx = (int)(intptr_t)ud;
     if (w->reclaiming > 0) w->reclaiming--;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
@@ -241,6 +247,30 @@ void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg)
         cv_add(&v, "COUNT");
         cv_addf(&v, "%d", cap > BATCH_MAX ? BATCH_MAX : cap);
         w->reclaiming++;
-        wk_send(&w->cmd, &v, 0, 0, reclaim_cb, (void *)(intptr_t)i);
+        conn_send(&w->cmd, &v, reclaim_cb, (void *)(intptr_t)i);
     }
+}
+
+/* ---- the 1 s watch tick ------------------------------------------------------ */
+
+void wk_watch_timer(evutil_socket_t fd, short ev, void *arg)
+{
+    (void)fd;
+    (void)ev;
+    worker *w = arg;
+    conn_watch(&w->rd);
+    conn_watch(&w->cmd);
+    if (w->hook && w->hook->tick) w->hook->tick(w); /* Celery: its connection, STARTED */
+    poll_cancel(w);
+    if (w->reload_scripts && w->cmd.ready) wk_load_scripts(w);
+    /* back to idle after work: give freed heap back to the OS (idle RSS target) */
+    uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;
+    if (w->inflight == 0 && done != w->trimmed_at) {
+        malloc_trim(0);
+        w->trimmed_at = done;
+    }
+    w->stats.inflight = w->inflight;
+    w->stats.redis_up = w->rd.ready && w->cmd.ready;
+    w->stats.draining = w->stopping;
+    metrics_loop_tick(w->inflight, w->stats.redis_up, w->stopping);
 }

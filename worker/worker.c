@@ -4,7 +4,7 @@
  * back-pressure), the start and finish batches, signals and the graceful drain.
  * Connections are in worker/conn.c, timers in worker/sched.c, Celery in
  * worker/celery.c, job execution in worker/exec.c, and every queue transition is
- * one Lua script (worker/scripts.c).
+ * one Lua script (worker/lua/, loaded by worker/scripts.c).
  *
  *   XREADGROUP ─► decode/validate ─► start script ─► executors ─► done pipe
  *        ▲               │ reject                                      │
@@ -67,58 +67,91 @@ int wk_tracked(worker *w, int sidx, const char *entry)
 
 /* ---- finishing ----------------------------------------------------------- */
 
-static void log_outcome(worker *w, item *it, const char *result)
+/* The log line of a finished job: its message and level follow from the outcome. */
+static void log_outcome(item *it, finish_result res)
 {
-    (void)w;
     log_level lvl = LOG_INFO;
     const char *msg = "job_succeeded";
-    const char *o = it->outcome;
-    if (strcmp(result, "lost") == 0) { lvl = LOG_WARN; msg = "job_lease_lost"; }
-    else if (strcmp(o, "retry") == 0) { lvl = LOG_WARN; msg = "job_failed"; }
-    else if (strcmp(o, "dead") == 0 || strcmp(o, "reject") == 0) { lvl = LOG_ERROR; msg = "job_dead"; }
-    else if (strcmp(o, "release") == 0) { msg = "job_released"; }
-    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) { msg = "job_deferred"; }
-    else if (strcmp(o, "cancel") == 0) { lvl = LOG_WARN; msg = "job_cancelled"; }
+    job_outcome o = it->outcome;
+    int ran = 1, failed = 0; /* duration_ms is logged for runs, code/error for failures */
+    switch (o) {
+    case OUT_NONE:
+    case OUT_SUCCEEDED: break;
+    case OUT_RETRY: lvl = LOG_WARN; msg = "job_failed"; failed = 1; break;
+    case OUT_DEAD: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; break;
+    case OUT_REJECT: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; ran = 0; break;
+    case OUT_RELEASE: msg = "job_released"; ran = 0; break;
+    case OUT_DEFER:
+    case OUT_DEFER_AT: msg = "job_deferred"; ran = 0; break;
+    case OUT_CANCEL: lvl = LOG_WARN; msg = "job_cancelled"; break;
+    case OUT_ABANDON:
+    case OUT_COUNT: msg = "job_abandoned"; break; /* never finished: not reached */
+    }
+    if (res == FINISH_LOST) { /* fenced out: the outcome was not written */
+        lvl = LOG_WARN;
+        msg = "job_lease_lost";
+    }
     log_line l;
     log_begin(&l, lvl, msg);
     log_str(&l, "job", it->req.id[0] ? it->req.id : NULL);
     log_str(&l, "type", it->req.type[0] ? it->req.type : NULL);
     log_str(&l, "entry", it->entry);
     log_int(&l, "attempt", it->attempt);
-    int deferred = strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0;
-    if (strcmp(o, "reject") != 0 && strcmp(o, "release") != 0 && !deferred)
-        log_int(&l, "duration_ms", it->duration_ms);
-    if (strcmp(o, "succeeded") != 0 && strcmp(o, "release") != 0 && !deferred &&
-        strcmp(o, "cancel") != 0) {
+    if (ran) log_int(&l, "duration_ms", it->duration_ms);
+    if (failed) {
         log_str(&l, "code", sw_code_name(it->err.code));
         log_str(&l, "error", it->err.msg);
     }
-    if (strcmp(o, "retry") == 0 || strcmp(o, "defer") == 0) log_int(&l, "delay_ms", it->delay_ms);
-    if (strcmp(o, "defer_at") == 0) log_int(&l, "due_ms", it->delay_ms);
-    if (strcmp(o, "defer_at") == 0 || strcmp(o, "cancel") == 0 || it->sidx != PRIO_DEFAULT)
+    if (o == OUT_RETRY || o == OUT_DEFER) log_int(&l, "delay_ms", it->delay_ms);
+    if (o == OUT_DEFER_AT) log_int(&l, "due_ms", it->delay_ms);
+    if (o == OUT_DEFER_AT || o == OUT_CANCEL || it->sidx != PRIO_DEFAULT)
         log_str(&l, "priority", payload_prio_name(it->sidx));
     if (it->meta_state) log_str(&l, "celery_state", it->meta_state);
     log_end(&l);
 }
 
-static void count_outcome(worker_stats *s, const char *o, const char *res)
+/* How the finish of 'o' is counted (worker stats and metrics). */
+static metrics_outcome counted_as(job_outcome o, finish_result res)
 {
-    if (strcmp(res, "lost") == 0) s->lease_lost++;
-    else if (strcmp(o, "succeeded") == 0) s->succeeded++;
-    else if (strcmp(o, "retry") == 0) s->failed++;
-    else if (strcmp(o, "dead") == 0) s->dead++;
-    else if (strcmp(o, "reject") == 0) s->rejected++;
-    else if (strcmp(o, "release") == 0) s->released++;
-    else if (strcmp(o, "defer") == 0 || strcmp(o, "defer_at") == 0) s->deferred++;
-    else if (strcmp(o, "cancel") == 0) s->dead++; /* terminal without success; ops counts */
+    if (res == FINISH_LOST) return MO_LEASE_LOST;
+    switch (o) {
+    case OUT_SUCCEEDED: return MO_SUCCEEDED;
+    case OUT_RETRY: return MO_FAILED;
+    case OUT_DEAD: return MO_DEAD;
+    case OUT_REJECT: return MO_REJECTED;
+    case OUT_RELEASE: return MO_RELEASED;
+    case OUT_DEFER:
+    case OUT_DEFER_AT: return MO_DEFERRED;
+    case OUT_CANCEL: return MO_CANCELLED;
+    case OUT_ABANDON: return MO_ABANDONED;
+    case OUT_NONE:
+    case OUT_COUNT: break;
+    }
+    return MO_OTHER;
+}
+
+static void count_outcome(worker_stats *s, metrics_outcome m)
+{
+    switch (m) {
+    case MO_LEASE_LOST: s->lease_lost++; break;
+    case MO_SUCCEEDED: s->succeeded++; break;
+    case MO_FAILED: s->failed++; break;
+    case MO_DEAD: s->dead++; break;
+    case MO_REJECTED: s->rejected++; break;
+    case MO_RELEASED: s->released++; break;
+    case MO_DEFERRED: s->deferred++; break;
+    case MO_CANCELLED: s->dead++; break; /* terminal without success; ops counts */
+    default: break;
+    }
 }
 
 static void finish_retry_cb(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd;
     (void)ev;
-    wk_flush_finish(arg);
-    wk_retry_meta(arg);
+    worker *w = arg;
+    wk_flush_finish(w);
+    if (w->hook && w->hook->flush) w->hook->flush(w);
 }
 
 static void requeue_finish(worker *w, item *batch)
@@ -132,8 +165,9 @@ static void requeue_finish(worker *w, item *batch)
     w->finish_q = batch;
 }
 
-static void finish_cb(worker *w, redisReply *r, void *ud)
+static void finish_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r) log_msg(LOG_ERROR, "finish_script_failed", "error", r->str ? r->str : "?", NULL);
@@ -147,10 +181,11 @@ static void finish_cb(worker *w, redisReply *r, void *ud)
     size_t i = 0;
     for (item *it = batch; it;) {
         item *nx = it->next;
-        const char *res = (i < r->elements && r->element[i]->str) ? r->element[i]->str : "lost";
-        log_outcome(w, it, res);
-        count_outcome(&w->stats, it->outcome, res);
-        metrics_job_done(it->type ? it->type->name : NULL, it->outcome, res, it->duration_ms);
+        finish_result res = scr_finish_result(r, i);
+        metrics_outcome m = counted_as(it->outcome, res);
+        log_outcome(it, res);
+        count_outcome(&w->stats, m);
+        metrics_job_done(it->type ? it->type->name : NULL, m, it->duration_ms);
         wk_untrack_free(w, it);
         it = nx;
         i++;
@@ -168,11 +203,11 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
     cv_add(args, it->entry);
     cv_add(args, it->req.id);
     cv_add(args, it->req.type);
-    cv_add(args, it->outcome);
+    cv_add(args, scr_outcome_arg(it->outcome)); /* the only place an outcome is a word */
     cv_addll(args, it->attempt);
     cv_add(args, it->data ? it->data : "{}");
     cv_add(args, it->type && it->type->session_lock ? "1" : "0");
-    if (strcmp(it->outcome, "succeeded") == 0) return; /* no delay, no payload copy */
+    if (it->outcome == OUT_SUCCEEDED) return; /* no delay, no payload copy */
     cv_addll(args, it->delay_ms);
     if (it->raw) cv_addn(args, it->raw, it->raw_len);
     else cv_add(args, "");
@@ -180,7 +215,7 @@ static void add_finish_args(worker *w, cmdv *keys, cmdv *args, item *it)
 
 void wk_flush_finish(worker *w)
 {
-    if (w->meta_wait) wk_retry_meta(w);
+    if (w->hook && w->hook->flush) w->hook->flush(w);
     while (w->finish_q && w->cmd.ready) {
         item *batch = NULL, *tail = NULL;
         int n = 0;
@@ -200,7 +235,7 @@ void wk_flush_finish(worker *w)
             n++;
         }
         cmdv v;
-        wk_script_begin(&v, SCR_FINISH, 3 + keys.argc);
+        conn_script_begin(&v, SCR_FINISH, 3 + keys.argc);
         cv_add(&v, w->k_events);
         cv_add(&v, w->k_delayed);
         cv_add(&v, w->k_dead);
@@ -214,8 +249,16 @@ void wk_flush_finish(worker *w)
         cv_cat(&v, &args);
         cv_free(&keys);
         cv_free(&args);
-        wk_send(&w->cmd, &v, 1, SCR_FINISH, finish_cb, batch);
+        conn_script(&w->cmd, &v, SCR_FINISH, finish_cb, batch);
     }
+}
+
+/* Every item whose outcome is known passes here: an attached hook (Celery) may hold
+ * it to write its result first; then its finish is queued. */
+void wk_complete(worker *w, item *it)
+{
+    if (w->hook && w->hook->complete && w->hook->complete(w, it)) return;
+    wk_queue_finish(w, it);
 }
 
 void wk_queue_finish(worker *w, item *it)
@@ -237,10 +280,9 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
     for (item *it = exec_take_done(w->pool); it;) {
         item *nx = it->next;
         w->ewma_ms = w->ewma_ms * 0.8 + (double)it->duration_ms * 0.2;
-        if (strcmp(it->outcome, "abandon") == 0) {
+        if (it->outcome == OUT_ABANDON) {
             wk_untrack_free(w, it);
         } else {
-            wk_meta_for_outcome(it);
             wk_complete(w, it);
         }
         it = nx;
@@ -251,8 +293,9 @@ static void pipe_cb(evutil_socket_t fd, short ev, void *arg)
 
 /* ---- starting ------------------------------------------------------------ */
 
-static void start_cb(worker *w, redisReply *r, void *ud)
+static void start_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         /* unknown whether the script ran: drop locally; the entries stay pending
@@ -268,47 +311,43 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         evtimer_add(w->t_read_retry, &tv);
         return;
     }
-    /* flat reply: per job action, attempt, deliveries, npairs, then npairs pairs */
-    size_t i = 0;
+    size_t pos = 0;
     item *run = NULL, *run_tail = NULL;
     for (item *it = batch; it;) {
         item *nx = it->next;
-        const char *act = "skip";
-        redisReply **e = NULL;
-        size_t npairs = 0;
-        if (i + 4 <= r->elements && r->element[i]->type == REDIS_REPLY_STRING &&
-            r->element[i + 1]->type == REDIS_REPLY_INTEGER &&
-            r->element[i + 2]->type == REDIS_REPLY_INTEGER &&
-            r->element[i + 3]->type == REDIS_REPLY_INTEGER && r->element[i + 3]->integer >= 0 &&
-            (size_t)r->element[i + 3]->integer <= (r->elements - i - 4) / 2) {
-            e = r->element + i;
-            act = e[0]->str;
-            npairs = (size_t)e[3]->integer;
-            i += 4 + 2 * npairs;
-        } else {
-            i = r->elements; /* malformed: leave the rest pending for the reclaim */
-        }
-        if (strcmp(act, "run") == 0 || strcmp(act, "poison") == 0) {
-            it->attempt = (int)e[1]->integer;
-            it->deliveries = (int)e[2]->integer;
-            it->poison = act[0] == 'p';
-            if (npairs && !it->memo) it->memo = json_object();
-            for (size_t k = 0; k < npairs; k++)
-                json_object_set_new(it->memo, e[4 + 2 * k]->str, json_string(e[5 + 2 * k]->str));
+        start_reply s;
+        if (scr_start_reply_next(r, &pos, &s) != 1) /* short or malformed: leave it pending */
+            s = (start_reply){.action = START_SKIP};
+        switch (s.action) {
+        case START_RUN:
+        case START_POISON:
+            it->attempt = s.attempt;
+            it->deliveries = s.deliveries;
+            it->poison = s.action == START_POISON;
+            if (s.nmemo && !it->memo) it->memo = json_object();
+            for (size_t k = 0; k < s.nmemo; k++)
+                json_object_set_new(it->memo, s.memo[2 * k]->str, json_string(s.memo[2 * k + 1]->str));
             it->next = NULL;
             if (run_tail) run_tail->next = it;
             else run = it;
             run_tail = it;
-        } else {
-            if (strcmp(act, "ended") == 0 && npairs == 1 && e[4]->str && e[5]->str)
-                wk_celery_replay(w, it, e[4]->str, e[5]->str);
+            break;
+        case START_ENDED:
+            wk_celery_replay(w, it, s.ended, s.ended_data);
+            /* fall through */
+        case START_SKIP:
+        case START_DUP:
+        case START_BUSY:
+        case START_COUNT: {
             log_line l;
             log_begin(&l, LOG_DEBUG, "job_not_started");
             log_str(&l, "job", it->req.id);
             log_str(&l, "entry", it->entry);
-            log_str(&l, "reason", act);
+            log_str(&l, "reason", scr_start_action_name(s.action));
             log_end(&l);
             wk_untrack_free(w, it);
+            break;
+        }
         }
         it = nx;
     }
@@ -316,7 +355,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
         /* SIGTERM came while the start script was in flight: hand them back */
         for (item *it = run; it;) {
             item *nx = it->next;
-            it->outcome = "release";
+            it->outcome = OUT_RELEASE;
             wk_queue_finish(w, it);
             it = nx;
         }
@@ -332,7 +371,7 @@ static void start_cb(worker *w, redisReply *r, void *ud)
 static void send_start(worker *w, item *batch, int n, int recover)
 {
     cmdv v;
-    wk_script_begin(&v, SCR_START, 2 + 3 * n);
+    conn_script_begin(&v, SCR_START, 2 + 3 * n);
     cv_add(&v, w->k_events);
     cv_add(&v, w->k_delayed);
     for (item *it = batch; it; it = it->next) {
@@ -358,14 +397,14 @@ static void send_start(worker *w, item *batch, int n, int recover)
         if (it->celery) cv_addn(&v, it->raw, it->raw_len);
         else cv_add(&v, "");
     }
-    wk_send(&w->cmd, &v, 1, SCR_START, start_cb, batch);
+    conn_script(&w->cmd, &v, SCR_START, start_cb, batch);
 }
 
 void wk_reject(worker *w, item *it, sw_code code, const char *msg)
 {
     sw_errc(&it->err, code, "%s", msg);
     it->err.retryable = false;
-    it->outcome = "reject";
+    it->outcome = OUT_REJECT;
     it->attempt = 1;
     free(it->data);
     it->data = err_json(&it->err);
@@ -380,7 +419,7 @@ static void ack_deleted(worker *w, int sidx, const char *entry)
     cv_add(&v, w->k_streams[sidx]);
     cv_add(&v, GROUP);
     cv_add(&v, entry);
-    wk_send(&w->cmd, &v, 0, 0, NULL, NULL);
+    conn_send(&w->cmd, &v, NULL, NULL);
 }
 
 /* Redis's clock now, estimated from the last promote tick (0 before the first). */
@@ -416,7 +455,7 @@ static int defer_if_early(worker *w, item *it, int served)
             }
         }
     }
-    it->outcome = "defer_at";
+    it->outcome = OUT_DEFER_AT;
     it->delay_ms = due;
     it->attempt = 0;
     wk_queue_finish(w, it);
@@ -538,8 +577,9 @@ void wk_recover_all(worker *w)
 
 /* The reply holds one [stream, entries] per stream that had any, in the order asked
  * (high, default, low), so higher priorities reach the start script first. */
-static void read_cb(worker *w, redisReply *r, void *ud)
+static void read_cb(void *owner, redisReply *r, void *ud)
 {
+    worker *w = owner;
     int recover = (int)((intptr_t)ud & 1), asked = (int)(((intptr_t)ud >> 1) & 7),
         count = (int)((intptr_t)ud >> 4);
     w->reading = 0;
@@ -621,7 +661,7 @@ void wk_maybe_read(worker *w)
     for (int i = 0; i < PRIO_COUNT; i++)
         if (mask & (1 << i)) cv_add(&v, recover ? w->recover_from[i] : ">");
     w->reading = 1;
-    wk_send(&w->rd, &v, 0, 0, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
+    conn_send(&w->rd, &v, read_cb, (void *)(intptr_t)(recover | (mask << 1) | (count << 4)));
 }
 
 /* ---- signals and drain --------------------------------------------------- */
@@ -650,16 +690,11 @@ static void begin_drain(worker *w, int signo)
     }
     w->stopping = 1;
     log_msg(LOG_INFO, "draining", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
-    w->rd.closing = 1;
-    if (w->rd.ac) {
-        redisAsyncContext *ac = w->rd.ac;
-        redisAsyncFree(ac); /* cancels the blocking read */
-        if (w->rd.ac == ac) w->rd.ac = NULL;
-    }
+    conn_close(&w->rd); /* cancels the blocking read */
     /* jobs read ahead but not started go back to the stream for others */
     for (item *it = exec_take_queued(w->pool); it;) {
         item *nx = it->next;
-        it->outcome = "release";
+        it->outcome = OUT_RELEASE;
         wk_queue_finish(w, it);
         it = nx;
     }
@@ -674,6 +709,124 @@ static void signal_cb(evutil_socket_t sig, short ev, void *arg)
     (void)ev;
     begin_drain(arg, (int)sig);
 }
+
+/* ---- connections: what their readiness and loss mean (worker/conn.c) ------ */
+
+static void script_loaded(void *owner, redisReply *r, void *ud)
+{
+    worker *w = owner;
+    scr_id sid = (scr_id)(intptr_t)ud;
+    if (!r) return; /* connection lost: the next connect loads it again */
+    if (r->type == REDIS_REPLY_STRING && scr_learn_sha(sid, r->str, r->len) == 0) {
+        w->script_load_warned = 0;
+        return;
+    }
+    /* e.g. LOADING right after a restart: the 1 s tick tries again; meanwhile calls
+     * go out by a SHA learned earlier (NOSCRIPT falls back to EVAL) or as EVAL.
+     * Warned once per streak of failures (an ACL without SCRIPT would repeat). */
+    w->reload_scripts = 1;
+    if (w->script_load_warned) return;
+    w->script_load_warned = 1;
+    log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
+            r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
+}
+
+/* SCRIPT LOAD every script on each connect of the command connection (a restarted
+ * Redis has none); queued ahead of every call on that connection, so EVALSHA finds
+ * them. The SHA1 is the same on any server; until the first replies arrive, calls
+ * go out as EVAL. */
+void wk_load_scripts(worker *w)
+{
+    w->reload_scripts = 0;
+    for (int i = 0; i < SCR_COUNT; i++) {
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "SCRIPT");
+        cv_add(&v, "LOAD");
+        cv_add(&v, scr_source((scr_id)i));
+        conn_send(&w->cmd, &v, script_loaded, (void *)(intptr_t)i);
+    }
+}
+
+static void group_created(void *owner, redisReply *r, void *ud)
+{
+    (void)owner;
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
+}
+
+/* On the reader: the consumer group at 0 with MKSTREAM (jobs added before any worker
+ * started are run); BUSYGROUP means it exists. */
+void wk_create_group(worker *w)
+{
+    for (int i = 0; i < PRIO_COUNT; i++) { /* high, default, low: one group name */
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "XGROUP");
+        cv_add(&v, "CREATE");
+        cv_add(&v, w->k_streams[i]);
+        cv_add(&v, GROUP);
+        cv_add(&v, "0");
+        cv_add(&v, "MKSTREAM");
+        conn_send(&w->rd, &v, group_created, NULL);
+    }
+}
+
+static void policy_cb(void *owner, redisReply *r, void *ud)
+{
+    worker *w = owner;
+    (void)ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || w->warned_policy) return;
+    w->warned_policy = 1;
+    const char *pol = r->element[1]->str ? r->element[1]->str : "";
+    if (strcmp(pol, "noeviction") != 0)
+        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
+                "not noeviction: evicted keys are lost jobs", NULL);
+}
+
+/* The reader (re)connected: the group first, then read. */
+static void reader_ready(conn *c, void *owner)
+{
+    (void)c;
+    worker *w = owner;
+    wk_create_group(w);
+    wk_maybe_read(w);
+}
+
+/* The command connection (re)connected: scripts first (so EVALSHA finds them), the
+ * eviction-policy check once, then the finishes that waited, then read. */
+static void command_ready(conn *c, void *owner)
+{
+    worker *w = owner;
+    wk_load_scripts(w);
+    if (!w->warned_policy) {
+        cmdv v;
+        cv_init(&v);
+        cv_add(&v, "CONFIG");
+        cv_add(&v, "GET");
+        cv_add(&v, "maxmemory-policy");
+        conn_send(c, &v, policy_cb, NULL);
+    }
+    wk_flush_finish(w);
+    wk_maybe_read(w);
+}
+
+/* Any connection lost: re-read our own pending entries first when reading resumes
+ * (nothing read before the drop is forgotten); a closing reader ends the drain. */
+void wk_conn_lost(conn *c, void *owner, const char *why, int was_ready)
+{
+    worker *w = owner;
+    wk_recover_all(w);
+    if (c == &w->rd) w->reading = 0;
+    if (!c->closing && !w->stopping)
+        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
+                "reason", why, NULL);
+    if (c->closing) wk_check_exit(w); /* only the reader closes at a drain */
+}
+
+static const conn_hooks reader_hooks = {.on_ready = reader_ready, .on_lost = wk_conn_lost};
+static const conn_hooks command_hooks = {.on_ready = command_ready, .on_lost = wk_conn_lost};
 
 /* ---- lifetime ------------------------------------------------------------- */
 
@@ -718,17 +871,15 @@ worker *worker_new(const cfg *c)
         free(w);
         return NULL;
     }
-    w->rd = (conn){.w = w, .url = &c->redis, .name = "reader", .backoff_ms = 100};
-    w->cmd = (conn){.w = w, .url = &c->redis, .name = "command", .backoff_ms = 100};
-    w->rd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->rd);
-    w->cmd.retry_ev = evtimer_new(w->base, wk_retry_cb, &w->cmd);
+    conn_init(&w->rd, w->base, &c->redis, "reader", BLOCK_MS, &reader_hooks, w);
+    conn_init(&w->cmd, w->base, &c->redis, "command", 0, &command_hooks, w);
     w->pipe_ev = event_new(w->base, w->pipefd[0], EV_READ | EV_PERSIST, pipe_cb, w);
     w->sig_term = evsignal_new(w->base, SIGTERM, signal_cb, w);
     w->sig_int = evsignal_new(w->base, SIGINT, signal_cb, w);
     w->t_promote = evtimer_new(w->base, wk_promote_timer, w);
     w->t_renew = event_new(w->base, -1, EV_PERSIST, wk_renew_timer, w);
     w->t_reclaim = event_new(w->base, -1, EV_PERSIST, wk_reclaim_timer, w);
-    w->t_watch = event_new(w->base, -1, EV_PERSIST, wk_watch_cb, w);
+    w->t_watch = event_new(w->base, -1, EV_PERSIST, wk_watch_timer, w);
     w->t_drain = evtimer_new(w->base, drain_timeout, w);
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
     w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
@@ -764,10 +915,10 @@ int worker_run(worker *w)
         !(w->http = http_start(w->base, w->cfg->http_addr, w->cfg->http_max_connections,
                                w->cfg->http_timeout_s, &w->stats)))
         return 1;
-    wk_conn_connect(&w->rd);
-    wk_conn_connect(&w->cmd);
+    conn_connect(&w->rd);
+    conn_connect(&w->cmd);
     if (w->celery_on) {
-        wk_conn_connect(&w->res);
+        conn_connect(&w->res);
         evtimer_add(w->t_ingress, &soon);
         log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
@@ -805,10 +956,9 @@ int worker_free(worker *w)
     }
     if (busy) return -1; /* a job is still running: the process exits around it */
     if (w->inflight == 0) release_consumer(w);
-    w->rd.closing = w->cmd.closing = w->res.closing = 1;
-    if (w->rd.ac) redisAsyncFree(w->rd.ac);
-    if (w->cmd.ac) redisAsyncFree(w->cmd.ac);
-    if (w->res.ac) redisAsyncFree(w->res.ac);
+    conn_free(&w->rd);
+    conn_free(&w->cmd);
+    if (w->celery_on) conn_free(&w->res);
     w->meta_wait = NULL; /* those items are on the in-flight list too */
     while (w->all) wk_untrack_free(w, w->all);
     http_stop(w->http);
@@ -817,9 +967,9 @@ int worker_free(worker *w)
         cv_free(&w->ingress_keys);
         rds_url_free(&w->res_url);
     }
-    struct event *evs[] = {w->rd.retry_ev, w->cmd.retry_ev, w->pipe_ev, w->sig_term, w->sig_int,
-                           w->t_promote, w->t_renew, w->t_reclaim, w->t_watch, w->t_drain,
-                           w->t_finish_retry, w->t_read_retry, w->res.retry_ev, w->t_ingress};
+    struct event *evs[] = {w->pipe_ev,   w->sig_term, w->sig_int,        w->t_promote,
+                           w->t_renew,   w->t_reclaim, w->t_watch,         w->t_drain,
+                           w->t_finish_retry, w->t_read_retry, w->t_ingress};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i]) event_free(evs[i]);
     event_base_free(w->base);

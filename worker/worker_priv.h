@@ -1,12 +1,14 @@
 /* worker/worker_priv.h — what the worker's own files share: struct worker, its
  * Redis connections, and the wk_ functions one part calls in another.
- * Only worker/{worker,conn,sched,celery}.c include it; everything else sees
+ * Only worker/{worker,sched,celery}.c include it; everything else sees
  * worker/worker.h. Every wk_ function runs on the event-loop thread.
  *
- *   worker.c  lifetime, reading, start/finish batches, drain, the in-flight list
- *   conn.c    connections: send with EVALSHA->EVAL fallback, reconnect, watchdog
- *   sched.c   timers: promote delayed jobs, renew leases, reclaim idle entries
- *   celery.c  Celery ingress and results
+ *   worker.c  lifetime, reading, start/finish batches, drain, the in-flight list,
+ *             what a connection's readiness or loss means (worker/conn.c's hooks)
+ *   sched.c   timers: promote delayed jobs, renew leases, reclaim idle entries, the 1 s
+ *             watch tick (watchdog, cancel poll, gauges, malloc_trim)
+ *   celery.c  Celery ingress and results, attached through a wk_hook
+ * worker/conn.c (one connection) is below all of them and calls none.
  */
 #ifndef SW_WORKER_WORKER_PRIV_H
 #define SW_WORKER_WORKER_PRIV_H
@@ -19,6 +21,7 @@
 #include "common/cfg.h"
 #include "common/err.h"
 #include "worker/cmdv.h"
+#include "worker/conn.h"
 #include "worker/exec.h"
 #include "worker/http.h"
 #include "worker/scripts.h"
@@ -26,37 +29,20 @@
 
 #define GROUP "snapworker"
 #define BLOCK_MS 5000
-#define REPLY_TIMEOUT_MS 10000
 #define BATCH_MAX 256
 #define READ_AHEAD_MS 50.0 /* read-ahead: about this much work per worker */
 #define BUSY_DELAY_MS 250
 #define LOW_EVERY 4   /* every 4th read / run-queue pick serves lower priorities first */
 
-typedef struct conn {
-    struct worker *w;
-    const rds_url *url;   /* where it connects (broker or result backend) */
-    redisAsyncContext *ac;
-    const char *name;
-    int ready;            /* connected */
-    int closing;          /* do not reconnect */
-    int pending;          /* replies outstanding */
-    int64_t progress_ms;  /* last reply, or first send after idle */
-    int64_t connect_ms;   /* when the current connect started */
-    int backoff_ms;
-    struct event *retry_ev;
-} conn;
-
-/* A reply callback: r is NULL when the connection was lost before the reply. */
-typedef void (*reply_fn)(struct worker *w, redisReply *r, void *ud);
-
-typedef struct call {
-    conn *c;
-    reply_fn fn;
-    void *ud;
-    int script;           /* argv[0] is EVALSHA: fall back to EVAL on NOSCRIPT */
-    scr_id sid;
-    cmdv args;
-} call;
+/* An add-on attached to the worker's core path (Celery: worker/celery.c). The core
+ * calls these at fixed points and knows nothing of what they do; any may be NULL. */
+typedef struct wk_hook {
+    /* An item's outcome is known: 1 when the hook took it (it queues the finish itself
+     * later, wk_queue_finish), 0 to have it finished now. */
+    int (*complete)(worker *w, item *it);
+    void (*flush)(worker *w); /* send what waits: before finishes are sent, and on retry */
+    void (*tick)(worker *w);  /* the 1 s watch tick */
+} wk_hook;
 
 struct worker {
     const cfg *cfg;
@@ -64,6 +50,7 @@ struct worker {
     conn rd, cmd;
     conn res;                      /* Celery result backend (celery_on only) */
     int celery_on;
+    const wk_hook *hook;           /* Celery's, or NULL */
     rds_url res_url;
     cmdv ingress_keys;             /* stream, stream:low + kombu lists in pop order */
     char ingress_route[256];       /* per list: the stream it feeds ('0' high .. '2' low) */
@@ -104,23 +91,11 @@ struct worker {
 };
 
 
-/* ---- conn.c ---- */
-/* Send 'args' (taken) on 'c'; fn(w, NULL, ud) is called when it cannot be sent. */
-void wk_send(conn *c, cmdv *args, int script, scr_id sid, reply_fn fn, void *ud);
-/* Start a script call: EVALSHA sha numkeys; the caller adds keys and arguments. */
-void wk_script_begin(cmdv *v, scr_id sid, int nkeys);
-void wk_conn_connect(conn *c);                          /* no-op when connected */
-void wk_conn_watch(conn *c);                            /* free it when a reply is overdue */
-void wk_retry_cb(evutil_socket_t fd, short ev, void *arg); /* reconnect timer */
-void wk_watch_cb(evutil_socket_t fd, short ev, void *arg); /* 1 s tick: watchdog + gauges */
-void wk_load_scripts(conn *c);    /* SCRIPT LOAD all scripts (on each connect) */
-void wk_create_group(worker *w);  /* XGROUP CREATE ... 0 MKSTREAM on the reader */
-
 /* ---- sched.c ---- */
 void wk_promote_timer(evutil_socket_t fd, short ev, void *arg);
 void wk_renew_timer(evutil_socket_t fd, short ev, void *arg);
 void wk_reclaim_timer(evutil_socket_t fd, short ev, void *arg);
-void wk_poll_cancel(worker *w);  /* 1 s tick: ask Redis whether held jobs were cancelled */
+void wk_watch_timer(evutil_socket_t fd, short ev, void *arg); /* 1 s tick: watchdog + gauges */
 
 /* ---- celery.c ---- */
 int wk_celery_setup(worker *w);                         /* 0, or -1 on a bad result URL */
@@ -131,21 +106,18 @@ int wk_take_celery(worker *w, item *it, const char *raw, size_t len);
 void wk_take_celery_oversize(worker *w, item *it, const char *prefix, size_t len,
                              const char *bytes, const char *task_id);
 cmdv wk_meta_cmd(worker *w, const char *task_id, const char *meta); /* result-write script */
-void wk_retry_meta(worker *w);                          /* send queued result writes, batched */
-void wk_complete(worker *w, item *it);                  /* result (if any), then finish */
 void wk_set_meta(item *it, const char *state, const char *result_json, sw_code code,
                  const char *msg, const char *exc_type, const char *exc_module);
-void wk_meta_for_outcome(item *it);                     /* Celery meta from the item's outcome */
-void wk_celery_started_due(worker *w);                  /* STARTED for jobs running > 0.5 s */
 int wk_celery_expired(worker *w, item *it);             /* 1: expired, REVOKED and rejected */
-/* Rewrite the final result of an ended job seen again ("succeeded" | "dead", data JSON). */
-void wk_celery_replay(worker *w, item *it, const char *status, const char *data);
+/* Rewrite the final result of an ended job seen again (its status, data JSON). */
+void wk_celery_replay(worker *w, item *it, ended_status status, const char *data);
 
 /* ---- worker.c ---- */
 void wk_track(worker *w, item *it);                     /* add to the in-flight list */
 void wk_untrack_free(worker *w, item *it);              /* remove and free */
 int wk_tracked(worker *w, int sidx, const char *entry); /* 1 when the entry is in flight */
-void wk_queue_finish(worker *w, item *it);              /* outcome known: queue the finish */
+void wk_complete(worker *w, item *it);                  /* outcome known: hook, then finish */
+void wk_queue_finish(worker *w, item *it);              /* queue the finish script */
 void wk_flush_finish(worker *w);                        /* send queued finishes in batches */
 void wk_reject(worker *w, item *it, sw_code code, const char *msg); /* dead without running */
 /* Turn stream entries into items (rejects, one start script); returns entries seen. */
@@ -156,5 +128,9 @@ int wk_stream_index(worker *w, const char *key);        /* PRIO_*, or -1 */
 int wk_capacity(worker *w);                             /* how many more jobs to take */
 void wk_maybe_read(worker *w);                          /* issue XREADGROUP if there is room */
 void wk_check_exit(worker *w);                          /* leave the loop when drained */
+void wk_load_scripts(worker *w);                        /* SCRIPT LOAD all (command conn) */
+void wk_create_group(worker *w);                        /* XGROUP CREATE ... MKSTREAM (reader) */
+/* The reader's and command connection's hooks; also what a Celery conn's loss means. */
+void wk_conn_lost(conn *c, void *owner, const char *why, int was_ready);
 
 #endif

@@ -277,6 +277,22 @@ static void keys_share_the_queue_hash_tag(void **state)
 static void error_codes_have_stable_names(void **state)
 {
     (void)state;
+    /* every code: a distinct snake_case name that reads back as the same code, and a
+     * CamelCase exception type for Celery */
+    for (int i = 0; i < SW_CODE_COUNT; i++) {
+        const char *n = sw_code_name((sw_code)i);
+        assert_non_null(n);
+        assert_true(strlen(n) > 1);
+        for (const char *p = n; *p; p++) assert_true((*p >= 'a' && *p <= 'z') || *p == '_');
+        for (int k = 0; k < i; k++) assert_string_not_equal(n, sw_code_name((sw_code)k));
+        sw_code back;
+        assert_true(sw_code_from_name(n, &back));
+        assert_int_equal(back, i);
+        if (i == SW_OK) continue;
+        const char *t = sw_code_exc_type((sw_code)i);
+        assert_non_null(t);
+        assert_true(t[0] >= 'A' && t[0] <= 'Z');
+    }
     assert_string_equal(sw_code_name(SW_E_STORAGE), "storage_error");
     assert_string_equal(sw_code_exc_type(SW_E_UNSAFE_ARCHIVE), "UnsafeArchive");
     assert_false(sw_code_retryable(SW_E_INVALID_PAYLOAD));

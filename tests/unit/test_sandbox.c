@@ -168,11 +168,13 @@ typedef struct fake_job {
     job_req req;
     atomic_int cancel;
     json_t *memo;
+    int memo_gets, memo_sets;   /* calls seen (a spy: "nothing happened" is checkable) */
 } fake_job;
 
 static const char *fake_memo_get(job_ctx *ctx, const char *name)
 {
     fake_job *j = ctx->worker_priv;
+    j->memo_gets++;
     return json_string_value(json_object_get(j->memo, name));
 }
 
@@ -180,6 +182,7 @@ static int fake_memo_set(job_ctx *ctx, const char *name, const char *value, sw_e
 {
     (void)err;
     fake_job *j = ctx->worker_priv;
+    j->memo_sets++;
     json_object_set_new(j->memo, name, json_string(value));
     return 0;
 }
@@ -533,22 +536,71 @@ static void restore_on_dead_without_memo_does_nothing(void **state)
     fake_job j;
     fake_init(&j, f, "restore", "{}");
     sw_err e;
+    sw_err_clear(&e);
     assert_int_equal(job_restore_on_dead(&j.ctx, &e), 0);
+    /* it asked once whether the port was touched, and stopped there: no memo written,
+     * no database (the context has none: reaching for it would fail), no error */
+    assert_int_equal(j.memo_gets, 1);
+    assert_int_equal(j.memo_sets, 0);
+    assert_int_equal(json_object_size(j.memo), 0);
+    assert_int_equal(e.code, SW_OK);
+    /* the same call with the port recorded does reach for the database: the spy sees it */
+    json_object_set_new(j.memo, "port_before", json_string("3000"));
+    assert_int_equal(job_restore_on_dead(&j.ctx, &e), -1);
+    assert_int_equal(e.code, SW_E_INTERNAL);
+    assert_true(j.memo_gets > 1);
     fake_free(&j);
 }
 
-static void job_table_registers_the_three_types(void **state)
+/* The table wires each name to its behaviour: a job looked up by name and run through
+ * the table does what that type does (no values of the table are repeated here). */
+static void job_table_runs_each_type_by_its_name(void **state)
 {
-    (void)state;
-    const job_type *t = job_lookup("restore");
-    assert_non_null(t);
-    assert_ptr_equal(t->on_dead, job_restore_on_dead);
-    assert_int_equal(t->default_timeout_s, 3600);
-    assert_true(t->session_lock);
-    assert_int_equal(job_lookup("snapshot")->default_timeout_s, 3600);
+    fx *f = *state;
+    assert_null(job_lookup("nope"));
+    assert_null(job_lookup(""));
+    const char *names[] = {"noop", "snapshot", "restore", "regenerate", "sleep", "sweep", "prune"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const job_type *t = job_lookup(names[i]);
+        assert_non_null(t);
+        assert_string_equal(t->name, names[i]);
+        assert_non_null(t->run);
+        assert_true(t->default_timeout_s > 0);
+    }
+    /* noop through the table succeeds with its result */
+    fake_job j;
+    fake_init(&j, f, "noop", "{}");
+    json_t *res = NULL;
+    sw_err e;
+    assert_int_equal(job_lookup("noop")->run(&j.ctx, &res, &e), 0);
+    assert_true(json_is_true(json_object_get(res, "ok")));
+    json_decref(res);
+    fake_free(&j);
+    /* the sandbox types, each on a session that has no workspace and without their
+     * arguments, fail the way that type fails, before any work */
+    const struct { const char *type, *args; sw_code code; } sandbox_types[] = {
+        {"snapshot", "{}", SW_E_WORKSPACE_MISSING},   /* nothing to archive */
+        {"restore", "{\"snapshot_storage_path\": \"../x.tar.gz\"}", SW_E_INVALID_PAYLOAD},
+        {"regenerate", "{}", SW_E_WORKSPACE_MISSING}}; /* nothing to write into */
+    for (size_t i = 0; i < 3; i++) {
+        fake_init(&j, f, sandbox_types[i].type, sandbox_types[i].args);
+        res = NULL;
+        assert_int_equal(job_lookup(sandbox_types[i].type)->run(&j.ctx, &res, &e), -1);
+        assert_int_equal(e.code, sandbox_types[i].code);
+        assert_null(res);
+        assert_int_equal(j.memo_sets, 0);
+        fake_free(&j);
+    }
+    /* only restore has an undo, and it is the port rollback: it reaches for the database
+     * once the port was recorded (none here) */
+    fake_init(&j, f, "restore", "{}");
+    json_object_set_new(j.memo, "port_before", json_string("3000"));
+    assert_non_null(job_lookup("restore")->on_dead);
+    assert_int_equal(job_lookup("restore")->on_dead(&j.ctx, &e), -1);
+    assert_int_equal(e.code, SW_E_INTERNAL);
+    fake_free(&j);
     assert_null(job_lookup("snapshot")->on_dead);
-    assert_int_equal(job_lookup("regenerate")->default_timeout_s, 300);
-    assert_true(job_lookup("regenerate")->session_lock);
+    assert_null(job_lookup("regenerate")->on_dead);
 }
 
 /* ------------------------------------------------------------------ staging and swap */
@@ -1196,7 +1248,7 @@ int main(void)
         T(snapshot_of_missing_session_or_without_outputs),
         T(restore_refuses_a_snapshot_path_of_another_tenant_or_session),
         T(restore_on_dead_without_memo_does_nothing),
-        T(job_table_registers_the_three_types),
+        T(job_table_runs_each_type_by_its_name),
         T(fresh_stage_swaps_into_a_new_session_and_unswap_removes_it),
         T(swap_exchanges_existing_attachments_and_unswap_brings_them_back),
         T(extract_of_garbage_is_unsafe_archive_and_leaves_no_stage),

@@ -933,28 +933,37 @@ static void test_urls_are_path_style_with_an_endpoint_else_virtual_host(void **s
 static void test_part_size_bounds_the_largest_object(void **state)
 {
     (void)state;
-    assert_int_equal(store_s3_max_object_bytes(8 * MiB), (int64_t)8 * MiB * 10000);
-    assert_int_equal(store_s3_max_object_bytes(5 * MiB), (int64_t)5 * MiB * 10000);
-    /* the 20 GiB restore limit fits in 8 MiB parts */
-    assert_true(store_s3_max_object_bytes(8 * MiB) > (int64_t)20 * 1024 * MiB);
+    /* S3 takes at most 10,000 parts: the default 8 MiB parts hold 78.125 GiB, the
+     * 5 MiB minimum 48.8 GiB; bigger parts hold more */
+    assert_int_equal(store_s3_max_object_bytes(8 * MiB), 83886080000LL);
+    assert_int_equal(store_s3_max_object_bytes(5 * MiB), 52428800000LL);
+    assert_true(store_s3_max_object_bytes(16 * MiB) > store_s3_max_object_bytes(8 * MiB));
+    /* the 20 GiB restore limit fits in the default parts */
+    assert_true(store_s3_max_object_bytes(8 * MiB) > 21474836480LL);
 }
 
 static void test_backoff_doubles_with_equal_jitter_and_stops_at_the_cap(void **state)
 {
     (void)state;
-    uint64_t rnds[] = {0, 1, 12345, UINT64_MAX};
-    for (int a = 1; a <= 12; a++) {
-        int64_t d = 100;
-        for (int i = 1; i < a && d < 5000; i++) d *= 2;
-        if (d > 5000) d = 5000;
-        for (size_t k = 0; k < 4; k++) {
-            int64_t b = store_backoff_ms(a, 100, 5000, rnds[k]);
-            assert_true(b >= d / 2);
-            assert_true(b <= d);
+    /* base 100 ms, cap 5 s: the window (upper bound) per attempt, written out */
+    static const struct { int attempt; int64_t window; } w[] = {
+        {1, 100}, {2, 200}, {3, 400}, {4, 800}, {5, 1600}, {6, 3200}, {7, 5000}, {12, 5000}, {40, 5000}};
+    uint64_t rnds[] = {0, 1, 7, 12345, 99991, UINT64_MAX};
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++) {
+        /* equal jitter: never below half the window, never above it */
+        for (size_t k = 0; k < sizeof rnds / sizeof *rnds; k++) {
+            int64_t b = store_backoff_ms(w[i].attempt, 100, 5000, rnds[k]);
+            assert_true(b >= w[i].window / 2);
+            assert_true(b <= w[i].window);
         }
+        /* both ends are reached */
+        assert_int_equal(store_backoff_ms(w[i].attempt, 100, 5000, 0), w[i].window / 2);
+        assert_int_equal(store_backoff_ms(w[i].attempt, 100, 5000, (uint64_t)w[i].window / 2),
+                         w[i].window);
     }
-    assert_int_equal(store_backoff_ms(1, 100, 5000, 0), 50);
-    assert_int_equal(store_backoff_ms(40, 100, 5000, 0), 2500);
+    /* the floor doubles from one attempt to the next until the cap */
+    for (int a = 1; a < 6; a++)
+        assert_int_equal(store_backoff_ms(a + 1, 100, 5000, 0), 2 * store_backoff_ms(a, 100, 5000, 0));
 }
 
 static void test_s3_times_parse_as_utc(void **state)

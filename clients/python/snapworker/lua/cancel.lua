@@ -18,9 +18,13 @@
 --           REVOKED); any copy the worker reads later is acked unrun — reply "cancelled".
 -- ended     nothing changes — reply "ended".
 -- Reply: {result, previous status ("unknown" when there was no hash)}.
+-- Errors: "ERR invalid job id"; "ERR cancel: expected 6 KEYS and 2 ARGV ..." (nothing written).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nows = string.format('%d', now)
+if #KEYS ~= 6 or #ARGV ~= 2 then
+  return redis.error_reply('ERR cancel: expected 6 KEYS and 2 ARGV, got ' .. #KEYS .. ' KEYS, ' .. #ARGV .. ' ARGV')
+end
 local id, ttl = ARGV[1], ARGV[2]
 if type(id) ~= 'string' or #id < 1 or #id > 128 or not string.match(id, '^[%w_.:%-]+$') then
   return redis.error_reply('ERR invalid job id')

@@ -18,9 +18,14 @@
 --   added   1 when the job was added, 0 when its id was already known
 --   status  "queued" when added, else the job's current status
 --   where   the stream entry id, or "delayed" when parked, or "" when not added
--- Errors: "ERR invalid_payload: <why>" (nothing written).
+-- Errors: "ERR invalid_payload: <why>"; "ERR enqueue: expected 5 KEYS and 1 ARGV ..."
+--         with fewer (nothing written). More are allowed: worker/enqueue.c runs this
+--         text behind a fence of its own that reads KEYS[6] and ARGV[2].
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if #KEYS < 5 or #ARGV < 1 then
+  return redis.error_reply('ERR enqueue: expected 5 KEYS and 1 ARGV, got ' .. #KEYS .. ' KEYS, ' .. #ARGV .. ' ARGV')
+end
 local function bad(why) return redis.error_reply('ERR invalid_payload: ' .. why) end
 local raw = ARGV[1]
 if not raw or #raw > 1048576 then return bad('payload missing or over 1 MiB') end
