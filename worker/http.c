@@ -72,11 +72,18 @@ static void release(hconn *c)
     free(c);
 }
 
-/* evhttp frees an admitted connection (closed, failed, timed out, replied). */
+/* evhttp frees an admitted connection (closed, failed, timed out, replied). The node is
+ * looked up by its connection rather than passed as the argument: the tick may already have
+ * released it (let_go: evhttp dropped the bufferevent first), and evhttp still calls this
+ * afterwards; a node passed by pointer would then be used after its free. */
 static void on_close(struct evhttp_connection *evcon, void *arg)
 {
-    (void)evcon;
-    release(arg);
+    http_srv *h = arg;
+    for (hconn *c = h->conns; c; c = c->next)
+        if (c->evcon == evcon) {
+            release(c);
+            return;
+        }
 }
 
 /* evhttp gave the bufferevent up (its callbacks are cleared when it frees it). */
@@ -145,7 +152,7 @@ static void adopt_cb(evutil_socket_t fd, short ev, void *arg)
         }
         c->evcon = evcon;
         h->open++;
-        evhttp_connection_set_closecb(evcon, on_close, c);
+        evhttp_connection_set_closecb(evcon, on_close, h);
     }
     arm_tick(h);
 }
