@@ -59,9 +59,27 @@ class Dashboard(SWTestCase):
         return self.driver.find_element(By.ID, table_id).text
 
     def start_ui_worker(self, **extra):
-        self.port = free_port()
-        self.start_worker(SNAPWORKER_HTTP_ADDR=f"127.0.0.1:{self.port}", SNAPWORKER_CONCURRENCY=2, **extra)
-        wait_for(lambda: self.healthz_ok(), 15, what="/healthz")
+        # The browser opens sockets of its own; a port found free can be taken before the
+        # worker binds it (the worker then exits naming the address): take another.
+        for _ in range(3):
+            self.port = free_port()
+            w = self.start_worker(SNAPWORKER_HTTP_ADDR=f"127.0.0.1:{self.port}",
+                                  SNAPWORKER_CONCURRENCY=2, **extra)
+            wait_for(lambda: self.healthz_ok() or not w.alive(), 15, what="/healthz")
+            if w.alive():
+                return
+        self.fail("the worker could not bind a free port three times")
+
+    def click(self, find, what="element"):
+        """Click what find() returns, finding it again when the page redrew it meanwhile
+        (the dashboard re-renders its tables on every poll)."""
+        def attempt(d):
+            try:
+                find().click()
+                return True
+            except StaleElementReferenceException:
+                return False
+        self.wait(attempt, what=f"click on {what}")
 
     def healthz_ok(self):
         try:
@@ -119,14 +137,14 @@ class Dashboard(SWTestCase):
 
         # without the token: refused, the entry stays
         self.wait(lambda d: requeue_button().is_enabled(), what="requeue enabled")
-        requeue_button().click()
+        self.click(requeue_button, "requeue")
         self.wait(lambda d: "refused" in d.find_element(By.ID, "msg").text, what="refusal shown")
         self.assertIn("bearer token", d.find_element(By.ID, "msg").text)
         self.assertEqual(len(self.r.xrange(self.key("dead"), xss_dead_id, xss_dead_id)), 1)
         # a wrong token: refused too
         d.find_element(By.ID, "token").send_keys("wrong")
         d.find_element(By.ID, "token-save").click()
-        requeue_button().click()
+        self.click(requeue_button, "requeue")
         self.wait(lambda d: "refused" in d.find_element(By.ID, "msg").text, what="refusal shown")
         self.assertEqual(len(self.r.xrange(self.key("dead"), xss_dead_id, xss_dead_id)), 1)
         # with the token: requeued, leaves the dead list, and the job runs
@@ -135,7 +153,7 @@ class Dashboard(SWTestCase):
         tok.send_keys(TOKEN)
         d.find_element(By.ID, "token-save").click()
         self.wait(lambda d: "token set" in d.find_element(By.ID, "mode").text, what="token mode")
-        requeue_button().click()
+        self.click(requeue_button, "requeue")
         self.wait(lambda d: "requeued" in d.find_element(By.ID, "msg").text, what="requeued message")
         self.assertEqual(self.r.xrange(self.key("dead"), xss_dead_id, xss_dead_id), [])
         self.wait_status(xss_job, "succeeded")
