@@ -8,8 +8,7 @@ COPY . .
 RUN make clean && make -j"$(nproc)" snapworker && make install PREFIX=/opt/snapworker
 
 FROM debian:12-slim
-# libcurl4 libarchive13 libpq5 libssl3 are not linked (ldd does not list them): snapworker
-# dlopen()s them when a job first needs them (common/lazylib.h), so they must stay here.
+# The runtime libraries of every library the Makefile links (ldd snapworker lists them).
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libhiredis0.14 libevent-2.1-7 libevent-pthreads-2.1-7 libjansson4 libcurl4 \
       libarchive13 libpq5 libssl3 ca-certificates nodejs npm && rm -rf /var/lib/apt/lists/* \

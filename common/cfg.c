@@ -455,8 +455,8 @@ static bool conninfo_valid(const char *s)
     return pairs > 0;
 }
 
-/* A syntactic check only: libpq itself is loaded lazily by the first job that needs
- * PostgreSQL (common/lazylib.h), so PQconninfoParse is not called at start. */
+/* A syntactic check only: the daemon never talks to PostgreSQL itself (job processes do,
+ * docs/processes.md), so PQconninfoParse is not called at start. */
 static int check_dburl(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;
