@@ -257,6 +257,8 @@ int jobchild_main(const cfg *c, int argc, char **argv)
     json_t *mv = json_object_get(req, "memo");
     if (json_is_object(mv)) json_object_update(ch.memo, mv);
     job_thread jt = {0};
+    /* the daemon's flag as it was at the start (an undo runs after a cancel) */
+    if (json_is_true(json_object_get(req, "cancel"))) atomic_store(&g_cancel, 1);
     if (!payload || !op || payload_parse(payload, strlen(payload), &jr, &err) != 0) {
         if (err.code == SW_OK) sw_errc(&err, SW_E_INTERNAL, "job process: bad request");
     } else if (!(type = job_lookup(jr.type))) {

@@ -155,8 +155,13 @@ static int spawn(jproc *jp, sw_err *err)
 
 /* ---- serving one job process ------------------------------------------ */
 
+/* An undo (on_dead) runs after the cancel or the deadline that ended its job: neither stops
+ * it, as neither stopped it in-process; this bound does (then SIGTERM, grace, SIGKILL). */
+#define ON_DEAD_LIMIT_MS (300 * 1000)
+
 typedef struct session {
     job_ctx *ctx;
+    int64_t stop_at_ms;     /* > 0: the cancel flag and the deadline are ignored; stop then */
     jproc jp;
     jw_reader rd;
     json_t *done;           /* the final frame, when it came */
@@ -257,8 +262,9 @@ static void serve(session *s, int *status, struct rusage *ru, bool *stopped)
     fcntl(s->jp.fd, F_SETFL, fcntl(s->jp.fd, F_GETFL) | O_NONBLOCK);
     while (!reaped) {
         int64_t now = job_now_ms();
-        bool stop = (s->ctx->cancel && atomic_load(s->ctx->cancel)) ||
-                    (s->ctx->deadline_ms > 0 && now >= s->ctx->deadline_ms) || s->bad;
+        int64_t deadline = s->stop_at_ms > 0 ? s->stop_at_ms : s->ctx->deadline_ms;
+        bool stop = (s->stop_at_ms <= 0 && s->ctx->cancel && atomic_load(s->ctx->cancel)) ||
+                    (deadline > 0 && now >= deadline) || s->bad;
         if (s->done && !term_sent && !kill_at) kill_at = now + grace_ms + 1000; /* must exit now */
         if (stop && !term_sent && !s->done) {
             kill(s->jp.pid, SIGTERM);   /* the job process's cancel flag */
@@ -271,8 +277,7 @@ static void serve(session *s, int *status, struct rusage *ru, bool *stopped)
         }
         int64_t wait = 100; /* the cancel flag is polled */
         if (kill_at && !kill_sent && kill_at - now < wait) wait = kill_at - now;
-        if (!term_sent && s->ctx->deadline_ms > 0 && s->ctx->deadline_ms - now < wait)
-            wait = s->ctx->deadline_ms - now;
+        if (!term_sent && deadline > 0 && deadline - now < wait) wait = deadline - now;
         if (wait < 0) wait = 0;
         struct pollfd p[2];
         int n = 0;
@@ -306,10 +311,12 @@ int jobproc_run(job_ctx *ctx, jp_op op, const json_t *memo, json_t **result, sw_
     if (result) *result = NULL;
     char *payload = payload_dump(ctx->req);
     json_t *mo = memo ? json_incref((json_t *)memo) : json_object();
-    json_t *req = json_pack("{s:s,s:s,s:s,s:i,s:I,s:o}", "t", "job", "op",
+    json_t *req = json_pack("{s:s,s:s,s:s,s:i,s:I,s:o,s:b}", "t", "job", "op",
                             op == JP_ON_DEAD ? "on_dead" : "run", "payload", payload, "attempt",
-                            ctx->attempt, "deadline_ms", (json_int_t)ctx->deadline_ms, "memo", mo);
+                            ctx->attempt, "deadline_ms", (json_int_t)ctx->deadline_ms, "memo", mo,
+                            "cancel", ctx->cancel && atomic_load(ctx->cancel));
     free(payload);
+    if (op == JP_ON_DEAD) s.stop_at_ms = job_now_ms() + ON_DEAD_LIMIT_MS;
     s.spawn_ns = mono_ns();
     if (spawn(&s.jp, err) < 0) {
         json_decref(req);
