@@ -97,6 +97,9 @@ static const opt opts[] = {
     {"SNAPWORKER_JOB_KILL_GRACE_S", T_INT, F(job_kill_grace_s), "5", 0, 3600, 0,
      "job processes: after a cancel, lost lease or deadline (SIGTERM), SIGKILL this much later",
      NULL},
+    {"SNAPWORKER_JOB_SPARE", T_BOOL, F(job_spare), "1", 0, 0, 0,
+     "job processes: each executor thread that ran one keeps a started one waiting for its "
+     "next job (saves the spawn and library loading, docs/processes.md)", NULL},
     {"SNAPWORKER_JOB_NOFILE", T_INT, F(job_nofile), "4096", 16, 1048576, 0,
      "job processes: RLIMIT_NOFILE (open descriptors)", NULL},
     {"SNAPWORKER_JOB_FSIZE_MAX", T_I64, F(job_fsize_max), "0", 0, BIG, 0,

@@ -232,6 +232,7 @@ int jobchild_main(const cfg *c, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    prctl(PR_SET_NAME, "sw-spare");   /* ps: waiting for a job (a spare) */
     json_t *req = NULL;
     if (jw_recv(CHAN, &req) != 1) return 70;
     json_t *st = json_pack("{s:s,s:I}", "t", "started", "ns", (json_int_t)mono_ns());
@@ -239,6 +240,7 @@ int jobchild_main(const cfg *c, int argc, char **argv)
     json_decref(st);
     const char *t = json_string_value(json_object_get(req, "t"));
     if (t && !strcmp(t, "gc")) {
+        prctl(PR_SET_NAME, "sw-gc");
         run_gc(c, req);
         json_decref(req);
         return 0;
@@ -264,6 +266,9 @@ int jobchild_main(const cfg *c, int argc, char **argv)
     } else if (!(type = job_lookup(jr.type))) {
         sw_errc(&err, SW_E_UNKNOWN_JOB_TYPE, "unknown job type '%s'", jr.type);
     } else {
+        char comm[16];
+        snprintf(comm, sizeof comm, "sw-%.12s", jr.type);
+        prctl(PR_SET_NAME, comm);        /* ps: sw-restore, sw-snapshot, ... */
         job_ctx ctx = {
             .cfg = c,
             .req = &jr,

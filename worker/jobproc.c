@@ -153,6 +153,65 @@ static int spawn(jproc *jp, sw_err *err)
     return 0;
 }
 
+/* ---- the spare: a started job process waiting for this thread's next job ----
+ * Spawning costs little in the daemon (posix_spawn returns once the exec happened), but the
+ * job process then loads ~50 shared libraries before it can start: tens of ms on a busy
+ * machine. So a thread that ran a job in a process starts the next one right after (when
+ * SNAPWORKER_JOB_SPARE=1), and that one waits, blocked reading its request, until this
+ * thread's next heavy job. It is this thread's child (PR_SET_PDEATHSIG follows the thread),
+ * holds nothing of any job, and is killed and reaped when the thread exits. */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void proc_close(jproc *jp, bool kill_it)
+{
+    if (kill_it) kill(jp->pid, SIGKILL);
+    close(jp->fd);
+    waitpid(jp->pid, NULL, 0);
+    if (jp->pidfd >= 0) close(jp->pidfd);
+}
+
+static void spare_destroy(void *p)
+{
+    proc_close(p, true);
+    free(p);
+}
+
+static void spare_key_make(void) { (void)pthread_key_create(&spare_key, spare_destroy); }
+
+/* This thread's spare, if it is still there (it may have been killed meanwhile). */
+static bool spare_take(jproc *out)
+{
+    pthread_once(&spare_once, spare_key_make);
+    jproc *sp = pthread_getspecific(spare_key);
+    if (!sp) return false;
+    pthread_setspecific(spare_key, NULL);
+    struct pollfd p = {.fd = sp->pidfd >= 0 ? sp->pidfd : sp->fd, .events = POLLIN};
+    bool dead = poll(&p, 1, 0) != 0 || kill(sp->pid, 0) != 0;
+    if (dead) {
+        proc_close(sp, true);
+        free(sp);
+        return false;
+    }
+    *out = *sp;
+    free(sp);
+    return true;
+}
+
+static void spare_make(const cfg *c)
+{
+    if (!c->job_spare) return;
+    pthread_once(&spare_once, spare_key_make);
+    if (pthread_getspecific(spare_key)) return;
+    jproc *sp = xcalloc(1, sizeof *sp);
+    sw_err e;
+    if (spawn(sp, &e) < 0) {
+        free(sp);
+        return;
+    }
+    pthread_setspecific(spare_key, sp);
+}
+
 /* ---- serving one job process ------------------------------------------ */
 
 /* An undo (on_dead) runs after the cancel or the deadline that ended its job: neither stops
@@ -318,7 +377,8 @@ int jobproc_run(job_ctx *ctx, jp_op op, const json_t *memo, json_t **result, sw_
     free(payload);
     if (op == JP_ON_DEAD) s.stop_at_ms = job_now_ms() + ON_DEAD_LIMIT_MS;
     s.spawn_ns = mono_ns();
-    if (spawn(&s.jp, err) < 0) {
+    bool spare = spare_take(&s.jp);
+    if (!spare && spawn(&s.jp, err) < 0) {
         json_decref(req);
         return -1;
     }
@@ -368,11 +428,13 @@ int jobproc_run(job_ctx *ctx, jp_op op, const json_t *memo, json_t **result, sw_
     log_int(&l, "pid", s.jp.pid);
     log_str(&l, "exit", how);
     log_int(&l, "spawn_us", s.started_ns ? (s.started_ns - s.spawn_ns) / 1000 : -1);
+    log_int(&l, "spare", spare);
     log_int(&l, "ms", (mono_ns() - s.spawn_ns) / 1000000);
     log_int(&l, "peak_rss_kb", ru.ru_maxrss);
     log_end(&l);
     json_decref(s.done);
     jw_reader_free(&s.rd);
+    spare_make(ctx->cfg);   /* for this thread's next heavy job */
     return rc;
 }
 

@@ -23,8 +23,9 @@ FAST_TESTS = [
 MiB = 1024 * 1024
 
 
-def job_children(pid):
-    """Pids of the daemon's job processes (`snapworker ... __job PPID`)."""
+def job_children(pid, spares=False):
+    """Pids of the daemon's job processes (`snapworker ... __job PPID`) that hold a job;
+    with spares=True also the started ones waiting for one (comm "sw-spare")."""
     out = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -39,7 +40,10 @@ def job_children(pid):
         for k in kids:
             try:
                 with open(f"/proc/{k}/cmdline", "rb") as f:
-                    if b"__job" in f.read().split(b"\0"):
+                    if b"__job" not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{k}/comm") as f:
+                    if spares or f.read().strip() != "sw-spare":
                         out.append(k)
             except OSError:
                 pass
@@ -159,6 +163,29 @@ class JobProcesses(JobsCase):
         h = self.finish(p["id"], 1 + grace + 5)
         self.assertEqual(self.error_of(p["id"])["code"], "timeout", h)
         self.assertTrue(w.alive())
+
+    def test_a_thread_keeps_one_spare_job_process_and_it_goes_with_the_worker(self):
+        w = self.start_worker(SNAPWORKER_CONCURRENCY=1)
+        sb, ss = new_uuid(), new_uuid()
+        os.makedirs(self.session_dir(sb, ss))
+        args = {"llm_config": {"provider": "openai", "model_name": "m"}, "nextjs_port": 3000,
+                "disabled_tools": []}
+        for _ in range(3):
+            self.ok(self.submit("regenerate", sb, ss, args))
+            wait_for(lambda: len(job_children(w.proc.pid, spares=True)) == 1 and
+                     not job_children(w.proc.pid), 10, what="one spare job process, waiting")
+        spare = job_children(w.proc.pid, spares=True)[0]
+        self.assertEqual(job_children(w.proc.pid), [])
+        with open(f"/proc/{spare}/status") as f:
+            st = f.read()
+        self.assertIn("NoNewPrivs:\t1", st)
+        lines = [l for l in w.text().splitlines() if "msg=job_process" in l]
+        self.assertEqual([l.split("spare=")[1].split()[0] for l in lines], ["0", "1", "1"])
+        with open(f"/proc/{spare}/limits") as f:
+            lim = f.read()
+        self.assertRegex(lim, r"Max core file size\s+0\s+0")
+        self.assertEqual(w.stop(), 0)
+        wait_for(lambda: not os.path.exists(f"/proc/{spare}"), 10, what="the spare gone")
 
     def test_the_daemons_private_memory_stays_flat_across_200_restores(self):
         w = self.start_worker(SNAPWORKER_CONCURRENCY=2)
