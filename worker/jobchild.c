@@ -173,7 +173,7 @@ static void send_done(int rc, json_t *result, const sw_err *err)
 {
     json_t *m = json_pack("{s:s,s:i}", "t", "done", "rc", rc);
     if (rc == 0)
-        json_object_set(m, "result", result ? result : json_object());
+        json_object_set_new(m, "result", result ? json_incref(result) : json_object());
     else
         json_object_set_new(m, "err", json_pack("{s:s,s:s,s:b}", "code", sw_code_name(err->code),
                                                 "message", err->msg, "retryable",
