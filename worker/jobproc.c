@@ -75,10 +75,19 @@ static void env_build(void)
         if (strchr(environ[i], '=') && !daemon_only(environ[i])) g_envp[k++] = xstrdup(environ[i]);
 }
 
-static bool test_hooks(void)
+/* SNAPWORKER_TEST_HOOKS=1, read once (a noop job asks it, and noop is the hot path) */
+static int hooks_on = -1;
+static void hooks_read(void)
 {
     const char *h = getenv("SNAPWORKER_TEST_HOOKS");
-    return h && strcmp(h, "1") == 0;
+    hooks_on = h && strcmp(h, "1") == 0;
+}
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+
+static bool test_hooks(void)
+{
+    pthread_once(&hooks_once, hooks_read);
+    return hooks_on == 1;
 }
 
 bool jobproc_wanted(const job_req *req)
