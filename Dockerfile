@@ -8,16 +8,18 @@ COPY . .
 RUN make clean && make -j"$(nproc)" snapworker && make install PREFIX=/opt/snapworker
 
 FROM debian:12-slim
-# libcurl4 libarchive13 libpq5 libssl3 are not linked (ldd does not list them): snapworker
-# dlopen()s them when a job first needs them (common/lazylib.h), so they must stay here.
+# The runtime libraries of every library the Makefile links (ldd snapworker lists them).
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libhiredis0.14 libevent-2.1-7 libevent-pthreads-2.1-7 libjansson4 libcurl4 \
-      libarchive13 libpq5 libssl3 ca-certificates nodejs npm && rm -rf /var/lib/apt/lists/* \
+      libarchive13 libpq5 libssl3 ca-certificates nodejs npm tini && rm -rf /var/lib/apt/lists/* \
     && useradd --system --create-home snapworker \
     && mkdir -p /store /sandboxes && chown snapworker /store /sandboxes
 COPY --from=build /opt/snapworker /opt/snapworker
 USER snapworker
 ENV SANDBOX_BASE_PATH=/sandboxes SNAPWORKER_STORE=file:///store SNAPWORKER_HTTP_ADDR=0.0.0.0:9464
 EXPOSE 9464
-ENTRYPOINT ["/opt/snapworker/bin/snapworker"]
+# tini as PID 1: a dev server started by a restore outlives the job process that started it
+# (docs/processes.md), so when it exits someone must reap it; snapworker only reaps its own
+# job processes.
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/snapworker/bin/snapworker"]
 CMD ["run"]

@@ -2,18 +2,20 @@
 # Sources are found by folder, so adding a module needs no edit here.
 PREFIX ?= /usr/local
 CC     ?= cc
-# libcurl, libarchive, libpq and libcrypto: headers only. They are dlopen()ed on first use
-# (common/lazylib.h) so an idle worker never maps them; nothing here (binary, unit tests,
-# asan) links them, since that would map them, and all they pull in, at start again.
-LINKED  = hiredis libevent libevent_pthreads jansson
-LAZY    = libcurl libarchive libpq libcrypto
-PKG_CFLAGS := $(shell pkg-config --cflags $(LINKED) $(LAZY))
-PKG_LIBS   := $(shell pkg-config --libs $(LINKED))
+# Every library is linked normally (docs/decisions.md: the lazy-loading layer is gone; the
+# heavy ones are used only in job processes, docs/processes.md). pkg-config runs when a
+# recipe first needs its output, not when make reads this file: on a fresh machine
+# `make test` runs scripts/bootstrap (which installs the -dev packages) before any compile,
+# so parsing must not ask pkg-config about packages that are not there yet. The values are
+# recursively expanded and cached on first use (PKG_CFLAGS_ / PKG_LIBS_).
+LINKED  = hiredis libevent libevent_pthreads jansson libcurl libarchive libpq libcrypto
+PKG_CFLAGS = $(if $(PKG_CFLAGS_),,$(eval PKG_CFLAGS_ := $(shell pkg-config --cflags $(LINKED))))$(PKG_CFLAGS_)
+PKG_LIBS   = $(if $(PKG_LIBS_),,$(eval PKG_LIBS_ := $(shell pkg-config --libs $(LINKED))))$(PKG_LIBS_)
 WARN    = -Wall -Wextra -Werror -Wformat=2 -Wstrict-prototypes -Wwrite-strings -Wshadow \
           -Wno-missing-field-initializers
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -I. $(WARN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
-LDLIBS  = $(PKG_LIBS) -ldl -pthread -lm
+LDLIBS  = $(PKG_LIBS) -pthread -lm
 
 LIB_SRC  = $(wildcard common/*.c) $(wildcard jobs/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
 # Files compiled into the binary (common/embedded.h), sorted so lookups are stable:
@@ -79,8 +81,7 @@ asan-units: $(UNIT_BIN)
 
 # fuzz: every libFuzzer harness in tests/fuzz/ (clang only; docs/reliability.md, "Fuzzing").
 # Each harness is compiled together with just the sources it tests, all with the fuzz flags
-# (so they are instrumented), and links the libraries it needs directly instead of through
-# common/lazylib.c. New inputs go to build/fuzz/corpus/<name>, seeded read-only from
+# (so they are instrumented), and links the libraries it needs. New inputs go to build/fuzz/corpus/<name>, seeded read-only from
 # tests/fuzz/corpus/<name>; a crash fails the target and names its reproducer.
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 2

@@ -11,7 +11,6 @@
 #include "common/arc.h"
 #include "common/arc_priv.h"
 #include "common/fdio.h"
-#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 #include <archive.h>
@@ -309,7 +308,6 @@ static int corrupt(cctx *x, struct archive *a, sw_err *err)
 static int scan(cctx *x, sw_err *err)
 {
     struct archive_entry *e;
-    if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;
     x->inbuf = xmalloc(IN_CHUNK);
     x->tbuf = xmalloc(IN_CHUNK);
     struct archive *raw = x->raw = archive_read_new(), *a = x->a = archive_read_new();
@@ -416,7 +414,6 @@ static void *counter_main(void *p)
 arc_counter *arc_counter_start(sw_err *err)
 {
     int fds[2];
-    if (lazy_need(LAZY_ARCHIVE, err) != 0) return NULL;
     if (pipe2(fds, O_CLOEXEC) != 0) {
         sw_errf(err, SW_E_INTERNAL, true, "counter pipe: %s", strerror(errno));
         return NULL;

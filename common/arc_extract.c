@@ -12,7 +12,6 @@
 #include "common/arc.h"
 #include "common/arc_priv.h"
 #include "common/fdio.h"
-#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 #include <archive.h>
@@ -560,7 +559,6 @@ static int do_entry(xctx *x, struct archive_entry *e, sw_err *err)
 
 static int open_reader(xctx *x, arc_source_fn source, void *arg, sw_err *err)
 {
-    if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;   /* loaded on first use */
     if (inflate_start(x, source, arg, err) != 0) return -1;
     struct archive *a = x->a = archive_read_new();
     if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_read_new failed");

@@ -6,7 +6,6 @@
  * with openat() from directory fds and each file is read in fixed chunks. */
 #include "common/arc.h"
 #include "common/arc_priv.h"
-#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 #include <archive.h>
@@ -183,7 +182,6 @@ static int attachments_wanted(int sfd, struct stat *st, sw_err *err)
 static int open_writer(wctx *w, int gzip_level, sw_err *err)
 {
     char level[2] = {(char)('0' + gzip_level), '\0'};
-    if (lazy_need(LAZY_ARCHIVE, err) != 0) return -1;   /* loaded on first use */
     struct archive *a = w->a = archive_write_new();
     if (!a) return sw_errf(err, SW_E_INTERNAL, true, "archive_write_new failed");
     if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||

@@ -94,6 +94,20 @@ static const opt opts[] = {
      "retry backoff cap", NULL},
     {"SNAPWORKER_JOB_TIMEOUT_S", T_INT, F(default_timeout_s), "900", 1, 7 * 86400, 0,
      "job timeout when a payload gives none", NULL},
+    {"SNAPWORKER_JOB_KILL_GRACE_S", T_INT, F(job_kill_grace_s), "5", 0, 3600, 0,
+     "job processes: after a cancel, lost lease or deadline (SIGTERM), SIGKILL this much later",
+     NULL},
+    {"SNAPWORKER_JOB_SPARE", T_BOOL, F(job_spare), "1", 0, 0, 0,
+     "job processes: each executor thread that ran one keeps a started one waiting for its "
+     "next job (saves the spawn and library loading, docs/processes.md)", NULL},
+    {"SNAPWORKER_JOB_NOFILE", T_INT, F(job_nofile), "4096", 16, 1048576, 0,
+     "job processes: RLIMIT_NOFILE (open descriptors)", NULL},
+    {"SNAPWORKER_JOB_FSIZE_MAX", T_I64, F(job_fsize_max), "0", 0, BIG, 0,
+     "job processes: RLIMIT_FSIZE, largest file a job may write, bytes (SIGXFSZ past it); 0 = "
+     "no limit", NULL},
+    {"SNAPWORKER_JOB_MEMORY_MAX", T_I64, F(job_memory_max), "0", 0, BIG, 0,
+     "job processes: RLIMIT_AS, address space in bytes (allocation fails past it); 0 = no "
+     "limit", NULL},
     {"SNAPWORKER_HTTP_ADDR", T_STR, F(http_addr), NULL, 0, 0, 0,
      "health and metrics listener, e.g. 127.0.0.1:9464 (empty = off)", check_http},
     {"SNAPWORKER_HTTP_MAX_CONNECTIONS", T_INT, F(http_max_connections), "64", 1, 10000, 0,
@@ -455,8 +469,8 @@ static bool conninfo_valid(const char *s)
     return pairs > 0;
 }
 
-/* A syntactic check only: libpq itself is loaded lazily by the first job that needs
- * PostgreSQL (common/lazylib.h), so PQconninfoParse is not called at start. */
+/* A syntactic check only: the daemon never talks to PostgreSQL itself (job processes do,
+ * docs/processes.md), so PQconninfoParse is not called at start. */
 static int check_dburl(cfg *c, const char *var, const char *v, char *err, size_t n)
 {
     (void)c;

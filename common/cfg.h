@@ -40,6 +40,12 @@ typedef struct cfg {
     int retry_base_ms;        /* SNAPWORKER_RETRY_BASE_MS, backoff base */
     int retry_max_ms;         /* SNAPWORKER_RETRY_MAX_MS, backoff cap */
     int default_timeout_s;    /* SNAPWORKER_JOB_TIMEOUT_S, when a payload gives none */
+    /* job processes (docs/processes.md) */
+    int job_kill_grace_s;     /* SNAPWORKER_JOB_KILL_GRACE_S: SIGTERM .. SIGKILL */
+    bool job_spare;           /* SNAPWORKER_JOB_SPARE: a started job process waits per thread */
+    int job_nofile;           /* SNAPWORKER_JOB_NOFILE: RLIMIT_NOFILE */
+    int64_t job_fsize_max;    /* SNAPWORKER_JOB_FSIZE_MAX: RLIMIT_FSIZE, 0 = none */
+    int64_t job_memory_max;   /* SNAPWORKER_JOB_MEMORY_MAX: RLIMIT_AS, 0 = none */
     char *http_addr;          /* SNAPWORKER_HTTP_ADDR, empty = off */
     int http_max_connections; /* SNAPWORKER_HTTP_MAX_CONNECTIONS, open connections at most */
     int http_timeout_s;       /* SNAPWORKER_HTTP_TIMEOUT_S, whole request + reply, per connection */

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "common/ids.h"
-#include "common/lazylib.h"
 #include "common/metrics.h"
 #include "common/xmalloc.h"
 
@@ -68,9 +67,7 @@ void db_describe_url(const char *url, char *out, size_t n, char **password)
 {
     const char *host = NULL, *port = NULL, *dbname = NULL, *user = NULL, *hostaddr = NULL;
     if (password) *password = NULL;
-    /* Without libpq there is no parser: "?", and the connect reports the missing library. */
-    PQconninfoOption *opts =
-        lazy_need(LAZY_PQ, NULL) == 0 ? PQconninfoParse(url ? url : "", NULL) : NULL;
+    PQconninfoOption *opts = PQconninfoParse(url ? url : "", NULL);
     if (!opts) {
         snprintf(out, n, "?");
         return;
@@ -201,7 +198,6 @@ static int conn_ensure(db *d, bool *fresh, sw_err *err)
 {
     *fresh = false;
     if (d->conn && PQstatus(d->conn) == CONNECTION_OK) return 0;
-    if (lazy_need(LAZY_PQ, err) != 0) return -1;   /* libpq is loaded on first use */
     metrics_pg_connecting(d->conn != NULL);
     if (!d->url_ok) /* libpq's parse errors may quote the URL, password included */
         return sw_errf(err, SW_E_DATABASE, false,

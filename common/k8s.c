@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include "common/k8s_priv.h"
-#include "common/lazylib.h"
 #include "common/xmalloc.h"
 
 #define REST_BODY_MAX (4 * 1024 * 1024)   /* a pod or service object is a few KiB */
@@ -145,10 +144,6 @@ static int split_server(k8s_client *k, sw_err *err)
 k8s_client *k8s_client_new(const cfg *c, sw_err *err)
 {
     k8s_client *k = NULL;
-    if (lazy_need(LAZY_CURL, err) != 0 || lazy_need(LAZY_CRYPTO, err) != 0) {
-        if (err) err->code = SW_E_BACKEND;   /* same text, the backend's code */
-        return NULL;
-    }
     pthread_once(&curl_once, curl_init_once);
     if (curl_init_rc != CURLE_OK)
         return sw_errf(err, SW_E_BACKEND, false, "kubernetes: curl_global_init: %s",

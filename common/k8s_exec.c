@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "common/k8s_priv.h"
-#include "common/lazylib.h"
 #include "common/ws.h"
 #include "common/xmalloc.h"
 
@@ -524,10 +523,6 @@ int k8s_exec(k8s_client *k, const k8s_exec_req *r, k8s_exec_res *res, sw_err *er
     snprintf(s.what, sizeof s.what, "exec '%.40s' in pod %.63s", r->name ? r->name : "command",
              r->pod ? r->pod : "?");
     ws_decoder_init(&s.dec, MSG_MAX);
-    if (lazy_need(LAZY_CURL, err) != 0 || lazy_need(LAZY_CRYPTO, err) != 0) {
-        err->code = SW_E_BACKEND;
-        goto out;
-    }
     if (!r->pod || !k8s_valid_name(r->pod) || !r->container || !*r->container || !r->argv ||
         !r->argv[0]) {
         sw_errf(err, SW_E_BACKEND, false, "%s: pod, container and argv are required", s.what);

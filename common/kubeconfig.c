@@ -70,7 +70,7 @@ static int b64_val(int c)
 
 /* Standard base64 with padding (what Go writes for []byte), skipping whitespace so wrapped or
  * folded values decode. 0 with *out (NUL-terminated, caller frees) and *out_len, or -1. Our
- * own, so libcrypto need not be loaded (common/lazylib.h) just to read a config. */
+ * own: reading a config needs no libcrypto. */
 static int b64_decode(const char *s, size_t n, char **out, size_t *out_len)
 {
     char *buf = xmalloc(n / 4 * 3 + 4);

@@ -1,8 +1,7 @@
 /* common/sha256.h — streaming SHA-256 over libcrypto's EVP, with hex output.
  * Owns: the digest context and its lowercase-hex rendering. Used by the store
  * (whole-object hash, per-part x-amz-content-sha256) and anything else that
- * hashes while streaming. libcrypto is loaded on the first call (common/lazylib.h); callers
- * with an error path call lazy_need(LAZY_CRYPTO) first (store_open does). */
+ * hashes while streaming. */
 #ifndef SW_COMMON_SHA256_H
 #define SW_COMMON_SHA256_H
 #include <stddef.h>

@@ -32,8 +32,7 @@ typedef struct store_reader store_reader;   /* pull-style download */
 /* Open the store named by c->store_url (file:///ROOT or s3://[BUCKET][/PREFIX],
  * bucket defaulting to c->s3_bucket). Returns an owned store (free with
  * store_close()), or NULL with err: SW_E_STORAGE non-retryable for a bad URL,
- * missing bucket or missing credentials; when libcrypto (any store) or libcurl (s3://)
- * cannot be loaded, SW_E_INTERNAL / SW_E_STORAGE, retryable (lazy_need()).
+ * missing bucket or missing credentials.
  * 'c' is only read during the call. */
 store *store_open(const cfg *c, sw_err *err);
 void store_close(store *s);                 /* NULL-safe; aborts nothing still open */

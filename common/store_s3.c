@@ -23,7 +23,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "common/lazylib.h"
 #include "common/sha256.h"
 #include "common/store.h"
 #include "common/store_s3_priv.h"
@@ -41,7 +40,6 @@ static void curl_init_once(void)
 
 void *store_s3_new(const cfg *c, const char *bucket, const char *prefix, sw_err *err)
 {
-    if (lazy_need(LAZY_CURL, err) != 0) return NULL;   /* libcurl is loaded on first use */
     pthread_once(&curl_once, curl_init_once);
     if (curl_init_rc != CURLE_OK)
         return sw_errf(err, SW_E_STORAGE, false, "s3 store: curl_global_init: %s",

@@ -6,8 +6,7 @@
  * Does not own: sockets, TLS, timers (common/k8s_exec.c drives this codec over libcurl),
  * nor what the messages mean (the pods/exec channel layout is k8s_exec.c's).
  * Why: libcurl 7.88 has no ws:// support, and a codec without sockets can be unit-tested
- * byte by byte (tests/unit/test_ws.c). Needs libcrypto (SHA-1, base64) loaded: callers
- * call lazy_need(LAZY_CRYPTO) first. Errors: SW_E_BACKEND, not retryable, naming what
+ * byte by byte (tests/unit/test_ws.c). Uses libcrypto (SHA-1, base64). Errors: SW_E_BACKEND, not retryable, naming what
  * was wrong in the server's bytes. */
 #ifndef SW_COMMON_WS_H
 #define SW_COMMON_WS_H

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/lazylib.h"
 #include "common/xmalloc.h"
 #include "jobs/jobs.h"
 #include "jobs/sandbox.h"
@@ -101,7 +100,6 @@ int job_sleep_run(job_ctx *ctx, json_t **result, sw_err *err)
         goto out;
     }
     if (backend(ctx->cfg, &list, &teardown, err) != 0) goto out;
-    if (lazy_need(LAZY_CRYPTO, err) != 0) goto out;   /* UUIDv5 */
     if (db_sandbox_get(job_db(ctx), r->sandbox_id, &sb, err) != 0) goto out;
     if (!sb.found || strcmp(sb.status, "running") != 0) {
         const char *memo = ctx->memo_get ? ctx->memo_get(ctx, "sleep") : NULL;

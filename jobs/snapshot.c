@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "common/ids.h"
-#include "common/lazylib.h"
 #include "jobs/jobs.h"
 #include "jobs/sandbox.h"
 
@@ -53,7 +52,6 @@ static int snapshot_id(const job_req *r, char out[SW_UUID_LEN + 1], sw_err *err)
     if (id_uuid_lower(r->id, out)) return 0;
     char name[160];
     snprintf(name, sizeof name, "snapworker:%s", r->id);
-    if (lazy_need(LAZY_CRYPTO, err) != 0) return -1;   /* UUIDv5 hashes with libcrypto */
     id_uuid5_url(name, out);
     return 0;
 }

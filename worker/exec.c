@@ -26,6 +26,7 @@
 #include "common/store.h"
 #include "common/xmalloc.h"
 #include "worker/enqueue.h"
+#include "worker/jobproc.h"
 #include "worker/scripts.h"
 
 #define GC_BUDGET_MS 5000   /* one sweep between jobs stops after this (checked between requests) */
@@ -58,6 +59,7 @@ typedef struct thread_state {
     job_thread jt;     /* first: job_ctx.thread points here */
     exec_pool *pool;
     redisContext *rc;  /* memo writes, lazily connected */
+    bool ran_process;  /* a job of this thread ran in a job process (worker/jobproc.h) */
 } thread_state;
 
 char *err_json(const sw_err *e)
@@ -284,7 +286,10 @@ static void run_item(thread_state *ts, item *it)
     } else {
         json_t *result = NULL;
         ran = true;
-        int rc = it->type->run(&ctx, &result, &err);
+        bool proc = jobproc_wanted(&it->req);
+        ts->ran_process |= proc;
+        int rc = proc ? jobproc_run(&ctx, JP_RUN, it->memo, &result, &err)
+                      : it->type->run(&ctx, &result, &err);
         if (rc == 0) {
             if (!result) result = json_object();
             json_t *shown = redact_json(result);
@@ -322,7 +327,8 @@ static void run_item(thread_state *ts, item *it)
     } else if (undo && it->type && it->type->on_dead) {
         int64_t backoff = 200;
         sw_err e2;
-        while (it->type->on_dead(&ctx, &e2) < 0) {
+        while ((jobproc_wanted(&it->req) ? jobproc_run(&ctx, JP_ON_DEAD, it->memo, NULL, &e2)
+                                         : it->type->on_dead(&ctx, &e2)) < 0) {
             log_line l;
             log_begin(&l, LOG_WARN, "on_dead_retry");
             log_str(&l, "job", it->req.id);
@@ -344,39 +350,22 @@ static void run_item(thread_state *ts, item *it)
 }
 
 /* Store orphans (temp files, multipart uploads of killed writers; docs/store.md
- * "Orphans") are swept here, not in a timer of the loop: only a thread that already
- * opened the store for a job does it (so an idle or noop-only worker never loads
- * libcrypto/libcurl), at most once per grace period per process (one thread claims
+ * "Orphans") are swept here, not in a timer of the loop: only a thread that ran a job in
+ * a job process does it, in a job process of its own (worker/jobproc.h: the daemon never
+ * opens the store), at most once per grace period per process (one thread claims
  * the slot), for the tenant of the job it just ran, after that job's outcome went
  * back to the loop, within GC_BUDGET_MS. Replicas sweeping the same prefix are
  * harmless: removing a temp file or aborting an upload twice is a no-op. */
 static void gc_between_jobs(thread_state *ts, const char *tenant)
 {
     exec_pool *p = ts->pool;
-    store *s = ts->jt.store;
     int64_t now = job_now_ms(), next = atomic_load(&p->gc_next_ms);
-    if (!s || now < next) return;
+    if (!ts->ran_process || now < next) return;
     int64_t grace_s = p->cfg->store_orphan_grace_s;
     if (!atomic_compare_exchange_strong(&p->gc_next_ms, &next, now + grace_s * 1000)) return;
     char prefix[80];
     snprintf(prefix, sizeof prefix, "%s/", tenant);
-    store_gc_stats st;
-    sw_err e;
-    sw_err_clear(&e);
-    int rc = store_gc(s, prefix, grace_s, GC_BUDGET_MS, &st, &e);
-    log_line l;
-    log_begin(&l, rc < 0 ? LOG_WARN : LOG_INFO, "store_gc");
-    log_str(&l, "prefix", prefix);
-    if (rc < 0) {
-        log_str(&l, "code", sw_code_name(e.code));
-        log_str(&l, "error", e.msg);
-    } else {
-        log_int(&l, "seen", st.seen);
-        log_int(&l, "removed", st.removed);
-        log_int(&l, "kept", st.kept);
-        log_int(&l, "truncated", st.truncated);
-    }
-    log_end(&l);
+    jobproc_gc(p->cfg, prefix, GC_BUDGET_MS); /* logs its store_gc line */
 }
 
 /* The queue to take from (under the mutex), or -1 when all are empty. */

@@ -9,6 +9,7 @@
 #include "common/kubeconfig.h"
 #include "common/log.h"
 #include "worker/cli.h"
+#include "worker/jobproc.h"
 #include "worker/schedule.h"
 #include "worker/version.h"
 #include "worker/worker.h"
@@ -75,6 +76,7 @@ int main(int argc, char **argv)
     log_parse_level(c.log_level, &lvl);
     log_init(lvl, 2);
     const char *cmd = argi < argc ? argv[argi] : NULL;
+    jobproc_init(argi, argv); /* a job process is started with the same config flags */
     int rc = 2;
     bool busy = false;
     if (help || !cmd) {
@@ -109,6 +111,8 @@ int main(int argc, char **argv)
         rc = cli_ls_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "config")) {
         rc = cli_config_main(&c, argc - argi, argv + argi);
+    } else if (!strcmp(cmd, "__job")) { /* hidden: a job process (docs/processes.md) */
+        rc = jobchild_main(&c, argc - argi, argv + argi);
     } else if (!strcmp(cmd, "db-tool")) { /* hidden: used by the integration tests */
         rc = cli_dbtool_main(&c, argc - argi, argv + argi);
     } else {

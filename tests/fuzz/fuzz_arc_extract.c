@@ -11,8 +11,7 @@
  *  - a regular file's link count equals the number of its names inside x (a hard link
  *    never reaches a file outside);
  *  - an error is unsafe_archive, archive_too_large or a local I/O error (backend_error);
- * then x is removed with arc_rmtree and must be gone. libarchive is linked directly
- * instead of through common/lazylib.c, so lazy_need() is a stub here. */
+ * then x is removed with arc_rmtree and must be gone. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,15 +23,7 @@
 #include <unistd.h>
 
 #include "common/arc.h"
-#include "common/lazylib.h"
 #include "tests/fuzz/fuzz.h"
-
-int lazy_need(lazy_lib lib, sw_err *err)
-{
-    (void)lib;
-    (void)err;
-    return 0;
-}
 
 typedef struct cursor {
     const uint8_t *p;

@@ -11,21 +11,12 @@
  *  - a CompleteMultipartUpload answer with an error <Code> is never taken as success;
  *  - the outcome of an error answer follows its status: 404 not found, 401/403 permanent,
  *    5xx and 429 retried, each with a NUL-ended message naming the bucket.
- * Nothing here talks to a server: the transfer functions are linked but never called, and
- * libcurl and libcrypto are linked directly, so lazy_need() is a stub. */
+ * Nothing here talks to a server: the transfer functions are linked but never called. */
 #include <string.h>
 
-#include "common/lazylib.h"
 #include "common/store.h"
 #include "common/store_s3_priv.h"
 #include "tests/fuzz/fuzz.h"
-
-int lazy_need(lazy_lib lib, sw_err *err)
-{
-    (void)lib;
-    (void)err;
-    return 0;
-}
 
 typedef struct listing {
     const char *under;   /* what every reported key starts with */

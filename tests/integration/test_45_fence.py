@@ -6,11 +6,13 @@ succeeds; the first one resumes. Before write-once objects, its stale object rep
 the newer one, so the row, the job result and the sidecar disagreed with the stored
 bytes and a restore brought back the old content. Now the first commit wins and the
 resumed attempt adopts the stored object. Both stores, through the real commit path:
-  file://  the worker stops itself right before the commit (SNAPWORKER_TEST_STOP_BEFORE_COMMIT,
-           docs/store.md "Test hooks"), as a SIGSTOP or a VM pause would;
+  file://  the worker's job process stops itself right before the commit
+           (SNAPWORKER_TEST_STOP_BEFORE_COMMIT, docs/store.md "Test hooks") and the test
+           then SIGSTOPs the daemon too, as a VM pause would stop both (docs/processes.md);
   s3://    the proxy holds the worker's commit request (single PUT, or
-           CompleteMultipartUpload) and the test SIGSTOPs the worker: the request is in
-           flight when it pauses, and reaches S3 after the newer object.
+           CompleteMultipartUpload) and the test SIGSTOPs the worker, daemon and job
+           process: the request is in flight when it pauses, and reaches S3 after the
+           newer object.
 Orphans (item 6): `snapworker store gc` removes temp files and aborts multipart uploads
 older than SNAPWORKER_STORE_ORPHAN_GRACE_S, keeps younger ones and every object; a worker
 sweeps between jobs. Restores check the object against the row's size_bytes.
@@ -49,6 +51,31 @@ def proc_state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
+
+
+def job_children(pid):
+    """The daemon's job processes (docs/processes.md): a snapshot runs in one of them."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def pause(pid):
+    """A VM pause: the daemon and its job processes stop."""
+    os.kill(pid, signal.SIGSTOP)
+    for k in job_children(pid):
+        os.kill(k, signal.SIGSTOP)
+
+
+def resume(pid):
+    for k in job_children(pid):
+        os.kill(k, signal.SIGCONT)
+    os.kill(pid, signal.SIGCONT)
 
 
 def members(data):
@@ -92,7 +119,7 @@ class FenceCase(JobsCase):
         self.ctl("release", {})
         for w in self.workers:  # a stopped worker cannot even die of SIGTERM
             if w.alive():
-                os.kill(w.proc.pid, signal.SIGCONT)
+                resume(w.proc.pid)
         super().tearDown()
 
     def ctl(self, what, body=None):
@@ -180,11 +207,17 @@ class FenceCase(JobsCase):
         env = self.fileenv()
 
         def wait_stopped(a):
-            wait_for(lambda: proc_state(a.proc.pid) == "T", 30, what="worker A to stop itself")
+            # the hook stops the process that commits: the job process (docs/processes.md);
+            # then the daemon is paused too, so the whole worker is stalled as by a VM pause
+            # and its lease lapses
+            wait_for(lambda: any(proc_state(k) == "T" for k in job_children(a.proc.pid)), 30,
+                     what="worker A's job process to stop itself")
+            pause(a.proc.pid)
+            wait_for(lambda: proc_state(a.proc.pid) == "T", 10, what="worker A paused")
 
         stop = {"env": {"SNAPWORKER_TEST_STOP_BEFORE_COMMIT": "/snapshots/"}, "wait": wait_stopped}
         sb, ss, sdir, jid, res_b, a = self.stalled_commit(
-            env, stop, lambda a: os.kill(a.proc.pid, signal.SIGCONT), big_bytes=1 * MiB)
+            env, stop, lambda a: resume(a.proc.pid), big_bytes=1 * MiB)
         self.check_outcome(env, sb, ss, sdir, jid, res_b)
         folder = os.path.join(self.store_root, "public", "snapshots", ss)
         self.assertEqual(sorted(os.listdir(folder)),
@@ -199,12 +232,12 @@ class FenceCase(JobsCase):
         def wait_held(a):
             wait_for(lambda: any(e.get("result") == "held" for e in self.ctl("stats")["log"]), 60,
                      what="A's commit request held by the proxy")
-            os.kill(a.proc.pid, signal.SIGSTOP)  # paused with its request in flight
+            pause(a.proc.pid)  # paused with its request in flight
             wait_for(lambda: proc_state(a.proc.pid) == "T", 10, what="worker A stopped")
 
         def release(a):
             self.ctl("release", {"name": "A"})  # the request reaches S3 now
-            os.kill(a.proc.pid, signal.SIGCONT)
+            resume(a.proc.pid)
 
         sb, ss, sdir, jid, res_b, a = self.stalled_commit(env, {"env": {}, "wait": wait_held},
                                                           release, big_bytes)
