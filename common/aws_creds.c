@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #include "common/aws_creds.h"
-#include "common/lazylib.h"
 #include "common/store.h"
 #include "common/xmalloc.h"
 
@@ -660,7 +659,6 @@ int awsc_get(awsc_provider *p, awsc_creds *out, sw_err *err)
         out->source = AWSC_STATIC;
         return 0;
     }
-    if (lazy_need(LAZY_CURL, err) != 0) return -1;
     pthread_mutex_lock(&C.mu);
     while (C.refreshing && (!C.fp || strcmp(C.fp, p->fp) != 0))
         pthread_cond_wait(&C.cv, &C.mu);          /* another source is being fetched */

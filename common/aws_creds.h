@@ -73,7 +73,7 @@ awsc_source awsc_provider_source(const awsc_provider *p);
  * valid; a failed refresh keeps the current ones until they expire (and is tried again
  * after a few seconds). Thread-safe. 0, or -1 with err: SW_E_STORAGE naming the source,
  * permanent when the source refused (4xx, e.g. STS AccessDenied) or none answers,
- * retryable when it failed transiently (5xx, timeouts). Needs libcurl (lazy_need). */
+ * retryable when it failed transiently (5xx, timeouts). */
 int awsc_get(awsc_provider *p, awsc_creds *out, sw_err *err);
 /* S3 refused credentials with this access key id (ExpiredToken, InvalidToken,
  * InvalidAccessKeyId): when they are the cached ones, drop them so the next awsc_get
