@@ -87,7 +87,11 @@ int sb_session_init(sb_session *s, const cfg *c, const job_ctx *ctx, const char 
     if (!ops)
         return sw_errf(err, SW_E_BACKEND, false, "sandbox backend '%s' is not built in", backend);
     s->ops = ops;
-    return s->ops->locate(s, err);
+    if (s->ops->locate(s, err) != 0) {
+        sb_session_close(s); /* what locate kept before failing (the k8s pod handle) */
+        return -1;
+    }
+    return 0;
 }
 
 void sb_session_close(sb_session *s)
