@@ -150,7 +150,7 @@ int payload_parse(const char *json, size_t len, job_req *r, sw_err *err)
     r->args = (args && json_is_object(args)) ? json_incref(args) : json_object();
     if (get_int(root, "max_attempts", 1, 1000, &r->max_attempts, err) < 0) goto out;
     if (get_int(root, "timeout_s", 1, 7 * 86400, &r->timeout_s, err) < 0) goto out;
-    /* job control (DESIGN §8b) */
+    /* job control (docs/producers.md) */
     if (get_str(root, "priority", false, &s, err) < 0) goto out;
     r->prio = PRIO_DEFAULT;
     if (s && strcmp(s, "high") == 0) r->prio = PRIO_HIGH;

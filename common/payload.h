@@ -34,7 +34,7 @@ typedef struct job_req {
     int64_t delay_ms;                  /* "delay_ms": from when it was added; 0 = not given */
 } job_req;
 
-/* Priorities (DESIGN §8b), also the index of the stream a worker reads them from. */
+/* Priorities (docs/producers.md), also the index of the stream a worker reads them from. */
 enum { PRIO_HIGH = 0, PRIO_DEFAULT = 1, PRIO_LOW = 2, PRIO_COUNT = 3 };
 const char *payload_prio_name(int prio); /* "high", "default", "low" */
 

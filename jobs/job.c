@@ -13,7 +13,7 @@ static const job_type types[] = {
     {"snapshot", job_snapshot_run, NULL, 3600, true},
     {"restore", job_restore_run, job_restore_on_dead, 3600, true},
     {"regenerate", job_regenerate_run, NULL, 300, true},
-    /* lifecycle (DESIGN.md §8a): no session of their own, so no session lock */
+    /* lifecycle (docs/lifecycle.md): no session of their own, so no session lock */
     {"sleep", job_sleep_run, NULL, 3600, false},
     {"sweep", job_sweep_run, NULL, 300, false},
     {"prune", job_prune_run, NULL, 3600, false},

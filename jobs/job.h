@@ -39,7 +39,7 @@ struct job_ctx {
      * this worker's queue, idempotently: 1 = added, 0 = a job with that id is already known
      * (its hash exists), -1 with err. NULL outside a worker (tests). Used by `sweep`. */
     int (*enqueue)(job_ctx *ctx, const char *payload_json, sw_err *err);
-    /* Progress of a long job (DESIGN §8b): totals so far. May be NULL; the worker
+    /* Progress of a long job (docs/producers.md): totals so far. May be NULL; the worker
      * rate-limits it to one `progress` event a second, so call it as often as you like. */
     void (*progress)(job_ctx *ctx, int64_t bytes, int64_t entries);
     void *worker_priv;       /* the worker's, opaque to jobs */

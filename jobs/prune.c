@@ -1,4 +1,4 @@
-/* jobs/prune.c — the prune job (DESIGN.md §8a): snapshot retention for one tenant.
+/* jobs/prune.c — the prune job (docs/lifecycle.md): snapshot retention for one tenant.
  * Owns: the order "rows, then objects", the batch size, the memo of objects still to delete.
  * Does not own: which rows go (common/db.h db_snapshots_prune: older than the retention and
  * not among the SNAPWORKER_SNAPSHOT_KEEP newest of their session), deletes (common/store.h:

@@ -115,7 +115,7 @@ struct sb_ops {
     int (*webapp_start)(const sb_session *s, int port, sb_webapp *out, sw_err *err);
     /* Stop a server this job started (after a failed restore); NULL-safe no-op for pid 0. */
     void (*webapp_stop)(const sb_session *s, const sb_webapp *w);
-    /* ---- sandbox-level (the sleep job, DESIGN.md §8a); no session involved ---- */
+    /* ---- sandbox-level (the sleep job, docs/lifecycle.md); no session involved ---- */
     /* The sandbox's session folder names that are canonical UUIDs (lowercased), sorted, into
      * *ids (owned, NULL-terminated, free with onyx_strv_free) and *n. No sessions folder (or
      * no sandbox) is 0 with *n = 0. -1 with SW_E_BACKEND. NULL = the backend cannot list. */

@@ -1,4 +1,4 @@
-/* jobs/sleep.c — the sleep job (DESIGN.md §8a): put a running sandbox to sleep the way Onyx's
+/* jobs/sleep.c — the sleep job (docs/lifecycle.md): put a running sandbox to sleep the way Onyx's
  * idle task does. Owns: the order "objects, then one transaction, then teardown", the snapshot
  * id rule of a sleep, the skipped/resumed results.
  * Does not own: archiving and uploading one session (snapshot.c, job_snapshot_session), the

@@ -1,4 +1,4 @@
-/* jobs/sweep.c — the sweep job (DESIGN.md §8a): find the tenant's idle sandboxes and enqueue a
+/* jobs/sweep.c — the sweep job (docs/lifecycle.md): find the tenant's idle sandboxes and enqueue a
  * `sleep` job for each. Owns: the sleep job id `sleep:{sandbox_id}:{minute}` (minute = Unix
  * seconds / 60), so two sweeps in the same minute, from the scheduler, a Celery beat or both,
  * enqueue each sandbox once: the enqueue hook adds nothing when that id's job hash exists.

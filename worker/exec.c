@@ -201,7 +201,7 @@ static bool lease_lost(thread_state *ts, item *it)
 
 /* ---- progress ---------------------------------------------------------- */
 
-/* job_ctx.progress: at most one `progress` event a second per job (DESIGN §8b),
+/* job_ctx.progress: at most one `progress` event a second per job (docs/producers.md),
  * written from this thread on its own connection (a blocking round trip, once a
  * second, is nothing next to the archive I/O that reports it). Best effort: a
  * failure loses one event, never the job. */
@@ -266,7 +266,7 @@ static void run_item(thread_state *ts, item *it)
     };
     sw_err err;
     sw_err_clear(&err);
-    /* Secrets of this payload (DESIGN §8b): nothing a job returns or says may carry
+    /* Secrets of this payload (docs/operations.md "Secrets"): nothing a job returns or says may carry
      * them on to the job hash, events, Celery results or logs. Results are redacted
      * by name and both results and messages scrubbed of the secret values. */
     redact_values secrets;

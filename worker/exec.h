@@ -47,7 +47,7 @@ typedef struct item {
     char *data;               /* JSON text: result or {code,message,retryable}; owned */
     int64_t delay_ms;         /* retry delay */
     sw_err err;               /* the error when not succeeded */
-    /* Celery origin (DESIGN §5) */
+    /* Celery origin (docs/celery.md) */
     int celery;               /* results go to the Celery result backend */
     int attempt_base;         /* headers.retries: the first run is attempt base+1 */
     char *meta;               /* result meta JSON to write before the finish script; owned */

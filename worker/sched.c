@@ -23,7 +23,7 @@
 
 /* The promote tick sleeps until the next due member, but at most this long: a member
  * parked by a producer (worker/lua/enqueue.lua) or another replica is not known here,
- * and a delayed job must start within ~100 ms of its due time (DESIGN §8b). Ten tiny
+ * and a delayed job must start within ~100 ms of its due time (docs/producers.md). Ten tiny
  * scripts a second cost Redis a few µs each. */
 #define PROMOTE_IDLE_MS 90
 

@@ -1,4 +1,4 @@
-/* worker/schedule.h — the lifecycle scheduler (DESIGN.md §8a, docs/lifecycle.md "Scheduler"):
+/* worker/schedule.h — the lifecycle scheduler (docs/lifecycle.md "Scheduler"):
  * one leader among any number of replicas enqueues `sweep` every SNAPWORKER_SCHEDULE_PERIOD_S
  * and `prune` every SNAPWORKER_PRUNE_PERIOD_S for each tenant of SNAPWORKER_TENANTS.
  * Runs as `snapworker schedule` or, with SNAPWORKER_SCHEDULE=1, inside `run` on the worker's

@@ -428,7 +428,7 @@ static int64_t redis_now_ms(worker *w)
     return w->redis_ms ? w->redis_ms + (job_now_ms() - w->redis_at_ms) : 0;
 }
 
-/* A job to run later (DESIGN §8b): its payload's run_at_ms, or delay_ms counted from
+/* A job to run later (docs/producers.md): its payload's run_at_ms, or delay_ms counted from
  * the entry's id (the Redis time of its XADD). An entry with a `due` field came from
  * the delayed zset (or was released, or requeued): its delay was served. Returns 1
  * when the item was deferred (outcome defer_at, the payload rewritten with run_at_ms

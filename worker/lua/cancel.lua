@@ -1,4 +1,4 @@
--- snapworker cancel (DESIGN.md §8b): stop one job, whatever its state.
+-- snapworker cancel (docs/producers.md): stop one job, whatever its state.
 -- Used by `snapworker cancel ID` (embedded at build time) and shipped in
 -- clients/python/snapworker/lua/cancel.lua; any language can EVAL it (docs/producers.md).
 --

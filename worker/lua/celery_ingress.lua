@@ -8,7 +8,7 @@
 -- ARGV[1] at most this many messages   ARGV[2] size limit in bytes
 -- ARGV[3] bytes kept of an oversize message
 -- ARGV[4] one character per list, the stream it feeds: '0' high, '1' default, '2' low
---         (the step's position among the steps, in thirds: DESIGN §8b); a missing
+--         (the step's position among the steps, in thirds: docs/celery.md); a missing
 --         character means default
 --
 -- A message becomes a `celery` field (kombu LPUSHes, so RPOP takes the oldest). One over

@@ -1,11 +1,11 @@
--- snapworker enqueue (DESIGN.md §3, §8b): add one job, idempotent on its id.
+-- snapworker enqueue (docs/contract.md §2, docs/producers.md): add one job, idempotent on its id.
 -- The same file is used by `snapworker enqueue` (embedded at build time) and shipped in
 -- clients/python/snapworker/lua/enqueue.lua; any language can EVAL it (docs/producers.md).
 --
 -- KEYS[1]  {ns}:{Q}:job:<id>      job hash (must end with ":job:" .. payload.id)
 -- KEYS[2]  {ns}:{Q}:stream:high   KEYS[3] {ns}:{Q}:stream   KEYS[4] {ns}:{Q}:stream:low
 -- KEYS[5]  {ns}:{Q}:delayed       zset, score = due ms (Redis TIME)
--- ARGV[1]  the payload JSON (DESIGN.md §3), at most 1 MiB
+-- ARGV[1]  the payload JSON (docs/contract.md §2), at most 1 MiB
 --
 -- The payload is read (cjson), never rewritten: the worker sees exactly what was sent.
 -- When the job hash exists (queued, running, retrying, or ended within the job TTL)
