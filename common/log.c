@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static log_level min_level = LOG_INFO;
+static log_level min_level = SW_LOG_INFO;
 static int log_fd = 2;
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 

@@ -35,7 +35,7 @@ int job_regenerate_run(job_ctx *ctx, json_t **result, sw_err *err)
     if (s.ops->write_config(&s, &c, written, err) != 0) {
         sw_err e2;
         if (keep && s.ops->config_restore(keep, &e2) != 0)
-            log_msg(LOG_ERROR, "regenerate_undo_failed", "job", r->id, "error", e2.msg, NULL);
+            log_msg(SW_LOG_ERROR, "regenerate_undo_failed", "job", r->id, "error", e2.msg, NULL);
         goto out;
     }
     *result = json_pack("{s:O}", "written", written);

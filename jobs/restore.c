@@ -285,9 +285,9 @@ out:
         sw_err e2;
         if (s.ops) s.ops->webapp_stop(&s, &o.web);
         if (keep && s.ops->config_restore(keep, &e2) != 0)
-            log_msg(LOG_ERROR, "restore_config_undo_failed", "job", r->id, "error", e2.msg, NULL);
+            log_msg(SW_LOG_ERROR, "restore_config_undo_failed", "job", r->id, "error", e2.msg, NULL);
         if (swapped && s.ops->stage_unswap(g, &e2) != 0)
-            log_msg(LOG_ERROR, "restore_undo_failed", "job", r->id, "error", e2.msg, NULL);
+            log_msg(SW_LOG_ERROR, "restore_undo_failed", "job", r->id, "error", e2.msg, NULL);
     }
     if (keep) s.ops->config_drop(keep);
     if (g) s.ops->stage_end(g);

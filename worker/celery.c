@@ -38,7 +38,7 @@ static void meta_cb(void *owner, redisReply *r, void *ud)
     worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r) log_msg(LOG_WARN, "celery_result_failed", "error", r->str ? r->str : "?", NULL);
+        if (r) log_msg(SW_LOG_WARN, "celery_result_failed", "error", r->str ? r->str : "?", NULL);
         item *last = batch;
         while (last->next) last = last->next;
         last->next = w->meta_wait;
@@ -298,7 +298,7 @@ static void ingress_cb(void *owner, redisReply *r, void *ud)
     (void)ud;
     w->ingressing = 0;
     long long moved = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : 0;
-    if (r && r->type == REDIS_REPLY_ERROR) log_msg(LOG_WARN, "celery_ingress_failed", "error", r->str, NULL);
+    if (r && r->type == REDIS_REPLY_ERROR) log_msg(SW_LOG_WARN, "celery_ingress_failed", "error", r->str, NULL);
     if (moved > 0) w->ingress_delay_ms = 0;
     else w->ingress_delay_ms = w->ingress_delay_ms ? (w->ingress_delay_ms * 2 > 50 ? 50 : w->ingress_delay_ms * 2) : 1;
     if (w->stopping) return;

@@ -132,7 +132,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     c->ready = 1;
     c->backoff_ms = 100;
-    log_msg(LOG_INFO, "redis_connected", "conn", c->name, NULL);
+    log_msg(SW_LOG_INFO, "redis_connected", "conn", c->name, NULL);
     if (c->hooks && c->hooks->on_ready) c->hooks->on_ready(c, c->owner);
 }
 
@@ -166,7 +166,7 @@ void conn_connect(conn *c)
                                          : redisAsyncConnect(u->host, u->port);
     if (!ac || ac->err) {
         const char *why = ac ? ac->errstr : "out of memory";
-        log_msg(LOG_WARN, "redis_connect_failed", "conn", c->name, "reason", why, NULL);
+        log_msg(SW_LOG_WARN, "redis_connect_failed", "conn", c->name, "reason", why, NULL);
         if (ac) redisAsyncFree(ac);
         schedule_reconnect(c);
         return;
@@ -222,7 +222,7 @@ void conn_watch(conn *c)
     int overdue = c->ready ? (c->pending > 0 && now - c->progress_ms > limit)
                            : (now - c->connect_ms > CONN_REPLY_TIMEOUT_MS / 2);
     if (!overdue) return;
-    log_msg(LOG_WARN, "redis_timeout", "conn", c->name, "action", "reconnect", NULL);
+    log_msg(SW_LOG_WARN, "redis_timeout", "conn", c->name, "action", "reconnect", NULL);
     redisAsyncContext *ac = c->ac;
     redisAsyncFree(ac);
     if (c->ac == ac) lost(c, "timeout"); /* not connected: no disconnect callback */

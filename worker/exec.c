@@ -323,14 +323,14 @@ static void run_item(thread_state *ts, item *it)
      * anyway), and undoing here could roll back that worker's successful restore
      * (docs/store.md "Writes of a stale attempt"). */
     if (undo && it->type && it->type->on_dead && lease_lost(ts, it)) {
-        log_msg(LOG_WARN, "on_dead_skipped", "job", it->req.id, "reason", "lease lost", NULL);
+        log_msg(SW_LOG_WARN, "on_dead_skipped", "job", it->req.id, "reason", "lease lost", NULL);
     } else if (undo && it->type && it->type->on_dead) {
         int64_t backoff = 200;
         sw_err e2;
         while ((jobproc_wanted(&it->req) ? jobproc_run(&ctx, JP_ON_DEAD, it->memo, NULL, &e2)
                                          : it->type->on_dead(&ctx, &e2)) < 0) {
             log_line l;
-            log_begin(&l, LOG_WARN, "on_dead_retry");
+            log_begin(&l, SW_LOG_WARN, "on_dead_retry");
             log_str(&l, "job", it->req.id);
             log_str(&l, "code", sw_code_name(e2.code));
             redact_text_values(e2.msg, sizeof e2.msg, &secrets);

@@ -145,7 +145,7 @@ static void adopt_cb(evutil_socket_t fd, short ev, void *arg)
                 char n[24], m[24];
                 snprintf(n, sizeof n, "%llu", (unsigned long long)h->refused);
                 snprintf(m, sizeof m, "%d", h->max_conns);
-                log_msg(LOG_WARN, "http_connection_refused", "max_connections", m,
+                log_msg(SW_LOG_WARN, "http_connection_refused", "max_connections", m,
                         "refused_total", n, NULL);
             }
             continue;
@@ -387,7 +387,7 @@ http_srv *http_start(struct event_base *base, const char *addr, int max_conns, i
     h->timeout_s = timeout_s > 0 ? timeout_s : 1;
     h->base = event_base_new();
     if (!h->base || pipe2(h->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-        log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no event base", NULL);
+        log_msg(SW_LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no event base", NULL);
         http_stop(h);
         return NULL;
     }
@@ -397,7 +397,7 @@ http_srv *http_start(struct event_base *base, const char *addr, int max_conns, i
     h->http = evhttp_new(h->base);
     if (!h->http || !h->adopt_ev || !h->tick || !h->wake_ev || event_add(h->wake_ev, NULL) != 0 ||
         evhttp_bind_socket(h->http, host, (unsigned short)port) != 0) {
-        log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, NULL);
+        log_msg(SW_LOG_ERROR, "http_bind_failed", "addr", addr, NULL);
         http_stop(h);
         return NULL;
     }
@@ -409,12 +409,12 @@ http_srv *http_start(struct event_base *base, const char *addr, int max_conns, i
     evhttp_set_gencb(h->http, route, h);
     h->ready = ready_start(h->cfg);
     if (!h->ready || pthread_create(&h->th, NULL, http_main, h) != 0) {
-        log_msg(LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no thread", NULL);
+        log_msg(SW_LOG_ERROR, "http_bind_failed", "addr", addr, "error", "no thread", NULL);
         http_stop(h);
         return NULL;
     }
     h->th_started = 1;
-    log_msg(LOG_INFO, "http_listening", "addr", addr, "actions",
+    log_msg(SW_LOG_INFO, "http_listening", "addr", addr, "actions",
             *h->cfg->http_token ? "token" : "off", NULL);
     return h;
 }

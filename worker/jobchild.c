@@ -198,7 +198,7 @@ static void run_gc(const cfg *c, const json_t *req)
     int rc = s ? store_gc(s, prefix ? prefix : "", c->store_orphan_grace_s, budget, &st, &e) : -1;
     store_close(s);
     log_line l;
-    log_begin(&l, rc < 0 ? LOG_WARN : LOG_INFO, "store_gc");
+    log_begin(&l, rc < 0 ? SW_LOG_WARN : SW_LOG_INFO, "store_gc");
     log_str(&l, "prefix", prefix);
     if (rc < 0) {
         log_str(&l, "code", sw_code_name(e.code));

@@ -430,7 +430,7 @@ int jobproc_run(job_ctx *ctx, jp_op op, const json_t *memo, json_t **result, sw_
                 WEXITSTATUS(status));
     }
     log_line l;
-    log_begin(&l, LOG_INFO, "job_process");
+    log_begin(&l, SW_LOG_INFO, "job_process");
     log_str(&l, "job", ctx->req->id);
     log_str(&l, "type", ctx->req->type);
     log_str(&l, "op", op == JP_ON_DEAD ? "on_dead" : "run");
@@ -458,7 +458,7 @@ void jobproc_gc(const cfg *c, const char *prefix, int64_t budget_ms)
     s.ctx = &ctx;
     sw_err e;
     if (spawn(&s.jp, &e) < 0) {
-        log_msg(LOG_WARN, "store_gc", "prefix", prefix, "error", e.msg, NULL);
+        log_msg(SW_LOG_WARN, "store_gc", "prefix", prefix, "error", e.msg, NULL);
         return;
     }
     json_t *req = json_pack("{s:s,s:s,s:I}", "t", "gc", "prefix", prefix, "budget_ms",

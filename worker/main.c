@@ -72,7 +72,7 @@ int main(int argc, char **argv)
         cfg_free(&c);
         return 2;
     }
-    log_level lvl = LOG_INFO;
+    log_level lvl = SW_LOG_INFO;
     log_parse_level(c.log_level, &lvl);
     log_init(lvl, 2);
     const char *cmd = argi < argc ? argv[argi] : NULL;

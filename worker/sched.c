@@ -92,7 +92,7 @@ static void cancel_asked(item *it)
 {
     if (atomic_exchange(&it->cancel_req, 1)) return;
     atomic_store(&it->cancel, 1);
-    log_msg(LOG_INFO, "job_cancel_requested", "job", it->req.id, "entry", it->entry, NULL);
+    log_msg(SW_LOG_INFO, "job_cancel_requested", "job", it->req.id, "entry", it->entry, NULL);
 }
 
 static void renew_cb(void *owner, redisReply *r, void *ud)
@@ -111,7 +111,7 @@ static void renew_cb(void *owner, redisReply *r, void *ud)
                     cancel_asked(it);
                 } else {
                     atomic_store(&it->cancel, 1);
-                    log_msg(LOG_WARN, "job_lease_lost", "job", it->req.id, "entry", it->entry, NULL);
+                    log_msg(SW_LOG_WARN, "job_lease_lost", "job", it->req.id, "entry", it->entry, NULL);
                 }
             }
         }
@@ -214,7 +214,7 @@ static void reclaim_cb(void *owner, redisReply *r, void *ud)
     if (w->reclaiming > 0) w->reclaiming--;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
         if (r && r->type == REDIS_REPLY_ERROR)
-            log_msg(LOG_WARN, "redis_reclaim_failed", "error", r->str, NULL);
+            log_msg(SW_LOG_WARN, "redis_reclaim_failed", "error", r->str, NULL);
         return;
     }
     snprintf(w->reclaim_cursor[sidx], sizeof w->reclaim_cursor[sidx], "%s",
@@ -222,7 +222,7 @@ static void reclaim_cb(void *owner, redisReply *r, void *ud)
     size_t n = wk_take_entries(w, sidx, r->element[1], 0, NULL, 0, 1);
     metrics_count(MC_RECLAIMED, n);
     if (n > 0)
-        log_msg(LOG_INFO, "jobs_reclaimed", "count", "some", "priority", payload_prio_name(sidx),
+        log_msg(SW_LOG_INFO, "jobs_reclaimed", "count", "some", "priority", payload_prio_name(sidx),
                 NULL);
 }
 

@@ -92,7 +92,7 @@ static int lead(schedule *s)
     const char *argv[] = {"EVAL", LUA_LEAD, "2", s->k_lock, s->k_epoch, s->name, ttl, s->token};
     redisReply *r = redisCommandArgv(s->rc, 8, argv, NULL);
     if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        log_msg(LOG_WARN, "schedule_redis_failed", "reason",
+        log_msg(SW_LOG_WARN, "schedule_redis_failed", "reason",
                 !r ? s->rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
                 NULL);
         if (r) freeReplyObject(r);
@@ -102,9 +102,9 @@ static int lead(schedule *s)
     if (leading && strcmp(s->token, r->str) != 0) {
         snprintf(s->token, sizeof s->token, "%s", r->str);
         s->sweep_slot = s->prune_slot = -1;
-        log_msg(LOG_INFO, "schedule_leader", "token", s->token, NULL);
+        log_msg(SW_LOG_INFO, "schedule_leader", "token", s->token, NULL);
     } else if (!leading && s->token[0]) {
-        log_msg(LOG_INFO, "schedule_follower", "was", s->token, NULL);
+        log_msg(SW_LOG_INFO, "schedule_follower", "was", s->token, NULL);
         s->token[0] = '\0';
     }
     freeReplyObject(r);
@@ -128,12 +128,12 @@ static int enqueue_all(schedule *s, const char *type, long long slot)
         int a = enq_payload(s->rc, s->cfg, text, s->k_lock, s->token, &fenced, &err);
         free(text);
         if (a < 0) {
-            log_msg(LOG_WARN, fenced ? "schedule_fence_lost" : "schedule_enqueue_failed", "job_id",
+            log_msg(SW_LOG_WARN, fenced ? "schedule_fence_lost" : "schedule_enqueue_failed", "job_id",
                     id, "reason", err.msg, NULL);
             if (fenced) s->token[0] = '\0';
             rc = -1;
         } else if (a == 1) {
-            log_msg(LOG_INFO, "schedule_enqueued", "job_id", id, NULL);
+            log_msg(SW_LOG_INFO, "schedule_enqueued", "job_id", id, NULL);
         }
     }
     free(copy);
@@ -146,7 +146,7 @@ static void tick(schedule *s)
     if (!s->rc) {
         sw_err err;
         if (!(s->rc = rds_connect(&s->cfg->redis, CALL_TIMEOUT_MS, &err))) {
-            log_msg(LOG_WARN, "schedule_redis_failed", "reason", err.msg, NULL);
+            log_msg(SW_LOG_WARN, "schedule_redis_failed", "reason", err.msg, NULL);
             s->retry_at_ms = now_ms() + BACKOFF_MS;
             return;
         }
@@ -200,7 +200,7 @@ schedule *schedule_new(struct event_base *base, const cfg *c)
     s->tick = evtimer_new(base, tick_cb, s);
     struct timeval soon = {0, 1000};
     evtimer_add(s->tick, &soon);
-    log_msg(LOG_INFO, "schedule_started", "replica", s->name, "tenants", c->tenants, NULL);
+    log_msg(SW_LOG_INFO, "schedule_started", "replica", s->name, "tenants", c->tenants, NULL);
     return s;
 }
 
@@ -239,6 +239,6 @@ int schedule_main(const cfg *c)
     event_free(term);
     event_free(intr);
     event_base_free(base);
-    log_msg(LOG_INFO, "schedule_stopped", NULL);
+    log_msg(SW_LOG_INFO, "schedule_stopped", NULL);
     return 0;
 }

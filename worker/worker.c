@@ -70,25 +70,25 @@ int wk_tracked(worker *w, int sidx, const char *entry)
 /* The log line of a finished job: its message and level follow from the outcome. */
 static void log_outcome(item *it, finish_result res)
 {
-    log_level lvl = LOG_INFO;
+    log_level lvl = SW_LOG_INFO;
     const char *msg = "job_succeeded";
     job_outcome o = it->outcome;
     int ran = 1, failed = 0; /* duration_ms is logged for runs, code/error for failures */
     switch (o) {
     case OUT_NONE:
     case OUT_SUCCEEDED: break;
-    case OUT_RETRY: lvl = LOG_WARN; msg = "job_failed"; failed = 1; break;
-    case OUT_DEAD: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; break;
-    case OUT_REJECT: lvl = LOG_ERROR; msg = "job_dead"; failed = 1; ran = 0; break;
+    case OUT_RETRY: lvl = SW_LOG_WARN; msg = "job_failed"; failed = 1; break;
+    case OUT_DEAD: lvl = SW_LOG_ERROR; msg = "job_dead"; failed = 1; break;
+    case OUT_REJECT: lvl = SW_LOG_ERROR; msg = "job_dead"; failed = 1; ran = 0; break;
     case OUT_RELEASE: msg = "job_released"; ran = 0; break;
     case OUT_DEFER:
     case OUT_DEFER_AT: msg = "job_deferred"; ran = 0; break;
-    case OUT_CANCEL: lvl = LOG_WARN; msg = "job_cancelled"; break;
+    case OUT_CANCEL: lvl = SW_LOG_WARN; msg = "job_cancelled"; break;
     case OUT_ABANDON:
     case OUT_COUNT: msg = "job_abandoned"; break; /* never finished: not reached */
     }
     if (res == FINISH_LOST) { /* fenced out: the outcome was not written */
-        lvl = LOG_WARN;
+        lvl = SW_LOG_WARN;
         msg = "job_lease_lost";
     }
     log_line l;
@@ -170,7 +170,7 @@ static void finish_cb(void *owner, redisReply *r, void *ud)
     worker *w = owner;
     item *batch = ud;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r) log_msg(LOG_ERROR, "finish_script_failed", "error", r->str ? r->str : "?", NULL);
+        if (r) log_msg(SW_LOG_ERROR, "finish_script_failed", "error", r->str ? r->str : "?", NULL);
         requeue_finish(w, batch);
         if (r && w->cmd.ready) {
             struct timeval tv = {1, 0};
@@ -300,7 +300,7 @@ static void start_cb(void *owner, redisReply *r, void *ud)
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         /* unknown whether the script ran: drop locally; the entries stay pending
          * for this consumer and are re-read (id 0) after the reconnect */
-        if (r) log_msg(LOG_ERROR, "start_script_failed", "error", r->str ? r->str : "?", NULL);
+        if (r) log_msg(SW_LOG_ERROR, "start_script_failed", "error", r->str ? r->str : "?", NULL);
         for (item *it = batch; it;) {
             item *nx = it->next;
             wk_untrack_free(w, it);
@@ -340,7 +340,7 @@ static void start_cb(void *owner, redisReply *r, void *ud)
         case START_BUSY:
         case START_COUNT: {
             log_line l;
-            log_begin(&l, LOG_DEBUG, "job_not_started");
+            log_begin(&l, SW_LOG_DEBUG, "job_not_started");
             log_str(&l, "job", it->req.id);
             log_str(&l, "entry", it->entry);
             log_str(&l, "reason", scr_start_action_name(s.action));
@@ -585,7 +585,7 @@ static void read_cb(void *owner, redisReply *r, void *ud)
     w->reading = 0;
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
-        log_msg(LOG_WARN, "redis_read_failed", "error", r->str, NULL);
+        log_msg(SW_LOG_WARN, "redis_read_failed", "error", r->str, NULL);
         if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ac) wk_create_group(w);
         /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
         struct timeval tv = {0, 200000};
@@ -678,7 +678,7 @@ static void drain_timeout(evutil_socket_t fd, short ev, void *arg)
     worker *w = arg;
     char n[16];
     snprintf(n, sizeof n, "%d", w->inflight);
-    log_msg(LOG_WARN, "drain_timeout", "left_pending", n, NULL);
+    log_msg(SW_LOG_WARN, "drain_timeout", "left_pending", n, NULL);
     event_base_loopexit(w->base, NULL);
 }
 
@@ -689,7 +689,7 @@ static void begin_drain(worker *w, int signo)
         return;
     }
     w->stopping = 1;
-    log_msg(LOG_INFO, "draining", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+    log_msg(SW_LOG_INFO, "draining", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     conn_close(&w->rd); /* cancels the blocking read */
     /* jobs read ahead but not started go back to the stream for others */
     for (item *it = exec_take_queued(w->pool); it;) {
@@ -727,7 +727,7 @@ static void script_loaded(void *owner, redisReply *r, void *ud)
     w->reload_scripts = 1;
     if (w->script_load_warned) return;
     w->script_load_warned = 1;
-    log_msg(LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
+    log_msg(SW_LOG_WARN, "redis_script_load_failed", "script", scr_name(sid), "error",
             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
 }
 
@@ -753,7 +753,7 @@ static void group_created(void *owner, redisReply *r, void *ud)
     (void)owner;
     (void)ud;
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
-        log_msg(LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
+        log_msg(SW_LOG_ERROR, "redis_group_create_failed", "error", r->str, NULL);
 }
 
 /* On the reader: the consumer group at 0 with MKSTREAM (jobs added before any worker
@@ -781,7 +781,7 @@ static void policy_cb(void *owner, redisReply *r, void *ud)
     w->warned_policy = 1;
     const char *pol = r->element[1]->str ? r->element[1]->str : "";
     if (strcmp(pol, "noeviction") != 0)
-        log_msg(LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
+        log_msg(SW_LOG_WARN, "redis_maxmemory_policy", "policy", pol, "hint",
                 "not noeviction: evicted keys are lost jobs", NULL);
 }
 
@@ -820,7 +820,7 @@ void wk_conn_lost(conn *c, void *owner, const char *why, int was_ready)
     wk_recover_all(w);
     if (c == &w->rd) w->reading = 0;
     if (!c->closing && !w->stopping)
-        log_msg(was_ready ? LOG_WARN : LOG_DEBUG, "redis_connection_lost", "conn", c->name,
+        log_msg(was_ready ? SW_LOG_WARN : SW_LOG_DEBUG, "redis_connection_lost", "conn", c->name,
                 "reason", why, NULL);
     if (c->closing) wk_check_exit(w); /* only the reader closes at a drain */
 }
@@ -857,14 +857,14 @@ worker *worker_new(const cfg *c)
     mallopt(M_ARENA_MAX, 2); /* executor threads share arenas: bounded idle RSS */
     w->base = event_base_new();
     if (!w->base || pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
-        log_msg(LOG_ERROR, "startup_failed", "error", "event loop or pipe", NULL);
+        log_msg(SW_LOG_ERROR, "startup_failed", "error", "event loop or pipe", NULL);
         if (w->base) event_base_free(w->base);
         free(w);
         return NULL;
     }
     w->pool = exec_new(c, w->name, c->concurrency, w->pipefd[1]);
     if (!w->pool) {
-        log_msg(LOG_ERROR, "startup_failed", "error", "cannot start executor threads", NULL);
+        log_msg(SW_LOG_ERROR, "startup_failed", "error", "cannot start executor threads", NULL);
         event_base_free(w->base);
         close(w->pipefd[0]);
         close(w->pipefd[1]);
@@ -884,7 +884,7 @@ worker *worker_new(const cfg *c)
     w->t_finish_retry = evtimer_new(w->base, finish_retry_cb, w);
     w->t_read_retry = evtimer_new(w->base, read_retry_cb, w);
     if (*c->celery_broker_url && wk_celery_setup(w) < 0) {
-        log_msg(LOG_ERROR, "startup_failed", "error", "bad CELERY_RESULT_BACKEND", NULL);
+        log_msg(SW_LOG_ERROR, "startup_failed", "error", "bad CELERY_RESULT_BACKEND", NULL);
         worker_free(w);
         return NULL;
     }
@@ -907,7 +907,7 @@ int worker_run(worker *w)
     event_add(w->t_reclaim, &reclaim);
     event_add(w->t_watch, &second);
     evtimer_add(w->t_promote, &soon);
-    log_msg(LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
+    log_msg(SW_LOG_INFO, "worker_started", "consumer", w->name, "queue", w->cfg->queue, NULL);
     w->stats.consumer = w->name;
     w->stats.queue = w->cfg->queue;
     w->stats.cfg = w->cfg;
@@ -920,11 +920,11 @@ int worker_run(worker *w)
     if (w->celery_on) {
         conn_connect(&w->res);
         evtimer_add(w->t_ingress, &soon);
-        log_msg(LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
+        log_msg(SW_LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
     if (w->cfg->schedule) w->schedule = schedule_new(w->base, w->cfg);
     event_base_dispatch(w->base);
-    log_msg(LOG_INFO, "worker_stopped", "consumer", w->name, NULL);
+    log_msg(SW_LOG_INFO, "worker_stopped", "consumer", w->name, NULL);
     return w->exit_code;
 }
 
