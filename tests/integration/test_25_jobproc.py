@@ -16,8 +16,11 @@ from harness import ASAN, SLOW, new_uuid, wait_for
 from test_50_jobs import JobsCase
 import jobs_tree as jt
 
+# The crash test stays out of the ASan run: the sanitizer's runtime installs its own SIGSEGV/
+# SIGABRT handling in the job process, so a crash there is not the plain signal death this
+# test asserts on (once in CI a crashed job process under ASan was not seen to end). The
+# normal suite runs it; the ASan run keeps the cancel path, which has the most cleanup code.
 FAST_TESTS = [
-    "test_crashes_and_kills_end_only_their_job_while_noops_run_through",
     "test_a_job_blocked_in_a_read_is_cancelled_within_the_grace",
 ]
 MiB = 1024 * 1024
