@@ -1,5 +1,5 @@
 /* common/store_s3_http.c — the transport under the S3 backend: one signed request, retried.
- * Owns: the inputs curl signs (NOTES-deps.md: x-amz-content-sha256 on every request,
+ * Owns: the inputs curl signs (docs/store.md "s3://": x-amz-content-sha256 on every request,
  * sorted "name=" queries, uppercase percent-encoding, no empty header, the session
  * token header), the easy-handle pool on one multi handle (one connection cache, so
  * requests reuse connections), the multi loop, the retry budget with jittered backoff,
@@ -305,7 +305,7 @@ static struct curl_slist *add_hdr(struct curl_slist *l, const char *h)
     return n;
 }
 
-/* Prepare x for one attempt of rq. Headers follow NOTES-deps.md: the payload
+/* Prepare x for one attempt of rq. Headers follow docs/store.md "s3://": the payload
  * hash on every request, no empty header, names that are no prefix of another. */
 int s3i_setup(s3 *s, s3i_xfer *x, const s3i_req *rq, sw_err *err)
 {

@@ -3,7 +3,7 @@
  * Owns: the top-level key order, the per-provider model options, the permission table and a
  * json.dumps-compatible string escaper. Does not own: writing the file (the regenerate job).
  * Why a serializer of our own: jansson's JSON_ENSURE_ASCII writes "\u00F8" where Python
- * writes "\u00f8" (NOTES-deps.md), and an Onyx deployment expects Python's exact bytes. */
+ * writes "\u00f8" (docs/onyx-compat.md), and an Onyx deployment expects Python's exact bytes. */
 #include "jobs/onyx.h"
 
 #include <stdio.h>

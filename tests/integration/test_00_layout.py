@@ -73,13 +73,13 @@ def find_cycle(graph, nodes):
 
 
 def reachable(graph, start):
-    seen, todo = set(), [start]
-    while todo:
-        n = todo.pop()
+    seen, pending = set(), [start]
+    while pending:
+        n = pending.pop()
         for m in graph.get(n, ()):
             if m not in seen:
                 seen.add(m)
-                todo.append(m)
+                pending.append(m)
     return seen
 
 
