@@ -183,18 +183,54 @@ static int parse_head(ws_head *h, sw_err *err)
     return 0;
 }
 
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Parse the chunk-size line at b[0..n): hex digits, then optional chunk extensions
+ * (";name=value", RFC 9112 §7.1.1), then the line end. Returns the offset just past the
+ * line end with *sz set; 0 while the line is incomplete; -1 when it is not a size line
+ * (no digit first, a size past 2^60, a stray byte). Strict on purpose: strtoull would
+ * skip leading blank lines and read a size cut short by the end of the bytes so far, so
+ * the outcome would depend on how the bytes arrived. */
+static long chunk_line(const char *b, size_t n, uint64_t *sz)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        int d = hexval((unsigned char)b[i]);
+        if (d < 0) break;
+        if (i >= 15) return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    if (i == n) return 0;
+    if (i == 0) return -1;
+    const char *eol = memchr(b + i, '\n', n - i);
+    if (!eol) return 0;
+    for (const char *c = b + i; c < eol; c++) {
+        if (*c == ';') break;   /* extensions: ignored to the line end */
+        if (*c != ' ' && *c != '\t' && !(*c == '\r' && c + 1 == eol)) return -1;
+    }
+    *sz = v;
+    return (long)(eol - b) + 1;
+}
+
 /* Decode a chunked body b[0..n) into out (room for n bytes). Returns true when the last
- * chunk was seen (*out_len set); false while incomplete (*out_len = what decoded so far). */
+ * chunk was seen (*out_len set); false while incomplete or malformed (*out_len = what
+ * decoded so far: the message keeps it). Depends only on complete lines, so any split
+ * of the same bytes gives the same answer. */
 static bool dechunk(const char *b, size_t n, char *out, size_t *out_len)
 {
     size_t i = 0, o = 0;
     for (;;) {
-        const char *eol = memchr(b + i, '\n', n - i);
-        if (!eol) break;
-        char *e = NULL;
-        unsigned long long sz = strtoull(b + i, &e, 16);
-        if (e == b + i) break;   /* not a size line: stop, keep what we have */
-        i = (size_t)(eol - b) + 1;
+        uint64_t sz = 0;
+        long used = chunk_line(b + i, n - i, &sz);
+        if (used <= 0) break;   /* incomplete, or not a size line: keep what we have */
+        i += (size_t)used;
         if (sz == 0) {
             *out_len = o;
             return true;
@@ -207,7 +243,8 @@ static bool dechunk(const char *b, size_t n, char *out, size_t *out_len)
         memcpy(out + o, b + i, (size_t)sz);
         o += (size_t)sz;
         i += (size_t)sz;
-        while (i < n && (b[i] == '\r' || b[i] == '\n')) i++;
+        if (i < n && b[i] == '\r') i++;   /* the CRLF (or bare LF) after the data */
+        if (i < n && b[i] == '\n') i++;
     }
     *out_len = o;
     return false;

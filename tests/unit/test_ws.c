@@ -262,6 +262,48 @@ static void refused_upgrade_keeps_its_status_body(void **state)
     ws_head_free(&h);
 }
 
+/* A chunk-size line counts only once it is whole: a size cut short by the end of the
+ * bytes so far ("0000" of "00001f") must not read as the last chunk, and blank lines
+ * before a size are not skipped (found by fuzz_ws: strtoull skipped them and read a
+ * partial size, so the body depended on how the bytes arrived). */
+static void chunk_sizes_count_only_when_their_line_is_whole(void **state)
+{
+    (void)state;
+    const char *c = "HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "0000000000005;ext=1\r\nhello\r\n0\r\n\r\n";
+    size_t hd = strlen(c) - strlen("0000000000005;ext=1\r\nhello\r\n0\r\n\r\n");
+    sw_err e;
+    size_t used;
+    for (size_t split = hd; split <= strlen(c); split++) {
+        ws_head h;
+        ws_head_init(&h);
+        int rc = ws_head_feed(&h, c, split, &used, &e);
+        if (rc == 0) rc = ws_head_feed(&h, c + split, strlen(c) - split, &used, &e);
+        assert_int_equal(rc, 1);
+        assert_string_equal(h.body, "hello");
+        ws_head_free(&h);
+    }
+
+    /* blank lines, then a size past 2^60: not a size line, so the body waits for EOF */
+    const char *bad = "HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "\n\n0000013661046060852008276\n5\r\n`h!\r\n";
+    ws_head h;
+    ws_head_init(&h);
+    assert_int_equal(ws_head_feed(&h, bad, strlen(bad) - 30, &used, &e), 0);
+    assert_int_equal(ws_head_feed(&h, bad + strlen(bad) - 30, 30, &used, &e), 0);
+    assert_int_equal(ws_head_eof(&h, &e), 1);
+    assert_int_equal(h.body_len, 0);
+    ws_head_free(&h);
+
+    /* an over-long size line is refused rather than wrapped */
+    const char *big = "HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "10000000000000005\r\nhello\r\n0\r\n\r\n";
+    ws_head_init(&h);
+    assert_int_equal(ws_head_feed(&h, big, strlen(big), &used, &e), 0);
+    assert_int_equal(h.body_len, 0);
+    ws_head_free(&h);
+}
+
 static void refused_upgrade_body_is_bounded(void **state)
 {
     (void)state;
@@ -680,6 +722,7 @@ int main(void)
         cmocka_unit_test(head_with_a_wrong_accept_is_refused),
         cmocka_unit_test(refused_upgrade_with_an_empty_403),
         cmocka_unit_test(refused_upgrade_keeps_its_status_body),
+        cmocka_unit_test(chunk_sizes_count_only_when_their_line_is_whole),
         cmocka_unit_test(refused_upgrade_body_is_bounded),
         cmocka_unit_test(oversized_or_broken_heads_are_errors),
         cmocka_unit_test(client_frames_are_masked_with_the_given_key),
