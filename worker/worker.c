@@ -932,18 +932,18 @@ static void release_consumer(worker *w)
 {
     /* remove our consumer from the group when it holds nothing */
     sw_err err;
-    redisContext *rc = rds_connect(&w->cfg->redis, 2000, &err);
+    rds *rc = rds_connect(&w->cfg->redis, 2000, &err);
     if (!rc) return;
     for (int i = 0; i < PRIO_COUNT; i++) {
-        redisReply *r = redisCommand(rc, "XPENDING %s %s - + 1 %s", w->k_streams[i], GROUP, w->name);
+        redisReply *r = rds_command(rc, "XPENDING %s %s - + 1 %s", w->k_streams[i], GROUP, w->name);
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 0) {
             redisReply *d =
-                redisCommand(rc, "XGROUP DELCONSUMER %s %s %s", w->k_streams[i], GROUP, w->name);
+                rds_command(rc, "XGROUP DELCONSUMER %s %s %s", w->k_streams[i], GROUP, w->name);
             if (d) freeReplyObject(d);
         }
         if (r) freeReplyObject(r);
     }
-    redisFree(rc);
+    rds_free(rc);
 }
 
 int worker_free(worker *w)
