@@ -586,7 +586,7 @@ static void read_cb(void *owner, redisReply *r, void *ud)
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
         log_msg(SW_LOG_WARN, "redis_read_failed", "error", r->str, NULL);
-        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ac) wk_create_group(w);
+        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ready) wk_create_group(w);
         /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
         struct timeval tv = {0, 200000};
         evtimer_add(w->t_read_retry, &tv);
