@@ -233,12 +233,11 @@ static void connect_failed_log(conn *c, const char *why)
 }
 
 /* The connection is gone (tr already freed or being freed by the caller). */
-static void lost(conn *c, const char *why)
+static void lost_ready(conn *c, const char *why, int was_ready)
 {
-    int was_ready = c->ready;
     if (was_ready)
         metrics_count(MC_REDIS_RECONNECTS, 1);
-    else
+    else if (!c->closing)
         connect_failed_log(c, why);
     c->tr = NULL;
     c->ready = 0;
@@ -256,14 +255,20 @@ static void lost(conn *c, const char *why)
     if (c->hooks && c->hooks->on_lost) c->hooks->on_lost(c, c->owner, why, was_ready);
 }
 
+static void lost(conn *c, const char *why)
+{
+    lost_ready(c, why, c->ready);
+}
+
 static void drop(conn *c, const char *why)
 {
     rtr *t = c->tr;
     if (!t) return;
+    int was_ready = c->ready;
     c->tr = NULL;
     c->ready = 0;
     rtr_free(t); /* pending callbacks see NULL */
-    lost(c, why);
+    lost_ready(c, why, was_ready);
 }
 
 static void set_ready(conn *c)
