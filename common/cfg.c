@@ -63,7 +63,9 @@ static int check_ready(cfg *c, const char *var, const char *v, char *err, size_t
 #define BIG INT64_MAX
 static const opt opts[] = {
     {"REDIS_URL", T_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
-     "Redis broker: redis://[user:pass@]host[:port][/db] or unix:///path[?db=N]", check_redis},
+     "Redis broker: redis://[user:pass@]host[:port][/db], rediss://... (TLS, ssl_* options in the "
+     "query), unix:///path[?db=N], redis+sentinel://h:p[,h:p]/master[/db] or "
+     "redis+cluster://h:p[,h:p] (docs/redis.md)", check_redis},
     {"DATABASE_URL", T_STR, F(database_url), "postgresql://postgres@127.0.0.1:5432/snapworker", 0,
      0, O_SECRET, "PostgreSQL, a libpq URI or key=value string", check_dburl},
     {"SNAPWORKER_STORE", T_STR, F(store_url), NULL, 0, 0, 0,
