@@ -306,7 +306,11 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
     if (wait) { /* subscribed before the job exists: no event can be missed */
         sub = connect_or_say(c, "enqueue");
         if (!sub) goto out;
-        redisReply *s = rds_command(sub, "SUBSCRIBE %s", k_events);
+        /* On a Cluster the worker publishes only when the slot's node has listeners
+         * (worker/lua/prelude.lua): subscribe there, reached by following MOVED. */
+        redisReply *s = c->redis.mode == RDS_CLUSTER ? rds_command(sub, "EXISTS %s", k_events) : NULL;
+        if (s) freeReplyObject(s);
+        s = rds_command(sub, "SUBSCRIBE %s", k_events);
         if (!s) goto out;
         freeReplyObject(s);
     }
