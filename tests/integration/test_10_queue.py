@@ -164,7 +164,7 @@ class QueueBasics(SWTestCase):
         self.wait_status(second["id"], "succeeded")
 
     def test_a_bad_configuration_value_exits_2_naming_it(self):
-        for var, val in [("SNAPWORKER_LEASE_S", "soon"), ("REDIS_URL", "rediss://x:1"),
+        for var, val in [("SNAPWORKER_LEASE_S", "soon"), ("REDIS_URL", "redis://x:1/notadb"),
                          ("SNAPWORKER_CONCURRENCY", "0"), ("SANDBOX_BACKEND", "docker")]:
             p = self.cli("run", **{var: val})
             self.assertEqual(p.returncode, 2, (var, p.stderr))
