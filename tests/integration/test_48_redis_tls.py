@@ -17,6 +17,8 @@ import redis
 
 from harness import SLOW, SWTestCase, new_uuid, wait_for
 
+TLS_PASS = False  # TLS in both passes already (REDIS_TLS = True)
+
 FAST_TESTS = [
     "test_a_worker_drains_200_noop_jobs_over_rediss",
     "test_a_wrong_ca_is_refused_with_certificate_verify_failed_and_nothing_runs",

@@ -17,6 +17,9 @@ from collections import Counter
 from harness import SWTestCase, migrate_slot, new_uuid, node_client, slot_owner, wait_for
 
 
+TLS_PASS = False  # plain Cluster in both passes: --tls would repeat the first
+
+
 class ClusterCase(SWTestCase):
     SERVICES = ("cluster",)
 
