@@ -12,6 +12,7 @@ import unittest
 from harness import ROOT
 
 FAST = True
+TLS_PASS = False  # no servers: nothing for scripts/run-integration --tls to change
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -4,11 +4,10 @@ serialization, graceful drain."""
 import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 
-from harness import SLOW, SWTestCase, new_uuid, wait_for
+from harness import SLOW, SWTestCase, new_uuid, redis_client, wait_for
 
 
 # run under ASan too (scripts/run-integration --fast)
@@ -187,7 +186,7 @@ class Crashes(SWTestCase):
                  what="some jobs done")
         self.r.close()
         self.services.restart_redis(kill=kill)
-        self.r = __import__("redis").Redis.from_url(self.services.env["REDIS_URL"], decode_responses=True)
+        self.r = redis_client(self.services.env["REDIS_URL"], decode_responses=True)
         wait_for(lambda: sum(1 for e in self.events() if e["status"] == "succeeded") >= n,
                  timeout=90, interval=0.5, what="all jobs succeeded after the restart")
         succ = Counter(e["job_id"] for e in self.events() if e["status"] == "succeeded")
@@ -221,15 +220,14 @@ class HardRedisKill(SWTestCase):
         p = self.payload()
         self.xadd(p)
         self.wait_status(p["id"], "succeeded")
-        port = self.services.env["REDIS_PORT"]
         pid = int(open(os.path.join(self.services.dir, "redis.pid")).read())
         self.r.close()
-        subprocess.run(["redis-cli", "-p", port, "shutdown"], capture_output=True)
+        self.services.redis_cli("shutdown")  # over TLS too (scripts/run-integration --tls)
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="redis stopped")
         time.sleep(10)
         self.assertTrue(w.alive())
         self.services.restart_redis()  # same data dir and port (nothing to stop)
-        self.r = __import__("redis").Redis.from_url(self.services.env["REDIS_URL"], decode_responses=True)
+        self.r = redis_client(self.services.env["REDIS_URL"], decode_responses=True)
         q = self.payload()
         self.xadd(q)
         self.wait_status(q["id"], "succeeded", timeout=20)

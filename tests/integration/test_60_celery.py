@@ -23,7 +23,7 @@ from celery import Celery
 from celery.exceptions import NotRegistered, TaskRevokedError
 from celery.result import AsyncResult
 
-from harness import SLOW, SWTestCase, new_uuid, wait_for
+from harness import SLOW, SWTestCase, new_uuid, wait_for, with_db
 
 FAST = False
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -31,9 +31,9 @@ KOMBU_SEP = "\x06\x16"
 
 
 def db_url(url, db):
-    """The same server as 'url' with another database number."""
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
+    """The same server as 'url' with another database number (a rediss:// URL's query, the
+    TLS options, kept)."""
+    return with_db(url, db)
 
 
 def drain(ps, quiet_s=0.5):

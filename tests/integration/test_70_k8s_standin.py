@@ -19,6 +19,7 @@ import urllib.parse
 from k8s_standin import K8sStandin, ws_accept
 
 FAST = False  # no worker binary involved: nothing for ASan to check
+TLS_PASS = False  # no Redis: nothing for scripts/run-integration --tls to change
 
 NS = "onyx-sandboxes"
 POD = "sandbox-0b6f6a0e"

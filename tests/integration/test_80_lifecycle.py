@@ -13,7 +13,7 @@ import uuid
 
 from celery import Celery
 
-from harness import SLOW, SWTestCase, Worker, new_uuid, wait_for
+from harness import SLOW, SWTestCase, Worker, new_uuid, wait_for, with_db
 import jobs_tree as jt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -291,7 +291,7 @@ class LifecycleCase(SWTestCase):
         idle, user = self.sandbox(heartbeat="now() - interval '2 hours'")
         self.session(user, 3031, idle)
         base = self.services.env["REDIS_URL"]
-        backend = base.rpartition("/")[0] + "/1"
+        backend = with_db(base, 1)  # rediss:// keeps its TLS options
         self.start_worker(CELERY_BROKER_URL=base, CELERY_RESULT_BACKEND=backend,
                           SNAPWORKER_CELERY_QUEUES="snapworker,sandbox",
                           SANDBOX_IDLE_TIMEOUT_SECONDS=3600)
