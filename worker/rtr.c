@@ -191,8 +191,16 @@ rtr *rtr_open(struct event_base *base, const rds_url *u, const char *host, int p
             snprintf(why, n, "cannot resolve '%s': %s", host, gai_strerror(gai));
             return NULL;
         }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        sl = res->ai_addrlen;
+        /* one address is tried (a bufferevent connects once): IPv4 first, because
+         * "localhost" often lists ::1 first while Redis is bound to 127.0.0.1 */
+        struct addrinfo *pick = res;
+        for (struct addrinfo *a = res; a; a = a->ai_next)
+            if (a->ai_family == AF_INET) {
+                pick = a;
+                break;
+            }
+        memcpy(&ss, pick->ai_addr, pick->ai_addrlen);
+        sl = pick->ai_addrlen;
         freeaddrinfo(res);
     }
     rtr *t = xcalloc(1, sizeof *t);
