@@ -41,7 +41,10 @@ static SSL_CTX *make_ctx(const rds_url *u, sw_err *err)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    /* idle connections give their 16 KiB read and write buffers back (an idle worker
+     * holds three) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_RELEASE_BUFFERS);
     if (u->tls_verify == RDS_VERIFY_REQUIRED) {
         int ok = u->tls_ca ? SSL_CTX_load_verify_locations(ctx, u->tls_ca, NULL)
                            : SSL_CTX_set_default_verify_paths(ctx);
