@@ -221,17 +221,25 @@ static redisReply *roundtrip(rds *c, const char *cmd, size_t len)
     return r;
 }
 
-static redisReply *simple(rds *c, int argc, const char **argv)
+static redisReply *command(rds *c, const char *cmd, size_t len);
+
+/* An argv command; 'follow': through the redirections of command() (else to this server). */
+static redisReply *argv_call(rds *c, int argc, const char **argv, const size_t *lens, bool follow)
 {
     char *cmd;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (len < 0) {
         set_err(c, RDS_ERR_PROTOCOL, "out of memory");
         return NULL;
     }
-    redisReply *r = roundtrip(c, cmd, (size_t)len);
+    redisReply *r = follow ? command(c, cmd, (size_t)len) : roundtrip(c, cmd, (size_t)len);
     redisFreeCommand(cmd);
     return r;
+}
+
+static redisReply *simple(rds *c, int argc, const char **argv)
+{
+    return argv_call(c, argc, argv, NULL, false);
 }
 
 /* Open the connection to host:port: socket, TLS handshake, AUTH (user/pass), SELECT db. */
@@ -461,15 +469,7 @@ redisReply *rds_command(rds *c, const char *fmt, ...)
 
 redisReply *rds_command_argv(rds *c, int argc, const char **argv, const size_t *argvlen)
 {
-    char *cmd;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        set_err(c, RDS_ERR_PROTOCOL, "out of memory");
-        return NULL;
-    }
-    redisReply *r = command(c, cmd, (size_t)len);
-    redisFreeCommand(cmd);
-    return r;
+    return argv_call(c, argc, argv, argvlen, true);
 }
 
 int rds_send(rds *c, const char *fmt, ...)

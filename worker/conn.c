@@ -72,6 +72,25 @@ static void reconnect_soon(conn *c)
     if (!c->closing) evtimer_add(c->retry_ev, &tv);
 }
 
+/* AUTH [user] password into v. */
+static void auth_cmd(cmdv *v, const char *user, const char *pass)
+{
+    cv_init(v);
+    cv_add(v, "AUTH");
+    if (user) cv_add(v, user);
+    cv_add(v, pass);
+}
+
+/* Send v (taken) on t; its reply is not waited for (a failure shows in what follows). */
+static void send_unanswered(rtr *t, cmdv *v)
+{
+    size_t len;
+    char *resp = cv_resp(v, &len);
+    rtr_send(t, resp, len, NULL, NULL);
+    free(resp);
+    cv_free(v);
+}
+
 static void ask_event(rtr *t, int up, const char *why, void *ud)
 {
     (void)why;
@@ -96,15 +115,8 @@ static int send_asking(conn *c, call *cl, const char *host, int port)
         const rds_url *u = c->url;
         if (u->password) {
             cmdv v;
-            cv_init(&v);
-            cv_add(&v, "AUTH");
-            if (u->username) cv_add(&v, u->username);
-            cv_add(&v, u->password);
-            size_t len;
-            char *resp = cv_resp(&v, &len);
-            rtr_send(c->ask, resp, len, NULL, NULL);
-            free(resp);
-            cv_free(&v);
+            auth_cmd(&v, u->username, u->password);
+            send_unanswered(c->ask, &v);
         }
     }
     static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
@@ -364,10 +376,7 @@ static void open_main(conn *c, const char *host, int port, const char *unix_path
     }
     cmdv v;
     if (u->password) {
-        cv_init(&v);
-        cv_add(&v, "AUTH");
-        if (u->username) cv_add(&v, u->username);
-        cv_add(&v, u->password);
+        auth_cmd(&v, u->username, u->password);
         hs_send(c, &v, 0);
     }
     if (u->db && u->mode != RDS_CLUSTER) {
@@ -451,14 +460,8 @@ static int sen_open(conn *c)
     }
     if (u->sentinel_password) {
         cmdv v;
-        cv_init(&v);
-        cv_add(&v, "AUTH");
-        cv_add(&v, u->sentinel_password);
-        size_t len;
-        char *resp = cv_resp(&v, &len);
-        rtr_send(c->sen, resp, len, NULL, NULL);
-        free(resp);
-        cv_free(&v);
+        auth_cmd(&v, NULL, u->sentinel_password);
+        send_unanswered(c->sen, &v);
     }
     return 0;
 }
