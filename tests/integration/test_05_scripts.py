@@ -177,6 +177,19 @@ class Scripts(SWTestCase):
         self.assertEqual(self.r.xlen(self.k("stream")), 0)
         self.assertEqual(self.statuses(p["id"]), ["started", "succeeded", "succeeded"])
 
+    def test_start_script_does_not_replay_our_own_finish_to_our_own_re_read(self):
+        # After a reconnect the worker re-reads its pending entries on one connection while
+        # a finish is re-sent on the other; the read may run first and its reply come
+        # last, handing the start script an entry this worker just ended: no second event.
+        entry, p = self.started_job()
+        self.assertEqual(self.finish(entry, p, "succeeded", data='{"ok":true}'), ["ok"])
+        self.assertEqual(self.start([(entry, p)], recover="1"),
+                         ["ended", 1, 1, 1, "succeeded", '{"ok":true}'])
+        self.assertEqual(self.statuses(p["id"]), ["started", "succeeded"])
+        # another consumer's re-read of the same entry still replays it
+        self.assertEqual(self.start([(entry, p)], consumer="c2", recover="1")[0], "ended")
+        self.assertEqual(self.statuses(p["id"]), ["started", "succeeded", "succeeded"])
+
     # ---- finish ----------------------------------------------------------
     def test_finish_script_succeeded_writes_the_result_and_acks(self):
         entry, p = self.started_job()

@@ -13,7 +13,8 @@
 --
 -- Per job, by what the job hash says:
 --   ended    succeeded | dead: re-emit the terminal event, XACK+XDEL; cancelled
---            (worker/lua/cancel.lua, before it started): XACK+XDEL, no event
+--            (worker/lua/cancel.lua, before it started): XACK+XDEL, no event; our own
+--            re-read (recover) of the entry our own finish ended: XACK+XDEL, no event
 --   skip     running here or elsewhere under a live lease, same entry: nothing
 --   dup      a live lease on another entry, or retrying from another entry: XACK+XDEL
 --   busy     the session lock is held by another job: back to the delayed zset
@@ -51,7 +52,10 @@ local function one(i)
   local deliveries = tonumber(h.deliveries) or 0
   if st == 'succeeded' or st == 'dead' or st == 'cancelled' then
     local data = (st == 'succeeded') and (h.result or '{}') or (h.error or '{}')
-    if st ~= 'cancelled' then
+    -- our own re-read that raced our own finish of this very entry (the read ran before
+    -- the finish, its reply came after): that finish emitted the event already
+    local echo = recover == '1' and h.worker == me and h.entry == entry
+    if st ~= 'cancelled' and not echo then
       emit(KEYS[1], evmax, id, h.type or typ, st, h.attempt or '0', data, h.worker or '')
     end
     ackdel(entry); put('ended', attempt, deliveries, 1); put2(st, data); return
