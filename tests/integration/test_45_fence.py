@@ -237,6 +237,11 @@ class FenceCase(JobsCase):
 
         def release(a):
             self.ctl("release", {"name": "A"})  # the request reaches S3 now
+            # and is answered before A runs again: resumed first, A's daemon could end its
+            # job process (lease lost) while the proxy's held thread is still waking up,
+            # and the request would then meet an aborted upload instead of B's object
+            wait_for(lambda: all(e.get("result") != "held" for e in self.ctl("stats")["log"]), 30,
+                     what="A's held request answered")
             resume(a.proc.pid)
 
         sb, ss, sdir, jid, res_b, a = self.stalled_commit(env, {"env": {}, "wait": wait_held},
