@@ -142,6 +142,7 @@ test: bootstrap-quiet
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory unit-run B=build
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
+	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration --tls
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-python-client
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory fuzz-ci
