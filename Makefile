@@ -8,7 +8,7 @@ CC     ?= cc
 # `make test` runs scripts/bootstrap (which installs the -dev packages) before any compile,
 # so parsing must not ask pkg-config about packages that are not there yet. The values are
 # recursively expanded and cached on first use (PKG_CFLAGS_ / PKG_LIBS_).
-LINKED  = hiredis libevent libevent_pthreads jansson libcurl libarchive libpq libcrypto
+LINKED  = hiredis libevent libevent_pthreads libevent_openssl jansson libcurl libarchive libpq libssl libcrypto
 PKG_CFLAGS = $(if $(PKG_CFLAGS_),,$(eval PKG_CFLAGS_ := $(shell pkg-config --cflags $(LINKED))))$(PKG_CFLAGS_)
 PKG_LIBS   = $(if $(PKG_LIBS_),,$(eval PKG_LIBS_ := $(shell pkg-config --libs $(LINKED))))$(PKG_LIBS_)
 WARN    = -Wall -Wextra -Werror -Wformat=2 -Wstrict-prototypes -Wwrite-strings -Wshadow \

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,9 @@ static int check_ready(cfg *c, const char *var, const char *v, char *err, size_t
 #define BIG INT64_MAX
 static const opt opts[] = {
     {"REDIS_URL", T_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
-     "Redis broker: redis://[user:pass@]host[:port][/db] or unix:///path[?db=N]", check_redis},
+     "Redis broker: redis://[user:pass@]host[:port][/db], rediss://... (TLS, ssl_* options in the "
+     "query), unix:///path[?db=N], redis+sentinel://h:p[,h:p]/master[/db] or "
+     "redis+cluster://h:p[,h:p] (docs/redis.md)", check_redis},
     {"DATABASE_URL", T_STR, F(database_url), "postgresql://postgres@127.0.0.1:5432/snapworker", 0,
      0, O_SECRET, "PostgreSQL, a libpq URI or key=value string", check_dburl},
     {"SNAPWORKER_STORE", T_STR, F(store_url), NULL, 0, 0, 0,
@@ -316,7 +319,7 @@ static int check_redis(cfg *c, const char *var, const char *v, char *err, size_t
     char why[160];
     if (rds_url_parse(v, &u, why, sizeof why) < 0) {
         char red[256];
-        cfg_redact_url(v, red, sizeof red);
+        cfg_redact_conninfo(v, red, sizeof red);
         snprintf(err, n, "%s: %s, got '%s'", var, why, red);
         return -1;
     }
@@ -333,7 +336,7 @@ static int check_celery_url(cfg *c, const char *var, const char *v, char *err, s
     char why[160];
     if (rds_url_parse(v, &u, why, sizeof why) < 0) {
         char red[256];
-        cfg_redact_url(v, red, sizeof red);
+        cfg_redact_conninfo(v, red, sizeof red);
         snprintf(err, n, "%s: %s, got '%s'", var, why, red);
         return -1;
     }
@@ -690,66 +693,292 @@ static int pct_decode(const char *s, size_t len, char **out)
     return 0;
 }
 
+/* HOST[:PORT] in p[0..len) (no IPv6 literals). */
+static int parse_hostport(const char *p, size_t len, int defport, rds_host *h)
+{
+    const char *colon = memchr(p, ':', len);
+    size_t hl = colon ? (size_t)(colon - p) : len;
+    if (hl == 0 || p[0] == '[') return -1;
+    for (size_t i = 0; i < hl; i++)
+        if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '-' && p[i] != '_') return -1;
+    h->port = defport;
+    if (colon) {
+        char buf[8];
+        size_t pl = len - hl - 1;
+        if (pl == 0 || pl >= sizeof buf) return -1;
+        memcpy(buf, colon + 1, pl);
+        buf[pl] = '\0';
+        char *end;
+        long port = strtol(buf, &end, 10);
+        if (*end || port < 1 || port > 65535) return -1;
+        h->port = (int)port;
+    }
+    h->host = xstrndup(p, hl);
+    return 0;
+}
+
+static void add_host(rds_url *u, rds_host h)
+{
+    u->hosts = xrealloc(u->hosts, (size_t)(u->nhosts + 1) * sizeof *u->hosts);
+    u->hosts[u->nhosts++] = h;
+}
+
+static int parse_bool_word(const char *v, bool *out)
+{
+    static const char *yes[] = {"true", "1", "yes", "on"}, *no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcasecmp(v, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcasecmp(v, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Options redis-py and kombu accept in a URL query that tune their own sockets or pools:
+ * accepted (so one URL serves both) and ignored (docs/redis.md). */
+static const char *ignored_opts[] = {"socket_timeout", "socket_connect_timeout", "socket_keepalive",
+                                     "retry_on_timeout", "health_check_interval", "client_name",
+                                     "max_connections", "decode_responses", "encoding", NULL};
+
+static int qerr(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int qerr(char *err, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* The query string q (after '?'): TLS options, db, master_name, sentinel_password. */
+static int parse_query(const char *q, rds_url *u, bool *tls_opt, char *err, size_t n)
+{
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        if (!eq) {
+            snprintf(err, n, "expected KEY=VALUE in the URL query, got '%.*s'", (int)(len < 40 ? len : 40), q);
+            return -1;
+        }
+        char key[40];
+        size_t kl = (size_t)(eq - q);
+        if (kl == 0 || kl >= sizeof key) {
+            snprintf(key, sizeof key, "?");
+        } else {
+            memcpy(key, q, kl);
+            key[kl] = '\0';
+        }
+        char *val;
+        pct_decode(eq + 1, len - kl - 1, &val);
+        int rc = 0;
+        char **path = !strcmp(key, "ssl_ca_certs") ? &u->tls_ca
+                    : !strcmp(key, "ssl_certfile") ? &u->tls_cert
+                    : !strcmp(key, "ssl_keyfile") ? &u->tls_key : NULL;
+        if (path) {
+            *tls_opt = true;
+            if (!*val) rc = qerr(err, n, "%s: expected a file path", key);
+            else {
+                free(*path);
+                *path = val;
+                val = NULL;
+            }
+        } else if (!strcmp(key, "ssl_cert_reqs")) {
+            *tls_opt = true;
+            if (!strcasecmp(val, "required") || !strcmp(val, "CERT_REQUIRED") ||
+                !strcasecmp(val, "optional") || !strcmp(val, "CERT_OPTIONAL"))
+                u->tls_verify = RDS_VERIFY_REQUIRED;
+            else if (!strcasecmp(val, "none") || !strcmp(val, "CERT_NONE"))
+                u->tls_verify = RDS_VERIFY_NONE;
+            else
+                rc = qerr(err, n, "ssl_cert_reqs: expected required, optional or none, got '%s'", val);
+        } else if (!strcmp(key, "ssl_check_hostname")) {
+            *tls_opt = true;
+            if (parse_bool_word(val, &u->tls_check_hostname) < 0)
+                rc = qerr(err, n, "ssl_check_hostname: expected true or false, got '%s'", val);
+        } else if (!strcmp(key, "db")) {
+            char *end;
+            long db = strtol(val, &end, 10);
+            if (!*val || *end || db < 0 || db > 100000)
+                rc = qerr(err, n, "db: expected a database number, got '%s'", val);
+            else u->db = (int)db;
+        } else if (!strcmp(key, "master_name")) {
+            if (!*val) rc = qerr(err, n, "master_name: expected a name");
+            else {
+                free(u->master_name);
+                u->master_name = val;
+                val = NULL;
+            }
+        } else if (!strcmp(key, "sentinel_password")) {
+            free(u->sentinel_password);
+            u->sentinel_password = val;
+            val = NULL;
+        } else {
+            bool known = false;
+            for (size_t i = 0; ignored_opts[i]; i++) known |= !strcmp(key, ignored_opts[i]);
+            if (!known) rc = qerr(err, n, "unknown option '%s' in the URL query", key);
+        }
+        free(val);
+        if (rc < 0) return -1;
+        q += len + (amp ? 1 : 0);
+    }
+    return 0;
+}
+
+/* [user:password@]HOSTS[/path] of one URL after its scheme; HOSTS is one host or, when
+ * 'many', a comma-separated list. *path gets what follows the hosts (may be ""). */
+static int parse_authority(const char *p, size_t len, rds_url *u, bool many, int defport,
+                           const char **path)
+{
+    const char *at = NULL;
+    for (const char *s = p; s < p + len; s++)
+        if (*s == '@') at = s;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!u->password && !u->username) {
+            if (colon) {
+                if (colon > p) pct_decode(p, (size_t)(colon - p), &u->username);
+                pct_decode(colon + 1, (size_t)(at - colon - 1), &u->password);
+            } else {
+                pct_decode(p, (size_t)(at - p), &u->password); /* redis://secret@host */
+            }
+        }
+        len -= (size_t)(at + 1 - p);
+        p = at + 1;
+    }
+    const char *slash = memchr(p, '/', len);
+    size_t hl = slash ? (size_t)(slash - p) : len;
+    *path = slash ? slash : p + len;
+    for (const char *h = p; h <= p + hl;) {
+        const char *comma = many ? memchr(h, ',', (size_t)(p + hl - h)) : NULL;
+        size_t one = comma ? (size_t)(comma - h) : (size_t)(p + hl - h);
+        rds_host host;
+        if (parse_hostport(h, one, defport, &host) < 0) return -1;
+        add_host(u, host);
+        if (!comma) break;
+        h = comma + 1;
+    }
+    return 0;
+}
+
+/* "/N" -> db N; "" or "/" -> unchanged. */
+static int parse_db_path(const char *s, size_t len, rds_url *u)
+{
+    if (len == 0 || (len == 1 && s[0] == '/')) return 0;
+    if (s[0] != '/' || len > 7) return -1;
+    char buf[8];
+    memcpy(buf, s + 1, len - 1);
+    buf[len - 1] = '\0';
+    char *end;
+    long db = strtol(buf, &end, 10);
+    if (!buf[0] || *end || db < 0 || db > 100000) return -1;
+    u->db = (int)db;
+    return 0;
+}
+
+static const char *url_forms =
+    "expected redis://[user:password@]host[:port][/db], rediss://... (TLS), unix:///path[?db=N], "
+    "redis+sentinel://host:port[,host:port...]/master[/db] or redis+cluster://host:port[,...]";
+
 int rds_url_parse(const char *url, rds_url *u, char *err, size_t n)
 {
     memset(u, 0, sizeof *u);
     u->port = 6379;
-    if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(err, n, "rediss:// (TLS) is not supported by hiredis 0.14; use redis:// or unix://");
-        return -1;
-    }
+    u->tls_check_hostname = true;
+    bool tls_opt = false;
+    const char *q = strchr(url, '?');
+    size_t blen = q ? (size_t)(q - url) : strlen(url);
+    err[0] = '\0';
+    if (q && parse_query(q + 1, u, &tls_opt, err, n) < 0) goto bad;
+
     if (strncmp(url, "unix://", 7) == 0) {
         const char *path = url + 7;
-        const char *q = strchr(path, '?');
-        size_t plen = q ? (size_t)(q - path) : strlen(path);
-        if (plen == 0 || path[0] != '/') goto form;
+        size_t plen = blen - 7;
+        if (plen == 0 || path[0] != '/' || tls_opt) goto form;
         u->unix_path = xstrndup(path, plen);
-        if (q) {
-            if (strncmp(q, "?db=", 4) != 0) goto form;
-            char *end;
-            long db = strtol(q + 4, &end, 10);
-            if (*end || db < 0 || db > 100000 || !q[4]) goto form;
-            u->db = (int)db;
-        }
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0) goto form;
-    const char *p = url + 8;
-    const char *at = strrchr(p, '@');
-    const char *slash;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p) pct_decode(p, (size_t)(colon - p), &u->username);
-            pct_decode(colon + 1, (size_t)(at - colon - 1), &u->password);
-        } else {
-            pct_decode(p, (size_t)(at - p), &u->password); /* redis://secret@host */
+    static const struct { const char *scheme; rds_mode mode; bool tls; } schemes[] = {
+        {"redis://", RDS_DIRECT, false},           {"rediss://", RDS_DIRECT, true},
+        {"redis+sentinel://", RDS_SENTINEL, false}, {"rediss+sentinel://", RDS_SENTINEL, true},
+        {"redis+cluster://", RDS_CLUSTER, false},   {"rediss+cluster://", RDS_CLUSTER, true},
+        {"sentinel://", RDS_SENTINEL, false},
+    };
+    size_t si = 0, ns = sizeof schemes / sizeof schemes[0];
+    while (si < ns && strncmp(url, schemes[si].scheme, strlen(schemes[si].scheme)) != 0) si++;
+    if (si == ns) goto form;
+    u->mode = schemes[si].mode;
+    u->tls = schemes[si].tls;
+    if (tls_opt && !u->tls) {
+        snprintf(err, n, "the ssl_* options need TLS: use rediss:// (or rediss+sentinel://, "
+                         "rediss+cluster://)");
+        goto bad;
+    }
+    const char *path;
+    if (si == ns - 1) {
+        /* kombu: sentinel://[:pw@]h1:p1[/db];sentinel://h2:p2[/db]..., master_name in the query */
+        const char *p = url;
+        for (;;) {
+            if (strncmp(p, "sentinel://", 11) != 0 || p >= url + blen) goto form;
+            p += 11;
+            const char *semi = memchr(p, ';', (size_t)(url + blen - p));
+            size_t len = semi ? (size_t)(semi - p) : (size_t)(url + blen - p);
+            if (parse_authority(p, len, u, false, 26379, &path) < 0) goto form;
+            if (parse_db_path(path, (size_t)(p + len - path), u) < 0) goto form;
+            if (!semi) break;
+            p = semi + 1;
         }
-        p = at + 1;
+        if (!u->master_name) {
+            snprintf(err, n, "a sentinel:// URL needs ?master_name=NAME (kombu's master_name "
+                             "transport option)");
+            goto bad;
+        }
+    } else {
+        const char *p = url + strlen(schemes[si].scheme);
+        size_t len = (size_t)(url + blen - p);
+        if (parse_authority(p, len, u, u->mode != RDS_DIRECT,
+                            u->mode == RDS_SENTINEL ? 26379 : 6379, &path) < 0)
+            goto form;
+        size_t plen = (size_t)(url + blen - path);
+        if (u->mode == RDS_SENTINEL) {
+            /* /master[/db] */
+            if (plen > 1) {
+                const char *name = path + 1, *s2 = memchr(name, '/', plen - 1);
+                size_t nl = s2 ? (size_t)(s2 - name) : plen - 1;
+                if (nl) {
+                    free(u->master_name);
+                    pct_decode(name, nl, &u->master_name);
+                }
+                if (s2 && parse_db_path(s2, (size_t)(url + blen - s2), u) < 0) goto form;
+            }
+            if (!u->master_name) {
+                snprintf(err, n, "expected the master's name: redis+sentinel://host:port[,...]/master[/db]");
+                goto bad;
+            }
+        } else if (parse_db_path(path, plen, u) < 0) {
+            goto form;
+        }
     }
-    slash = strchr(p, '/');
-    size_t hlen = slash ? (size_t)(slash - p) : strlen(p);
-    const char *colon = memchr(p, ':', hlen);
-    if (p[0] == '[') goto form; /* IPv6 literals: not supported */
-    size_t host_len = colon ? (size_t)(colon - p) : hlen;
-    if (host_len == 0) goto form;
-    u->host = xstrndup(p, host_len);
-    if (colon) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (end != p + hlen || port < 1 || port > 65535) goto form;
-        u->port = (int)port;
+    if (u->mode == RDS_CLUSTER && u->db != 0) {
+        snprintf(err, n, "Redis Cluster has database 0 only, got /%d", u->db);
+        goto bad;
     }
-    if (slash && slash[1]) {
-        char *end;
-        long db = strtol(slash + 1, &end, 10);
-        if ((*end && *end != '?') || db < 0 || db > 100000) goto form;
-        u->db = (int)db;
+    if (u->mode != RDS_SENTINEL && (u->master_name || u->sentinel_password)) {
+        snprintf(err, n, "master_name and sentinel_password are for Sentinel URLs");
+        goto bad;
     }
+    u->host = xstrdup(u->hosts[0].host);
+    u->port = u->hosts[0].port;
     return 0;
 form:
+    snprintf(err, n, "%s", url_forms);
+bad:
     rds_url_free(u);
-    snprintf(err, n, "expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N]");
     return -1;
 }
 
@@ -759,21 +988,59 @@ void rds_url_free(rds_url *u)
     free(u->unix_path);
     free(u->username);
     free(u->password);
+    for (int i = 0; i < u->nhosts; i++) free(u->hosts[i].host);
+    free(u->hosts);
+    free(u->master_name);
+    free(u->sentinel_password);
+    free(u->tls_ca);
+    free(u->tls_cert);
+    free(u->tls_key);
     memset(u, 0, sizeof *u);
+}
+
+bool rds_url_same_db(const rds_url *a, const rds_url *b)
+{
+    if (a->mode != b->mode || a->db != b->db) return false;
+    if (a->mode == RDS_SENTINEL) return !strcmp(a->master_name, b->master_name);
+    if (a->unix_path || b->unix_path)
+        return a->unix_path && b->unix_path && !strcmp(a->unix_path, b->unix_path);
+    return !strcmp(a->host, b->host) && a->port == b->port;
+}
+
+/* One URL (up to 'end'): the userinfo's password becomes "***". */
+static size_t redact_one(const char *url, const char *end, char *out, size_t n)
+{
+    const char *scheme = strstr(url, "://");
+    if (scheme && scheme >= end) scheme = NULL;
+    const char *at = NULL;
+    if (scheme)
+        for (const char *s = scheme + 3; s < end && *s != '/' && *s != '?'; s++)
+            if (*s == '@') at = s;
+    int w;
+    if (!at) {
+        w = snprintf(out, n, "%.*s", (int)(end - url), url);
+    } else {
+        const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+        const char *cut = colon ? colon + 1 : scheme + 3;
+        w = snprintf(out, n, "%.*s***%.*s", (int)(cut - url), url, (int)(end - at), at);
+    }
+    return w < 0 ? 0 : (size_t)w < n ? (size_t)w : n ? n - 1 : 0;
 }
 
 void cfg_redact_url(const char *url, char *out, size_t n)
 {
-    const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
-    if (!scheme || !at || (slash && slash < at)) {
-        snprintf(out, n, "%s", url);
-        return;
+    /* kombu's Sentinel form joins several URLs with ';' */
+    size_t o = 0;
+    if (n) out[0] = '\0';
+    for (const char *p = url; o + 1 < n;) {
+        const char *semi = strchr(p, ';');
+        const char *end = semi ? semi : p + strlen(p);
+        o += redact_one(p, end, out + o, n - o);
+        if (!semi || o + 1 >= n) break;
+        out[o++] = ';';
+        out[o] = '\0';
+        p = semi + 1;
     }
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-    const char *cut = colon ? colon + 1 : scheme + 3;
-    snprintf(out, n, "%.*s***%s", (int)(cut - url), url, at);
 }
 
 /* Like cfg_redact_url, and also every password=VALUE (URI query or key=value form,
@@ -894,10 +1161,14 @@ int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, si
             snprintf(err, n, "CELERY_BROKER_URL: %s", why);
             return -1;
         }
-        bool same = b.db == c->redis.db &&
-                    ((b.unix_path && c->redis.unix_path && !strcmp(b.unix_path, c->redis.unix_path)) ||
-                     (b.host && c->redis.host && !strcmp(b.host, c->redis.host) && b.port == c->redis.port));
+        bool same = rds_url_same_db(&b, &c->redis);
+        rds_mode bm = b.mode;
         rds_url_free(&b);
+        if (bm == RDS_CLUSTER || c->redis.mode == RDS_CLUSTER) {
+            snprintf(err, n, "CELERY_BROKER_URL: Celery ingress over Redis Cluster is not supported "
+                             "(kombu does not support Cluster either; docs/redis.md)");
+            return -1;
+        }
         if (!same) {
             snprintf(err, n, "CELERY_BROKER_URL: expected the same Redis server and database as "
                              "REDIS_URL (the ingress moves messages atomically with one script)");

@@ -10,13 +10,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Where and how to reach Redis (docs/redis.md): one server (redis://, rediss://,
+ * unix://), a master found through Sentinel (redis+sentinel://, kombu's sentinel://),
+ * or a Cluster (redis+cluster://). For Sentinel and Cluster, host/port are the first
+ * of 'hosts' (the sentinels, or the seed nodes). */
+typedef enum rds_mode { RDS_DIRECT = 0, RDS_SENTINEL, RDS_CLUSTER } rds_mode;
+typedef enum rds_verify { RDS_VERIFY_REQUIRED = 0, RDS_VERIFY_NONE } rds_verify;
+
+typedef struct rds_host {
+    char *host;
+    int port;
+} rds_host;
+
 typedef struct rds_url {
+    rds_mode mode;
     char *host;        /* NULL when unix socket */
-    int port;          /* default 6379 */
+    int port;          /* default 6379 (26379 for a sentinel) */
     char *unix_path;   /* NULL when TCP */
     char *username;    /* optional ACL user */
     char *password;    /* secret: never logged */
     int db;            /* SELECT index, default 0 */
+    rds_host *hosts;   /* Sentinel: the sentinels; Cluster: seed nodes (nhosts >= 1) */
+    int nhosts;
+    char *master_name; /* Sentinel: the monitored master's name */
+    char *sentinel_password; /* Sentinel: AUTH for the sentinels (secret) */
+    /* TLS (rediss://, rediss+sentinel://, rediss+cluster://) */
+    bool tls;
+    char *tls_ca;      /* ssl_ca_certs: CA bundle; NULL = the system's */
+    char *tls_cert;    /* ssl_certfile: client certificate (mutual TLS) */
+    char *tls_key;     /* ssl_keyfile */
+    rds_verify tls_verify;   /* ssl_cert_reqs: required (default) or none */
+    bool tls_check_hostname; /* ssl_check_hostname: default true when verifying */
 } rds_url;
 
 typedef struct cfg {
@@ -129,10 +153,13 @@ void cfg_print_help(int fd);                  /* the flag/variable table */
 void cfg_print_markdown(int fd);
 int cfg_max_deliveries(const cfg *c, int max_attempts); /* resolves the 0 default */
 
-/* Parse a redis:// or unix:// URL into 'u' (freed with rds_url_free). rediss:// is
- * refused (hiredis 0.14 has no TLS). Returns 0 or -1 with a message in err. */
+/* Parse a Redis URL (the forms of docs/redis.md) into 'u' (freed with rds_url_free).
+ * Returns 0 or -1 with a message in err that names the problem (never a secret). */
 int rds_url_parse(const char *url, rds_url *u, char *err, size_t n);
 void rds_url_free(rds_url *u);
+/* Do two URLs name the same Redis database (same server, or same Sentinel master name,
+ * and same db)? */
+bool rds_url_same_db(const rds_url *a, const rds_url *b);
 /* Copy 'url' with any password replaced by "***" into out (size n). */
 void cfg_redact_url(const char *url, char *out, size_t n);
 /* The same for a libpq URI or key=value string: the userinfo password and every

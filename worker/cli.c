@@ -73,10 +73,10 @@ static int64_t parse_when_ms(const char *s)
     return (int64_t)timegm(&tm) * 1000 + frac;
 }
 
-static redisContext *connect_or_say(const cfg *c, const char *who)
+static rds *connect_or_say(const cfg *c, const char *who)
 {
     sw_err err;
-    redisContext *rc = rds_connect(&c->redis, 5000, &err);
+    rds *rc = rds_connect(&c->redis, 5000, &err);
     if (!rc) fprintf(stderr, "snapworker %s: %s\n", who, err.msg);
     return rc;
 }
@@ -152,17 +152,15 @@ static int terminal_status(const char *st)
 
 /* Wait on an already SUBSCRIBEd context for the job's terminal event; `progress`
  * events go to stderr. */
-static int wait_outcome(redisContext *sub, const char *job_id, int timeout_s, json_t **out)
+static int wait_outcome(rds *sub, const char *job_id, int timeout_s, json_t **out)
 {
-    struct timeval tv = {1, 0};
-    redisSetTimeout(sub, tv);
     time_t until = time(NULL) + timeout_s;
     int tty = isatty(2), drew = 0, rc = 1;
     while (time(NULL) < until) {
         redisReply *r = NULL;
-        if (redisGetReply(sub, (void **)&r) != REDIS_OK) {
-            if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                sub->err = 0; /* read timeout: keep waiting */
+        if (rds_read(sub, 1000, &r) != REDIS_OK) {
+            if (sub->err == RDS_ERR_TIMEOUT) {
+                sub->err = 0; /* nothing this second: keep waiting */
                 continue;
             }
             rc = -1;
@@ -191,9 +189,9 @@ static int wait_outcome(redisContext *sub, const char *job_id, int timeout_s, js
 }
 
 /* The outcome of an ended job from its hash (an id enqueued again after it ended). */
-static json_t *outcome_from_hash(redisContext *rc, const char *k_job, const char *id)
+static json_t *outcome_from_hash(rds *rc, const char *k_job, const char *id)
 {
-    redisReply *r = redisCommand(rc, "HMGET %s status attempt result error type", k_job);
+    redisReply *r = rds_command(rc, "HMGET %s status attempt result error type", k_job);
     json_t *ev = NULL;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 5 && r->element[0]->str &&
         terminal_status(r->element[0]->str)) {
@@ -295,7 +293,7 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
         free(payload);
         return 2;
     }
-    redisContext *rc1 = connect_or_say(c, "enqueue"), *sub = NULL;
+    rds *rc1 = connect_or_say(c, "enqueue"), *sub = NULL;
     json_t *ev = NULL;
     char k_hi[256], k_def[256], k_lo[256], k_delayed[256], k_events[256], k_job[400];
     rds_key(c, "stream:high", k_hi, sizeof k_hi);
@@ -308,13 +306,17 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
     if (wait) { /* subscribed before the job exists: no event can be missed */
         sub = connect_or_say(c, "enqueue");
         if (!sub) goto out;
-        redisReply *s = redisCommand(sub, "SUBSCRIBE %s", k_events);
+        /* On a Cluster the worker publishes only when the slot's node has listeners
+         * (worker/lua/prelude.lua): subscribe there, reached by following MOVED. */
+        redisReply *s = c->redis.mode == RDS_CLUSTER ? rds_command(sub, "EXISTS %s", k_events) : NULL;
+        if (s) freeReplyObject(s);
+        s = rds_command(sub, "SUBSCRIBE %s", k_events);
         if (!s) goto out;
         freeReplyObject(s);
     }
     const char *argv_e[] = {"EVAL", scr_source(SCR_ENQUEUE), "5", k_job, k_hi, k_def, k_lo,
                             k_delayed, payload};
-    redisReply *r = redisCommandArgv(rc1, 9, argv_e, NULL);
+    redisReply *r = rds_command_argv(rc1, 9, argv_e, NULL);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element[1]->str ||
         !r->element[2]->str) {
         fprintf(stderr, "snapworker enqueue: enqueue script failed: %s\n",
@@ -349,8 +351,8 @@ int cli_enqueue_main(const cfg *c, int argc, char **argv)
     }
 out:
     json_decref(ev);
-    if (rc1) redisFree(rc1);
-    if (sub) redisFree(sub);
+    if (rc1) rds_free(rc1);
+    if (sub) rds_free(sub);
     payload_free(&req);
     free(payload);
     return rc;
@@ -364,7 +366,7 @@ int cli_cancel_main(const cfg *c, int argc, char **argv)
                         "next checkpoint, is undone as on a failure and ends cancelled.\n");
         return 2;
     }
-    redisContext *rc = connect_or_say(c, "cancel");
+    rds *rc = connect_or_say(c, "cancel");
     if (!rc) return 1;
     char k_job[400], k_delayed[256], k_events[256], k_hi[256], k_def[256], k_lo[256], ttl[32];
     rds_job_key(c, argv[1], k_job, sizeof k_job);
@@ -376,7 +378,7 @@ int cli_cancel_main(const cfg *c, int argc, char **argv)
     snprintf(ttl, sizeof ttl, "%d", c->job_ttl_s);
     const char *av[] = {"EVAL", scr_source(SCR_CANCEL), "6", k_job, k_delayed, k_events,
                         k_hi, k_def, k_lo, argv[1], ttl};
-    redisReply *r = redisCommandArgv(rc, 11, av, NULL);
+    redisReply *r = rds_command_argv(rc, 11, av, NULL);
     int code = 1;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->str &&
         r->element[1]->str) {
@@ -388,7 +390,7 @@ int cli_cancel_main(const cfg *c, int argc, char **argv)
                 r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
     }
     if (r) freeReplyObject(r);
-    redisFree(rc);
+    rds_free(rc);
     return code;
 }
 
@@ -398,11 +400,11 @@ int cli_job_main(const cfg *c, int argc, char **argv)
         fprintf(stderr, "usage: snapworker job ID\n");
         return 2;
     }
-    redisContext *rc = connect_or_say(c, "job");
+    rds *rc = connect_or_say(c, "job");
     if (!rc) return 1;
     char k[400];
     rds_job_key(c, argv[1], k, sizeof k);
-    redisReply *r = redisCommand(rc, "HGETALL %s", k);
+    redisReply *r = rds_command(rc, "HGETALL %s", k);
     int code = 1;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         json_t *o = hash_to_json(r);
@@ -414,20 +416,20 @@ int cli_job_main(const cfg *c, int argc, char **argv)
         fprintf(stderr, "snapworker job: %s: not found\n", argv[1]);
     }
     if (r) freeReplyObject(r);
-    redisFree(rc);
+    rds_free(rc);
     return code;
 }
 
 /* Newest first, DEAD_PAGE entries per reply: a dead entry may hold up to 1 MiB, so a
  * whole `--count 100000` in one reply could need gigabytes. */
 #define DEAD_PAGE 10
-static int dead_list(redisContext *rc, const char *k_dead, int count)
+static int dead_list(rds *rc, const char *k_dead, int count)
 {
     char end[64] = "+";
     int shown = 0;
     while (shown < count) {
         int want = count - shown < DEAD_PAGE ? count - shown : DEAD_PAGE;
-        redisReply *r = redisCommand(rc, "XREVRANGE %s %s - COUNT %d", k_dead, end, want);
+        redisReply *r = rds_command(rc, "XREVRANGE %s %s - COUNT %d", k_dead, end, want);
         if (!r || r->type != REDIS_REPLY_ARRAY) {
             if (r) freeReplyObject(r);
             return 1;
@@ -459,7 +461,7 @@ int cli_dead_main(const cfg *c, int argc, char **argv)
         fprintf(stderr, "usage: snapworker dead list [--count N] | requeue ID | purge\n");
         return 2;
     }
-    redisContext *rc = connect_or_say(c, "dead");
+    rds *rc = connect_or_say(c, "dead");
     if (!rc) return 1;
     char k_dead[256], k_hi[256], k_stream[256], k_lo[256], prefix[256];
     rds_key(c, "dead", k_dead, sizeof k_dead);
@@ -472,10 +474,10 @@ int cli_dead_main(const cfg *c, int argc, char **argv)
         int count = (argc > 3 && !strcmp(argv[2], "--count")) ? atoi(argv[3]) : 100;
         code = dead_list(rc, k_dead, count > 0 ? count : 100);
     } else if (!strcmp(sub, "purge")) {
-        redisReply *r = redisCommand(rc, "XLEN %s", k_dead);
+        redisReply *r = rds_command(rc, "XLEN %s", k_dead);
         long long n = r ? r->integer : 0;
         if (r) freeReplyObject(r);
-        r = redisCommand(rc, "DEL %s", k_dead);
+        r = rds_command(rc, "DEL %s", k_dead);
         if (r) {
             printf("{\"purged\":%lld}\n", n);
             freeReplyObject(r);
@@ -483,7 +485,7 @@ int cli_dead_main(const cfg *c, int argc, char **argv)
         }
     } else {
         const char *id = argv[2];
-        redisReply *r = redisCommand(rc, "EVAL %s 4 %s %s %s %s %s %s", scr_source(SCR_REQUEUE_DEAD),
+        redisReply *r = rds_command(rc, "EVAL %s 4 %s %s %s %s %s %s", scr_source(SCR_REQUEUE_DEAD),
                                      k_dead, k_hi, k_stream, k_lo, id, prefix);
         if (r && r->type == REDIS_REPLY_STRING) {
             printf("{\"requeued\":\"%s\",\"entry\":\"%s\"}\n", id, r->str);
@@ -494,6 +496,6 @@ int cli_dead_main(const cfg *c, int argc, char **argv)
         }
         if (r) freeReplyObject(r);
     }
-    redisFree(rc);
+    rds_free(rc);
     return code;
 }

@@ -81,7 +81,7 @@ int cli_stats_main(const cfg *c, int argc, char **argv)
     }
     if (nq == 0) queues[nq++] = c->queue;
     sw_err err;
-    redisContext *rc = rds_connect(&c->redis, 5000, &err);
+    rds *rc = rds_connect(&c->redis, 5000, &err);
     if (!rc) {
         fprintf(stderr, "snapworker stats: %s\n", err.msg);
         return 1;
@@ -122,7 +122,7 @@ int cli_stats_main(const cfg *c, int argc, char **argv)
             nanosleep(&d, NULL);
         }
     } while (watch_s && !stop_watch);
-    redisFree(rc);
+    rds_free(rc);
     return code;
 }
 
@@ -150,13 +150,13 @@ int cli_ls_main(const cfg *c, int argc, char **argv)
     }
     if (!ops_state_valid(state) || limit <= 0) return usage_ls();
     sw_err err;
-    redisContext *rc = rds_connect(&c->redis, 5000, &err);
+    rds *rc = rds_connect(&c->redis, 5000, &err);
     if (!rc) {
         fprintf(stderr, "snapworker ls: %s\n", err.msg);
         return 1;
     }
     json_t *l = ops_list(rc, c, queue, state, type, limit, &err);
-    redisFree(rc);
+    rds_free(rc);
     if (!l) {
         fprintf(stderr, "snapworker ls: %s\n", err.msg);
         return 1;

@@ -1,6 +1,9 @@
-/* worker/conn.h — one Redis connection (hiredis 0.14 async on libevent) that keeps
- * itself alive: connect (AUTH, SELECT), send with the EVALSHA -> EVAL fallback on
- * NOSCRIPT, reconnect with backoff and jitter, and a watchdog for overdue replies.
+/* worker/conn.h — one Redis connection of the worker (worker/rtr.c on libevent, plain or
+ * TLS) that keeps itself alive: connect (AUTH, SELECT), send with the EVALSHA -> EVAL
+ * fallback on NOSCRIPT, reconnect with backoff and jitter, a watchdog for overdue
+ * replies, and the server's identity as docs/redis.md says: a Sentinel master found and
+ * confirmed (ROLE), followed after a failover; a Cluster slot owner followed through
+ * MOVED, ASK and TRYAGAIN.
  * It knows nothing of what is sent: its owner (worker/worker.c, worker/celery.c) hears
  * of it through three callbacks, each given the owner's pointer:
  *   on_ready  connected (again): queue setup commands, resend what waited
@@ -9,13 +12,13 @@
  * Event-loop thread only. */
 #ifndef SW_WORKER_CONN_H
 #define SW_WORKER_CONN_H
-#include <async.h>
 #include <event2/event.h>
 #include <hiredis.h>
 #include <stdint.h>
 
 #include "common/rds.h"
 #include "worker/cmdv.h"
+#include "worker/rtr.h"
 #include "worker/scripts.h"
 
 #define CONN_REPLY_TIMEOUT_MS 10000 /* a reply later than this (+ extra) frees the context */
@@ -38,14 +41,26 @@ struct conn {
     const rds_url *url;         /* where it connects (borrowed) */
     const char *name;           /* for logs: "reader", "command", ... (static) */
     int extra_timeout_ms;       /* added to the reply timeout (a blocking read's BLOCK) */
-    redisAsyncContext *ac;      /* NULL between a loss and the next connect */
-    int ready;                  /* connected */
+    rtr *tr;                    /* the server; NULL between a loss and the next connect */
+    int ready;                  /* connected, handshake (AUTH, SELECT, ROLE) answered */
     int closing;                /* do not reconnect */
-    int pending;                /* replies outstanding */
+    int handshake;              /* handshake replies still expected */
     int64_t progress_ms;        /* last reply, or first send after idle (monotonic) */
     int64_t connect_ms;         /* when the current connect started */
     int backoff_ms;             /* next reconnect delay, 100 ms doubling to 5 s */
     struct event *retry_ev;     /* the reconnect timer */
+    /* Sentinel: 'sen' asks sentinels[sen_idx] for the master; it stays open and is asked
+     * again every second while connected, so a failover is followed at once. */
+    rtr *sen;
+    int sen_idx;
+    int sen_asking;             /* a get-master-addr-by-name is outstanding */
+    char master_host[256];      /* the master now in use (Sentinel), or the slot owner */
+    int master_port;            /* (Cluster; 0 = not known yet: a seed node) */
+    int seed_idx;               /* Cluster: the seed node tried next */
+    rtr *ask;                   /* Cluster: the importing node of an ASK redirection */
+    struct call *retry_q;       /* Cluster: calls answered TRYAGAIN, resent shortly */
+    struct event *retry_call_ev;
+    char last_fail[160];        /* the last connect failure logged (logged again on change) */
 };
 
 /* Set up 'c' (not connected yet; conn_connect starts it). 'url', 'name' and 'hooks'

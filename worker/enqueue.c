@@ -28,7 +28,7 @@ static void script_build(void)
     script = xasprintf("%s%.*s", FENCE_PREFIX, (int)len, body);
 }
 
-int enq_payload(redisContext *rc, const cfg *c, const char *payload, const char *fence_key,
+int enq_payload(rds *rc, const cfg *c, const char *payload, const char *fence_key,
                 const char *fence_val, bool *fenced, sw_err *err)
 {
     job_req req;
@@ -48,7 +48,7 @@ int enq_payload(redisContext *rc, const cfg *c, const char *payload, const char 
     if (!script) return sw_errf(err, SW_E_INTERNAL, false, "enqueue: script not embedded");
     const char *argv[] = {"EVAL", script, "6", k_job, k_high, k_def, k_low, k_delayed,
                           fence_key ? fence_key : k_job, payload, fence_val ? fence_val : ""};
-    redisReply *r = redisCommandArgv(rc, 11, argv, NULL);
+    redisReply *r = rds_command_argv(rc, 11, argv, NULL);
     long long v = -2;
     if (r && r->type == REDIS_REPLY_INTEGER) v = r->integer;               /* the fence */
     else if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&

@@ -13,13 +13,14 @@
 #include <hiredis.h>
 
 #include "common/cfg.h"
+#include "common/rds.h"
 #include "common/err.h"
 
 /* Validate 'payload' (payload_parse) and run the script on 'rc' (blocking). 1 added, 0
  * already known, -1 with err: SW_E_INVALID_PAYLOAD, SW_E_INTERNAL (Redis; then rc->err may be
  * set and the caller reconnects), or SW_E_INTERNAL "fence lost" with *fenced = true (may be
  * NULL). fence_key/fence_val NULL = unfenced. */
-int enq_payload(redisContext *rc, const cfg *c, const char *payload, const char *fence_key,
+int enq_payload(rds *rc, const cfg *c, const char *payload, const char *fence_key,
                 const char *fence_val, bool *fenced, sw_err *err);
 
 #endif

@@ -58,7 +58,7 @@ struct exec_pool {
 typedef struct thread_state {
     job_thread jt;     /* first: job_ctx.thread points here */
     exec_pool *pool;
-    redisContext *rc;  /* memo writes, lazily connected */
+    rds *rc;  /* memo writes, lazily connected */
     bool ran_process;  /* a job of this thread ran in a job process (worker/jobproc.h) */
 } thread_state;
 
@@ -135,7 +135,7 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
         rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
         snprintf(field, sizeof field, "m:%s", name);
         /* fenced like a finish: only while this worker still owns this delivery */
-        redisReply *r = redisCommand(
+        redisReply *r = rds_command(
             ts->rc,
             "EVAL %s 1 %s %s %s %s %s",
             "local h = redis.call('HMGET', KEYS[1], 'worker', 'entry', 'status')\n"
@@ -154,7 +154,7 @@ static int memo_set(job_ctx *ctx, const char *name, const char *value, sw_err *e
             return 0;
         }
         if (r) freeReplyObject(r);
-        redisFree(ts->rc);
+        rds_free(ts->rc);
         ts->rc = NULL;
     }
     return sw_errc(err, SW_E_INTERNAL, "cannot record job memo '%s' in Redis", name);
@@ -167,7 +167,7 @@ static int enqueue(job_ctx *ctx, const char *payload, sw_err *err)
     if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, err))) return -1;
     int rc = enq_payload(ts->rc, ts->pool->cfg, payload, NULL, NULL, NULL, err);
     if (rc < 0 && ts->rc->err) {
-        redisFree(ts->rc);
+        rds_free(ts->rc);
         ts->rc = NULL;
     }
     return rc;
@@ -184,7 +184,7 @@ static bool lease_lost(thread_state *ts, item *it)
     if (!ts->rc && !(ts->rc = rds_connect(&ts->pool->cfg->redis, 5000, &e))) return false;
     char key[256];
     rds_job_key(ts->pool->cfg, it->req.id, key, sizeof key);
-    redisReply *r = redisCommand(ts->rc, "HMGET %s worker entry status", key);
+    redisReply *r = rds_command(ts->rc, "HMGET %s worker entry status", key);
     bool lost = false;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         redisReply **v = r->element;
@@ -192,7 +192,7 @@ static bool lease_lost(thread_state *ts, item *it)
                v[1]->type != REDIS_REPLY_STRING || strcmp(v[1]->str, it->entry) != 0 ||
                v[2]->type != REDIS_REPLY_STRING || strcmp(v[2]->str, "running") != 0;
     } else if (!r) {
-        redisFree(ts->rc);
+        rds_free(ts->rc);
         ts->rc = NULL;
     }
     if (r) freeReplyObject(r);
@@ -224,9 +224,9 @@ static void progress(job_ctx *ctx, int64_t bytes, int64_t entries)
     snprintf(attempt, sizeof attempt, "%d", it->attempt);
     const char *argv[] = {"EVAL", scr_source(SCR_PROGRESS), "1", key, it->req.id, it->req.type,
                           attempt, data, ts->pool->consumer};
-    redisReply *r = redisCommandArgv(ts->rc, 9, argv, NULL);
+    redisReply *r = rds_command_argv(ts->rc, 9, argv, NULL);
     if (!r) {
-        redisFree(ts->rc);
+        rds_free(ts->rc);
         ts->rc = NULL;
     }
     if (r) freeReplyObject(r);
@@ -425,7 +425,7 @@ static void *thread_main(void *arg)
         if (*tenant && !stopping) gc_between_jobs(ts, tenant);
     }
     job_thread_free(&ts->jt);
-    if (ts->rc) redisFree(ts->rc);
+    if (ts->rc) rds_free(ts->rc);
     free(ts);
     return NULL;
 }

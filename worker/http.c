@@ -217,7 +217,7 @@ void http_reply_error(struct evhttp_request *req, int code, const char *msg)
     http_reply_json(req, code, json_pack("{s:s}", "error", msg));
 }
 
-redisContext *http_redis(http_srv *h, struct evhttp_request *req)
+rds *http_redis(http_srv *h, struct evhttp_request *req)
 {
     if (h->rc && h->rc->err) http_redis_reset(h);
     if (!h->rc) {
@@ -233,7 +233,7 @@ redisContext *http_redis(http_srv *h, struct evhttp_request *req)
 
 void http_redis_reset(http_srv *h)
 {
-    if (h->rc) redisFree(h->rc);
+    if (h->rc) rds_free(h->rc);
     h->rc = NULL;
 }
 
@@ -305,7 +305,7 @@ static void metrics(http_srv *h, struct evhttp_request *req)
     metrics_label(h->st->queue, q, sizeof q);
     metrics_render(f, h->st->queue, SNAPWORKER_VERSION);
     json_t *fig = NULL;
-    redisContext *rc = http_redis(h, NULL);
+    rds *rc = http_redis(h, NULL);
     if (rc) {
         sw_err e;
         fig = ops_queue_figures_shared(rc, h->cfg, h->st->queue, h->cfg->metrics_interval_s * 1000, &e);

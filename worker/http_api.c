@@ -128,7 +128,7 @@ static void api_get(http_srv *h, struct evhttp_request *req, const char *path)
         http_reply_error(req, 400, "bad query string");
         return;
     }
-    redisContext *rc = http_redis(h, req);
+    rds *rc = http_redis(h, req);
     sw_err e;
     sw_err_clear(&e);
     if (!rc) goto out;
@@ -170,7 +170,7 @@ static void api_post(http_srv *h, struct evhttp_request *req, const char *path)
     const char *id = json_string_value(json_object_get(body, "id"));
     sw_err e;
     sw_err_clear(&e);
-    redisContext *rc = http_redis(h, req);
+    rds *rc = http_redis(h, req);
     if (rc) {
         if (requeue && !id) http_reply_error(req, 400, "\"id\" (the dead entry id) is required");
         else if (requeue) reply_result(h, req, ops_dead_requeue(rc, h->cfg, h->st->queue, id, &e), &e);

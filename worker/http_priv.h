@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "common/rds.h"
 #include "worker/http.h"
 #include "worker/ready.h"
 
@@ -30,12 +31,12 @@ struct http_srv {
     struct event *wake_ev;
     pthread_t th;
     int th_started;
-    redisContext *rc;       /* the handlers' blocking connection, lazily (re)made */
+    rds *rc;       /* the handlers' blocking connection, lazily (re)made */
     ready_probe *ready;
 };
 
 /* The handlers' Redis connection, connected on demand; NULL with a 503 already sent. */
-redisContext *http_redis(http_srv *h, struct evhttp_request *req);
+rds *http_redis(http_srv *h, struct evhttp_request *req);
 /* After a Redis error: drop the connection so the next request makes a new one. */
 void http_redis_reset(http_srv *h);
 /* Send 'body' (stolen; NULL = {}) as JSON with status 'code'. */

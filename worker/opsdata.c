@@ -34,11 +34,11 @@ static void qkey(const cfg *c, const char *queue, const char *suffix, char *out,
     snprintf(out, n, "%s:{%s}:%s", c->ns, queue, suffix);
 }
 
-static redisReply *cmd(redisContext *rc, sw_err *err, const char *fmt, ...)
+static redisReply *cmd(rds *rc, sw_err *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
+    redisReply *r = rds_vcommand(rc, fmt, ap);
     va_end(ap);
     if (!r) sw_errf(err, SW_E_INTERNAL, true, "redis: %s", rc->errstr[0] ? rc->errstr : "no reply");
     return r;
@@ -65,9 +65,9 @@ bool ops_stream_id_valid(const char *s)
     return p != q && *p == '\0';
 }
 
-static int64_t redis_now_ms(redisContext *rc)
+static int64_t redis_now_ms(rds *rc)
 {
-    redisReply *r = redisCommand(rc, "TIME");
+    redisReply *r = rds_command(rc, "TIME");
     int64_t ms = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->str)
         ms = strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
@@ -107,9 +107,9 @@ static json_t *shown_json(const char *text, size_t len)
 
 /* ---- figures ----------------------------------------------------------- */
 
-static void add_consumers(redisContext *rc, const char *key, json_t *byname)
+static void add_consumers(rds *rc, const char *key, json_t *byname)
 {
-    redisReply *r = redisCommand(rc, "XINFO CONSUMERS %s %s", key, GROUP);
+    redisReply *r = rds_command(rc, "XINFO CONSUMERS %s %s", key, GROUP);
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements; i++) {
             const redisReply *e = r->element[i];
@@ -131,14 +131,14 @@ static void add_consumers(redisContext *rc, const char *key, json_t *byname)
     if (r) freeReplyObject(r);
 }
 
-static json_int_t throughput_1m(redisContext *rc, const char *k_events, int64_t now_ms)
+static json_int_t throughput_1m(rds *rc, const char *k_events, int64_t now_ms)
 {
     char start[40];
     snprintf(start, sizeof start, "%lld", (long long)(now_ms - 60000));
     json_int_t n = 0;
     int scanned = 0;
     while (scanned < THROUGHPUT_SCAN) {
-        redisReply *r = redisCommand(rc, "XRANGE %s %s + COUNT %d", k_events, start, EVENTS_PAGE);
+        redisReply *r = rds_command(rc, "XRANGE %s %s + COUNT %d", k_events, start, EVENTS_PAGE);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
             if (r) freeReplyObject(r);
             break;
@@ -156,7 +156,7 @@ static json_int_t throughput_1m(redisContext *rc, const char *k_events, int64_t 
     return n;
 }
 
-json_t *ops_queue_figures(redisContext *rc, const cfg *c, const char *queue, sw_err *err)
+json_t *ops_queue_figures(rds *rc, const cfg *c, const char *queue, sw_err *err)
 {
     char k[300];
     int64_t now = redis_now_ms(rc);
@@ -172,10 +172,10 @@ json_t *ops_queue_figures(redisContext *rc, const cfg *c, const char *queue, sw_
         json_object_set_new(streams, ops_priority_name[i], json_integer(len));
         depth += len;
         if (len == 0) continue;
-        r = redisCommand(rc, "XPENDING %s %s", k, GROUP);
+        r = rds_command(rc, "XPENDING %s %s", k, GROUP);
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) pending += int_reply(r->element[0]);
         if (r) freeReplyObject(r);
-        r = redisCommand(rc, "XRANGE %s - + COUNT 1", k);
+        r = rds_command(rc, "XRANGE %s - + COUNT 1", k);
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
             int64_t ms = id_ms(r->element[0]->element[0]->str);
             if (ms > 0 && (oldest == 0 || ms < oldest)) oldest = ms;
@@ -220,7 +220,7 @@ fail:
     return NULL;
 }
 
-json_t *ops_queue_figures_shared(redisContext *rc, const cfg *c, const char *queue,
+json_t *ops_queue_figures_shared(rds *rc, const cfg *c, const char *queue,
                                  int max_age_ms, sw_err *err)
 {
     char k_cache[300], k_lock[300];
@@ -251,12 +251,12 @@ json_t *ops_queue_figures_shared(redisContext *rc, const cfg *c, const char *que
             if (f) {
                 char *s = json_dumps(f, JSON_COMPACT);
                 /* kept for several intervals: a stale copy beats none while one is read */
-                r = redisCommand(rc, "SET %s %s PX %d", k_cache, s, max_age_ms * 10 + 5000);
+                r = rds_command(rc, "SET %s %s PX %d", k_cache, s, max_age_ms * 10 + 5000);
                 if (r) freeReplyObject(r);
                 free(s);
                 json_object_set_new(f, "age_ms", json_integer(0));
             }
-            r = redisCommand(rc, "DEL %s", k_lock);
+            r = rds_command(rc, "DEL %s", k_lock);
             if (r) freeReplyObject(r);
             json_decref(cached);
             return f;
@@ -311,9 +311,9 @@ static bool type_ok(const json_t *o, const char *type)
     return !type || !*type || (t && !strcmp(t, type));
 }
 
-static json_t *events_page(redisContext *rc, const char *k_events, char *end, size_t n)
+static json_t *events_page(rds *rc, const char *k_events, char *end, size_t n)
 {
-    redisReply *r = redisCommand(rc, "XREVRANGE %s %s - COUNT %d", k_events, end, EVENTS_PAGE);
+    redisReply *r = rds_command(rc, "XREVRANGE %s %s - COUNT %d", k_events, end, EVENTS_PAGE);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r) freeReplyObject(r);
         return NULL;
@@ -340,7 +340,7 @@ static json_t *events_page(redisContext *rc, const char *k_events, char *end, si
 }
 
 /* Call fn on the newest events, newest first, until it returns false or EVENTS_SCAN. */
-static void scan_events(redisContext *rc, const cfg *c, const char *queue,
+static void scan_events(rds *rc, const cfg *c, const char *queue,
                         bool (*fn)(json_t *ev, void *arg), void *arg)
 {
     char k[300], end[64] = "+";
@@ -406,14 +406,14 @@ static bool progress_cb(json_t *ev, void *arg)
     return --a->left > 0;
 }
 
-static json_t *list_running(redisContext *rc, const cfg *c, const char *queue, const char *type,
+static json_t *list_running(rds *rc, const cfg *c, const char *queue, const char *type,
                             int limit, sw_err *err)
 {
     json_t *out = json_array(), *byid = json_object();
     char k[300], jk[400];
     for (int s = 0; s < OPS_NSTREAMS && (int)json_array_size(out) < limit; s++) {
         qkey(c, queue, ops_stream_suffix[s], k, sizeof k);
-        redisReply *p = redisCommand(rc, "XPENDING %s %s - + %d", k, GROUP, PENDING_SCAN);
+        redisReply *p = rds_command(rc, "XPENDING %s %s - + %d", k, GROUP, PENDING_SCAN);
         if (!p || p->type != REDIS_REPLY_ARRAY) {
             if (p) freeReplyObject(p);
             if (!p) {
@@ -427,7 +427,7 @@ static json_t *list_running(redisContext *rc, const cfg *c, const char *queue, c
         for (size_t i = 0; i < p->elements && (int)json_array_size(out) < limit; i++) {
             const redisReply *e = p->element[i];
             const char *eid = e->element[0]->str;
-            redisReply *x = redisCommand(rc, "XRANGE %s %s %s", k, eid, eid);
+            redisReply *x = rds_command(rc, "XRANGE %s %s %s", k, eid, eid);
             json_t *o = NULL;
             if (x && x->type == REDIS_REPLY_ARRAY && x->elements == 1)
                 o = payload_brief(x->element[0]->element[1]);
@@ -447,7 +447,7 @@ static json_t *list_running(redisContext *rc, const cfg *c, const char *queue, c
             if (id && id_valid_job(id)) {
                 qkey(c, queue, "job:", jk, sizeof jk);
                 strncat(jk, id, sizeof jk - strlen(jk) - 1);
-                redisReply *h = redisCommand(rc, "HMGET %s status attempt started_ms", jk);
+                redisReply *h = rds_command(rc, "HMGET %s status attempt started_ms", jk);
                 if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 3) {
                     if (h->element[0]->str) json_object_set_new(o, "status", json_string(h->element[0]->str));
                     if (h->element[1]->str)
@@ -468,7 +468,7 @@ static json_t *list_running(redisContext *rc, const cfg *c, const char *queue, c
     return out;
 }
 
-static json_t *list_queued(redisContext *rc, const cfg *c, const char *queue, const char *type,
+static json_t *list_queued(rds *rc, const cfg *c, const char *queue, const char *type,
                            int limit, sw_err *err)
 {
     json_t *out = json_array();
@@ -476,14 +476,14 @@ static json_t *list_queued(redisContext *rc, const cfg *c, const char *queue, co
     for (int s = 0; s < OPS_NSTREAMS && (int)json_array_size(out) < limit; s++) {
         qkey(c, queue, ops_stream_suffix[s], k, sizeof k);
         json_t *pend = json_object();
-        redisReply *p = redisCommand(rc, "XPENDING %s %s - + %d", k, GROUP, PENDING_SCAN);
+        redisReply *p = rds_command(rc, "XPENDING %s %s - + %d", k, GROUP, PENDING_SCAN);
         if (p && p->type == REDIS_REPLY_ARRAY)
             for (size_t i = 0; i < p->elements; i++)
                 json_object_set_new(pend, p->element[i]->element[0]->str, json_true());
         if (p) freeReplyObject(p);
         char start[64] = "-";
         for (int scanned = 0; scanned < EVENTS_SCAN && (int)json_array_size(out) < limit;) {
-            redisReply *r = redisCommand(rc, "XRANGE %s %s + COUNT 100", k, start);
+            redisReply *r = rds_command(rc, "XRANGE %s %s + COUNT 100", k, start);
             if (!r || r->type != REDIS_REPLY_ARRAY) {
                 if (!r) sw_errf(err, SW_E_INTERNAL, true, "redis: %s", rc->errstr);
                 if (r) freeReplyObject(r);
@@ -519,7 +519,7 @@ static json_t *list_queued(redisContext *rc, const cfg *c, const char *queue, co
     return out;
 }
 
-static json_t *list_delayed(redisContext *rc, const cfg *c, const char *queue, const char *type,
+static json_t *list_delayed(rds *rc, const cfg *c, const char *queue, const char *type,
                             int limit, sw_err *err)
 {
     char k[300];
@@ -552,7 +552,7 @@ static json_t *list_delayed(redisContext *rc, const cfg *c, const char *queue, c
     return out;
 }
 
-static json_t *list_dead(redisContext *rc, const cfg *c, const char *queue, const char *type,
+static json_t *list_dead(rds *rc, const cfg *c, const char *queue, const char *type,
                          int limit, sw_err *err)
 {
     char k[300], end[64] = "+";
@@ -595,7 +595,7 @@ static json_t *list_dead(redisContext *rc, const cfg *c, const char *queue, cons
     return out;
 }
 
-json_t *ops_list(redisContext *rc, const cfg *c, const char *queue, const char *state,
+json_t *ops_list(rds *rc, const cfg *c, const char *queue, const char *state,
                  const char *type, int limit, sw_err *err)
 {
     if (limit <= 0) limit = 100;
@@ -646,7 +646,7 @@ static bool job_ev_cb(json_t *ev, void *arg)
     return json_array_size(a->out) < 200;
 }
 
-json_t *ops_job(redisContext *rc, const cfg *c, const char *queue, const char *id, sw_err *err)
+json_t *ops_job(rds *rc, const cfg *c, const char *queue, const char *id, sw_err *err)
 {
     if (!id || !id_valid_job(id)) {
         sw_errf(err, SW_E_INVALID_PAYLOAD, false, "not a valid job id");
@@ -667,7 +667,7 @@ json_t *ops_job(redisContext *rc, const cfg *c, const char *queue, const char *i
 
 /* ---- dead-letter actions -------------------------------------------------- */
 
-json_t *ops_dead_requeue(redisContext *rc, const cfg *c, const char *queue, const char *id,
+json_t *ops_dead_requeue(rds *rc, const cfg *c, const char *queue, const char *id,
                          sw_err *err)
 {
     if (!ops_stream_id_valid(id)) {
@@ -695,7 +695,7 @@ json_t *ops_dead_requeue(redisContext *rc, const cfg *c, const char *queue, cons
     return out;
 }
 
-json_t *ops_dead_purge(redisContext *rc, const cfg *c, const char *queue, const char *id,
+json_t *ops_dead_purge(rds *rc, const cfg *c, const char *queue, const char *id,
                        sw_err *err)
 {
     char k[300];

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "common/cfg.h"
+#include "common/rds.h"
 #include "common/err.h"
 
 /* The three streams of a queue, highest priority first (docs/queue.md). */
@@ -25,13 +26,13 @@ extern const char *const ops_priority_name[OPS_NSTREAMS];   /* "high", "default"
 /* Figures of queue 'queue' read now: {"name","depth","pending","lag","delayed","dead",
  * "oldest_age_s","streams":{"high","default","low"},"consumers":[{"name","pending",
  * "idle_ms"}],"live_workers","throughput_1m","at_ms"}. */
-json_t *ops_queue_figures(redisContext *rc, const cfg *c, const char *queue, sw_err *err);
+json_t *ops_queue_figures(rds *rc, const cfg *c, const char *queue, sw_err *err);
 
 /* The same, shared by every replica: served from the key {ns}:{Q}:stats when it is
  * younger than 'max_age_ms'; else one caller (SET NX on {ns}:{Q}:stats:lock) reads the
  * figures and stores them, the others keep using the previous copy, so Redis is read
  * about once per 'max_age_ms' however many replicas scrape. Adds "age_ms". */
-json_t *ops_queue_figures_shared(redisContext *rc, const cfg *c, const char *queue,
+json_t *ops_queue_figures_shared(rds *rc, const cfg *c, const char *queue,
                                  int max_age_ms, sw_err *err);
 
 /* Jobs of queue 'queue' in 'state' (queued | running | delayed | dead | failed |
@@ -39,20 +40,20 @@ json_t *ops_queue_figures_shared(redisContext *rc, const cfg *c, const char *que
  * 'type' (NULL = any) filters by job type. An array of
  * {"id","type","status","priority","attempt","worker","ts","error":{code,message},
  *  "progress":{...},"dead_id","due_ms","idle_ms"} (fields present when known). */
-json_t *ops_list(redisContext *rc, const cfg *c, const char *queue, const char *state,
+json_t *ops_list(rds *rc, const cfg *c, const char *queue, const char *state,
                  const char *type, int limit, sw_err *err);
 bool ops_state_valid(const char *state);
 
 /* One job: {"job": the redacted hash (or null), "events": [oldest first]}; NULL with
  * SW_E_INVALID_PAYLOAD when 'id' is not a valid job id. */
-json_t *ops_job(redisContext *rc, const cfg *c, const char *queue, const char *id, sw_err *err);
+json_t *ops_job(rds *rc, const cfg *c, const char *queue, const char *id, sw_err *err);
 
 /* Dead-letter actions. requeue: {"requeued":ID,"entry":NEW}; SW_E_INVALID_PAYLOAD when
  * the id is malformed or no such entry. purge: 'id' NULL = the whole dead stream,
  * else that one entry: {"purged":N}. */
-json_t *ops_dead_requeue(redisContext *rc, const cfg *c, const char *queue, const char *id,
+json_t *ops_dead_requeue(rds *rc, const cfg *c, const char *queue, const char *id,
                          sw_err *err);
-json_t *ops_dead_purge(redisContext *rc, const cfg *c, const char *queue, const char *id,
+json_t *ops_dead_purge(rds *rc, const cfg *c, const char *queue, const char *id,
                        sw_err *err);
 bool ops_stream_id_valid(const char *s);   /* "MS-SEQ", digits */
 

@@ -28,7 +28,7 @@ struct ready_probe {
     int stop;
     json_t *last;        /* under mu */
     int64_t last_ms;     /* monotonic, under mu */
-    redisContext *rc;    /* probe thread only */
+    rds *rc;    /* probe thread only */
     db *d;
     store *st;
 };
@@ -50,12 +50,12 @@ static const char *check_redis(ready_probe *p, char *msg, size_t n)
         snprintf(msg, n, "%s", e.msg);
         return msg;
     }
-    redisReply *r = redisCommand(p->rc, "PING");
+    redisReply *r = rds_command(p->rc, "PING");
     bool ok = r && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING);
     if (!ok) snprintf(msg, n, "%s", r && r->str ? r->str : (p->rc->errstr[0] ? p->rc->errstr : "no reply"));
     if (r) freeReplyObject(r);
     if (!r) {
-        redisFree(p->rc);
+        rds_free(p->rc);
         p->rc = NULL;
     }
     return ok ? "ok" : msg;
@@ -137,7 +137,7 @@ static void *probe_main(void *arg)
         }
     }
     pthread_mutex_unlock(&p->mu);
-    if (p->rc) redisFree(p->rc);
+    if (p->rc) rds_free(p->rc);
     db_free(p->d);
     store_close(p->st);
     return NULL;

@@ -61,7 +61,7 @@ static const char LUA_RELEASE[] =
 struct schedule {
     const cfg *cfg;
     struct event *tick;
-    redisContext *rc;
+    rds *rc;
     char name[160];            /* host:pid:rand */
     char token[200];           /* the lock value while leading, "" otherwise */
     char k_lock[256], k_epoch[256];
@@ -79,7 +79,7 @@ static int64_t now_ms(void)
 
 static void drop_conn(schedule *s)
 {
-    if (s->rc) redisFree(s->rc);
+    if (s->rc) rds_free(s->rc);
     s->rc = NULL;
     s->retry_at_ms = now_ms() + BACKOFF_MS;
 }
@@ -90,7 +90,7 @@ static int lead(schedule *s)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", s->cfg->schedule_lock_ttl_s * 1000);
     const char *argv[] = {"EVAL", LUA_LEAD, "2", s->k_lock, s->k_epoch, s->name, ttl, s->token};
-    redisReply *r = redisCommandArgv(s->rc, 8, argv, NULL);
+    redisReply *r = rds_command_argv(s->rc, 8, argv, NULL);
     if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
         log_msg(SW_LOG_WARN, "schedule_redis_failed", "reason",
                 !r ? s->rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
@@ -209,10 +209,10 @@ void schedule_free(schedule *s)
     if (!s) return;
     if (s->rc && s->token[0]) { /* hand over now rather than after the TTL */
         const char *argv[] = {"EVAL", LUA_RELEASE, "1", s->k_lock, s->token};
-        redisReply *r = redisCommandArgv(s->rc, 5, argv, NULL);
+        redisReply *r = rds_command_argv(s->rc, 5, argv, NULL);
         if (r) freeReplyObject(r);
     }
-    if (s->rc) redisFree(s->rc);
+    if (s->rc) rds_free(s->rc);
     if (s->tick) event_free(s->tick);
     free(s);
 }

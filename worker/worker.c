@@ -586,7 +586,7 @@ static void read_cb(void *owner, redisReply *r, void *ud)
     if (!r) return; /* connection lost: the reconnect resumes */
     if (r->type == REDIS_REPLY_ERROR) {
         log_msg(SW_LOG_WARN, "redis_read_failed", "error", r->str, NULL);
-        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ac) wk_create_group(w);
+        if (strncmp(r->str, "NOGROUP", 7) == 0 && w->rd.ready) wk_create_group(w);
         /* e.g. LOADING after a restart: try again shortly, not in a tight loop */
         struct timeval tv = {0, 200000};
         evtimer_add(w->t_read_retry, &tv);
@@ -932,18 +932,18 @@ static void release_consumer(worker *w)
 {
     /* remove our consumer from the group when it holds nothing */
     sw_err err;
-    redisContext *rc = rds_connect(&w->cfg->redis, 2000, &err);
+    rds *rc = rds_connect(&w->cfg->redis, 2000, &err);
     if (!rc) return;
     for (int i = 0; i < PRIO_COUNT; i++) {
-        redisReply *r = redisCommand(rc, "XPENDING %s %s - + 1 %s", w->k_streams[i], GROUP, w->name);
+        redisReply *r = rds_command(rc, "XPENDING %s %s - + 1 %s", w->k_streams[i], GROUP, w->name);
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 0) {
             redisReply *d =
-                redisCommand(rc, "XGROUP DELCONSUMER %s %s %s", w->k_streams[i], GROUP, w->name);
+                rds_command(rc, "XGROUP DELCONSUMER %s %s %s", w->k_streams[i], GROUP, w->name);
             if (d) freeReplyObject(d);
         }
         if (r) freeReplyObject(r);
     }
-    redisFree(rc);
+    rds_free(rc);
 }
 
 int worker_free(worker *w)

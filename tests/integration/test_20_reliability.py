@@ -258,6 +258,7 @@ class Drain(SWTestCase):
         p = self.payload(args={"sleep_ms": 4000})
         self.xadd(p)
         wait_for(lambda: self.events(p["id"]), what="started")
+        time.sleep(0.5 * SLOW)  # let a thread take it (see the test above)
         t0 = time.time()
         self.assertEqual(w.stop(signal.SIGTERM), 0)
         self.assertLess(time.time() - t0, 3 * SLOW)

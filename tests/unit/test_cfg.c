@@ -80,7 +80,7 @@ static void bad_values_name_the_variable(void **state)
     struct { const char *var, *val, *needle; } cases[] = {
         {"SNAPWORKER_LEASE_S", "abc", "SNAPWORKER_LEASE_S: expected an integer"},
         {"SNAPWORKER_LEASE_S", "0", "SNAPWORKER_LEASE_S"},
-        {"REDIS_URL", "rediss://h:1", "TLS"},
+        {"REDIS_URL", "rediss://h:1?ssl_cert_reqs=sometimes", "REDIS_URL: ssl_cert_reqs: expected required"},
         {"REDIS_URL", "http://x", "REDIS_URL"},
         {"SNAPWORKER_STORE", "ftp://x", "SNAPWORKER_STORE"},
         {"SNAPWORKER_QUEUE", "a b", "SNAPWORKER_QUEUE: expected"},
@@ -237,6 +237,80 @@ static void dns_labels(void **state)
     assert_int_equal(load_env("SANDBOX_NAMESPACE", "team-1", err), 0);
 }
 
+/* The TLS, Sentinel and Cluster forms of docs/redis.md, and what each refuses. */
+static void redis_tls_sentinel_cluster_urls_parse(void **state)
+{
+    (void)state;
+    rds_url u;
+    char err[300];
+    assert_int_equal(rds_url_parse("rediss://:p%40w@cache.example:6380/2?ssl_ca_certs=%2Fetc%2Fca.pem"
+                                   "&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_cert_reqs=CERT_REQUIRED",
+                                   &u, err, sizeof err), 0);
+    assert_true(u.tls);
+    assert_int_equal(u.mode, RDS_DIRECT);
+    assert_string_equal(u.host, "cache.example");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 2);
+    assert_string_equal(u.password, "p@w");
+    assert_string_equal(u.tls_ca, "/etc/ca.pem");
+    assert_string_equal(u.tls_cert, "/c.pem");
+    assert_string_equal(u.tls_key, "/k.pem");
+    assert_int_equal(u.tls_verify, RDS_VERIFY_REQUIRED);
+    assert_true(u.tls_check_hostname);
+    rds_url_free(&u);
+    assert_int_equal(rds_url_parse("rediss://h?ssl_cert_reqs=none&ssl_check_hostname=False&socket_timeout=5",
+                                   &u, err, sizeof err), 0);
+    assert_int_equal(u.tls_verify, RDS_VERIFY_NONE);
+    assert_false(u.tls_check_hostname);
+    rds_url_free(&u);
+
+    assert_int_equal(rds_url_parse("redis+sentinel://:pw@s1:26379,s2,s3:26381/mymaster/3"
+                                   "?sentinel_password=sp", &u, err, sizeof err), 0);
+    assert_int_equal(u.mode, RDS_SENTINEL);
+    assert_int_equal(u.nhosts, 3);
+    assert_string_equal(u.hosts[1].host, "s2");
+    assert_int_equal(u.hosts[1].port, 26379);
+    assert_int_equal(u.hosts[2].port, 26381);
+    assert_string_equal(u.master_name, "mymaster");
+    assert_string_equal(u.sentinel_password, "sp");
+    assert_string_equal(u.password, "pw");
+    assert_int_equal(u.db, 3);
+    rds_url b;
+    assert_int_equal(rds_url_parse("sentinel://:pw@s9:1;sentinel://s8:2/3?master_name=mymaster",
+                                   &b, err, sizeof err), 0);
+    assert_int_equal(b.nhosts, 2);
+    assert_int_equal(b.hosts[1].port, 2);
+    assert_true(rds_url_same_db(&u, &b));
+    rds_url_free(&b);
+    rds_url_free(&u);
+
+    assert_int_equal(rds_url_parse("rediss+cluster://n1:7000,n2:7001", &u, err, sizeof err), 0);
+    assert_int_equal(u.mode, RDS_CLUSTER);
+    assert_true(u.tls);
+    assert_int_equal(u.nhosts, 2);
+    rds_url_free(&u);
+
+    static const struct { const char *url, *msg; } bad[] = {
+        {"redis://h?ssl_ca_certs=/x", "need TLS"},
+        {"rediss://h?ssl_cert_reqs=maybe", "ssl_cert_reqs"},
+        {"rediss://h?verify=1", "unknown option 'verify'"},
+        {"redis+sentinel://s1,s2", "master's name"},
+        {"sentinel://s1:1;sentinel://s2:2", "master_name"},
+        {"redis+cluster://n1:7000/3", "database 0 only"},
+        {"redis://h:99999", "expected redis://"},
+        {"redis+cluster://n1,,n2", "expected redis://"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(rds_url_parse(bad[i].url, &u, err, sizeof err), -1);
+        if (!strstr(err, bad[i].msg)) fail_msg("%s: '%s' lacks '%s'", bad[i].url, err, bad[i].msg);
+    }
+    char out[200];
+    cfg_redact_url("sentinel://:a@s1:1;sentinel://:b@s2:2/0?master_name=m", out, sizeof out);
+    assert_string_equal(out, "sentinel://:***@s1:1;sentinel://:***@s2:2/0?master_name=m");
+    cfg_redact_conninfo("redis+sentinel://s1/m?sentinel_password=zz", out, sizeof out);
+    assert_null(strstr(out, "zz"));
+}
+
 static void redis_urls_parse(void **state)
 {
     (void)state;
@@ -311,6 +385,7 @@ int main(void)
         cmocka_unit_test(bad_values_name_the_variable),
         cmocka_unit_test(a_bad_secret_is_not_echoed),
         cmocka_unit_test(redis_urls_parse),
+        cmocka_unit_test(redis_tls_sentinel_cluster_urls_parse),
         cmocka_unit_test(database_urls_are_checked_without_loading_libpq),
         cmocka_unit_test(a_bad_database_url_never_shows_its_password),
         cmocka_unit_test(s3_bucket_names_follow_the_naming_rules),
