@@ -130,7 +130,7 @@ class ClusterMigration(ClusterCase):
         before = self.r.xlen(self.k(q, "events"))
         self.assertLess(before, 2 * n, "the drain ended before the slot moved")
         batches = []
-        moved = migrate_slot(self.ports(), slot, dst, batch=100, pause=0.05, between=batches.append)
+        moved = migrate_slot(self.ports(), slot, dst, batch=50, pause=0.2, between=batches.append)
         self.assertGreater(moved, n // 10)
         self.assertEqual(slot_owner(self.ports(), slot), dst)
         s = node_client(src)
