@@ -413,8 +413,11 @@ static void sen_reply(rtr *t, redisReply *r, void *priv)
              r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING;
     if (!ok) {
         char why[300];
-        snprintf(why, sizeof why, "sentinel %s:%d does not know master '%s'%s%s", rtr_host(t), rtr_port(t),
-                 c->url->master_name, is_err(r, "") ? ": " : "", is_err(r, "") ? r->str : "");
+        if (!r)
+            snprintf(why, sizeof why, "sentinel %s:%d: connection lost", rtr_host(t), rtr_port(t));
+        else
+            snprintf(why, sizeof why, "sentinel %s:%d does not know master '%s'%s%s", rtr_host(t),
+                     rtr_port(t), c->url->master_name, is_err(r, "") ? ": " : "", is_err(r, "") ? r->str : "");
         sen_close(c);
         c->sen_idx = (c->sen_idx + 1) % c->url->nhosts;
         if (!c->tr && !c->closing) lost(c, why); /* discovering: next sentinel after the backoff */

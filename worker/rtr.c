@@ -85,14 +85,18 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     rtr *t = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec v[8];
-    int nv = evbuffer_peek(in, -1, NULL, v, 8);
-    size_t fed = 0;
-    for (int i = 0; i < nv && i < 8; i++) {
-        if (redisReaderFeed(t->rd, v[i].iov_base, v[i].iov_len) != REDIS_OK) break;
-        fed += v[i].iov_len;
+    /* everything that arrived goes to the reader now: a callback queued after this one
+     * (the EOF of a closing server) must not find replies still unread */
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v[8];
+        int nv = evbuffer_peek(in, -1, NULL, v, 8);
+        size_t fed = 0;
+        for (int i = 0; i < nv && i < 8; i++) {
+            redisReaderFeed(t->rd, v[i].iov_base, v[i].iov_len); /* copies; fails only on OOM */
+            fed += v[i].iov_len;
+        }
+        evbuffer_drain(in, fed);
     }
-    evbuffer_drain(in, fed);
     t->busy++;
     while (!t->freed && !t->gone) {
         void *reply = NULL;
@@ -126,8 +130,6 @@ static void on_read(struct bufferevent *bev, void *arg)
         destroy(t);
         return;
     }
-    /* more than 8 chunks arrived: read the rest on the next turn */
-    if (!t->gone && evbuffer_get_length(in) > 0) bufferevent_trigger(bev, EV_READ, 0);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
