@@ -132,6 +132,27 @@ class SentinelBasics(SentinelCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.use_master().hget(self.key("job:" + jid), "status"), "succeeded")
 
+    def test_a_celery_producer_on_kombus_sentinel_transport_reaches_the_worker(self):
+        # kombu keeps the master's name in transport options; snapworker takes it from the
+        # URL query (docs/redis.md), so the worker's CELERY_BROKER_URL is kombu's plus it
+        from celery import Celery
+        ports = self.sentinel_ports()
+        kombu_url = ";".join(f"sentinel://127.0.0.1:{p}" for p in ports) + "/0"
+        url = kombu_url + "?master_name=mymaster"
+        cq = "sw-sentinel-" + new_uuid()[:8]
+        self.start_worker(REDIS_URL=url, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url,
+                          SNAPWORKER_CELERY_QUEUES=cq)
+        app = Celery("sw-sentinel", broker=kombu_url, backend=kombu_url)
+        app.conf.broker_transport_options = {"master_name": "mymaster"}
+        app.conf.result_backend_transport_options = {"master_name": "mymaster"}
+        try:
+            res = app.send_task("snapworker.noop", queue=cq,
+                                kwargs={"sandbox_id": new_uuid(), "session_id": new_uuid()})
+            self.assertEqual(res.get(timeout=30 * SLOW), {"ok": True})
+            self.assertEqual(res.state, "SUCCESS")
+        finally:
+            app.close()
+
     def test_an_unknown_master_name_is_not_served_and_says_so(self):
         url = self.services.env["REDIS_URL"].replace("/mymaster/", "/nosuchmaster/")
         p = self.cli("enqueue", "noop", "--sandbox", new_uuid(), "--session", new_uuid(),

@@ -157,8 +157,11 @@ class Results(CeleryCase):
         dt.datetime.fromisoformat(m["date_done"])  # Celery's utcnow().isoformat()
         ttl = self.rb.ttl(f"celery-task-meta-{res.id}")
         self.assertTrue(0 < ttl <= 3600, ttl)
-        # the Celery task id is the job id
-        self.assertEqual(self.job_hash(res.id).get("status"), "succeeded")
+        # the Celery task id is the job id; the result is written before the finish
+        # script ends the job (docs/celery.md "When results are written"), so the job
+        # hash follows a moment later
+        wait_for(lambda: self.job_hash(res.id).get("status") == "succeeded",
+                 what="job hash succeeded after the Celery result")
         # nothing left in the Celery list or the snapworker stream
         wait_for(lambda: self.r.llen(self.cq) == 0 and self.r.xlen(self.key("stream")) == 0,
                  what="list and stream emptied")
