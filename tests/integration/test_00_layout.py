@@ -124,6 +124,45 @@ class Layout(unittest.TestCase):
         self.assertFalse(b in reachable(self.graph, a) and a in reachable(self.graph, b),
                          "jobs/sandbox_local and jobs/webapp include each other")
 
+    def test_webapp_calls_nothing_of_a_backend(self):
+        # the include graph above cannot see a call through a forward declaration; the
+        # dev-server code must reach a backend only through jobs/sandbox.h
+        with open(os.path.join(ROOT, "jobs", "webapp.c"), encoding="utf-8") as f:
+            calls = sorted(set(re.findall(r"\b(?:local_|sb_local_|k8s_|sb_k8s_)\w*\s*\(", f.read())))
+        self.assertEqual(calls, [], "jobs/webapp.c calls a backend directly")
+
+    def test_no_library_is_loaded_by_hand(self):
+        # issue 15: libraries are linked; a dlopen would bring back forwarding by hand
+        hits = []
+        for path in sorted(glob.glob(os.path.join(ROOT, "*", "**", "*.[ch]"), recursive=True)):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if re.search(r"\b(dlopen|dlsym)\s*\(", f.read()):
+                    hits.append(os.path.relpath(path, ROOT))
+        self.assertEqual(hits, [])
+
+    def test_the_repository_cites_only_its_own_files(self):
+        # README, docs and comments stand alone: no reference to design notes kept outside
+        # the repository (their content lives in docs/contract.md and the other docs)
+        outside = re.compile(r"\.\./shared|\b(DESIGN|STYLE|ONYX-COMPAT|K8S|NOTES-deps[\w-]*)\.md\b")
+        me = os.path.relpath(__file__, ROOT)
+        hits = []
+        for dirpath, dirnames, files in os.walk(ROOT):
+            dirnames[:] = [d for d in dirnames if d not in (".git", ".deps", "build", "run",
+                                                             "node_modules", "__pycache__")]
+            for name in files:
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, ROOT)
+                if rel == me or name.endswith((".png", ".gz", ".zst", ".tar")):
+                    continue
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        text = f.read()
+                except (UnicodeDecodeError, OSError):
+                    continue
+                for m in outside.finditer(text):
+                    hits.append(f"{rel}: {m.group(0)}")
+        self.assertEqual(hits, [])
+
     def test_the_connection_module_depends_on_nothing_above_it(self):
         below = reachable(self.graph, "worker/conn")
         allowed = {"worker/cmdv", "worker/scripts", "worker/rtr"}  # rtr: the transport below it

@@ -388,7 +388,7 @@ class Ops(SWTestCase):
         # RBAC: exactly the verbs the kubernetes backend uses (docs/kubernetes.md)
         role = by_kind["Role"]
         rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
-        self.assertEqual(rules, {(("",), ("pods",)): ["delete", "get", "list"],
+        self.assertEqual(rules, {(("",), ("pods",)): ["delete", "get"],
                                  (("",), ("pods/exec",)): ["create", "get"],
                                  (("",), ("services",)): ["delete", "get"]})
         dep = by_kind["Deployment"]
