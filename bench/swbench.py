@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +93,20 @@ def slope(xs, ys):
     mx, my = sum(xs) / n, sum(ys) / n
     den = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+
+def job_process_runs(logpath):
+    """The `job_process` log lines of job runs (op=run) in a worker's log, as dicts of their
+    fields: job, type, pid, spawn_us, spare, ms, peak_rss_kb (worker/jobproc.c)."""
+    runs = []
+    with open(logpath, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if "msg=job_process" not in line:
+                continue
+            kv = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+            if kv.get("op") == "run":
+                runs.append(kv)
+    return runs
 
 
 def save(name, data):
