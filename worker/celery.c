@@ -1,9 +1,10 @@
 /* worker/celery.c — Celery compatibility in the worker (docs/celery.md).
  * Owns: the ingress timer (kombu lists -> stream, one script), the mapping of a
  * `celery` stream entry into a job (deferral to its ETA, REVOKED when expired,
- * FAILURE when malformed), and result writes to the Celery result backend, which
- * happen before the job's finish script acks it. Message parsing and the result
- * meta format are in worker/celery_msg.c. */
+ * FAILURE when malformed), result writes to the Celery result backend, which
+ * happen before the job's finish script acks it, and Celery's revoke broadcast
+ * (a pub/sub connection; each revoked id runs the cancel script). Message parsing
+ * and the result meta format are in worker/celery_msg.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/rds.h"
 #include "common/xmalloc.h"
@@ -328,6 +330,131 @@ static void ingress_timer(evutil_socket_t fd, short ev, void *arg)
     conn_script(&w->cmd, &v, SCR_CELERY_INGRESS, ingress_cb, NULL);
 }
 
+/* ---- Celery control: revoke (docs/celery.md "Revoke") ------------------------------
+ * kombu delivers app.control broadcasts by PUBLISH on "/<db>.celery.pidbox"; a connection
+ * of its own SUBSCRIBEs there. A revoke that selects this worker runs the cancel script
+ * (worker/lua/cancel.lua) for each task id, which is the job id: a job not started never
+ * runs, a running one stops at its next checkpoint, and the Celery result becomes REVOKED
+ * when the worker drops or ends it. Every replica receives the broadcast and cancels; the
+ * script is idempotent, so that costs one "ended" reply per extra replica. Pub/sub keeps
+ * nothing: a revoke published while no replica is subscribed is lost. */
+
+static void revoke_cb(void *owner, redisReply *r, void *ud)
+{
+    (void)owner;
+    char *id = ud;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING)
+        log_msg(SW_LOG_INFO, "celery_revoked", "job", id, "result", r->element[0]->str,
+                "previous", r->element[1]->str, NULL);
+    else /* the operator can still run `snapworker cancel ID` */
+        log_msg(SW_LOG_WARN, "celery_revoke_failed", "job", id, "error",
+                r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply from Redis", NULL);
+    free(id);
+}
+
+/* The cancel script for one task id, on the queue's command connection. */
+static void revoke_one(worker *w, const char *id)
+{
+    if (!id_valid_job(id)) return; /* the parser checked it; it becomes a key here */
+    cmdv v;
+    conn_script_begin(&v, SCR_CANCEL, 6);
+    cv_addcat(&v, w->job_prefix, id);
+    cv_add(&v, w->k_delayed);
+    cv_add(&v, w->k_events);
+    for (int i = 0; i < PRIO_COUNT; i++) cv_add(&v, w->k_streams[i]); /* high, default, low */
+    cv_add(&v, id);
+    cv_addf(&v, "%d", w->cfg->job_ttl_s);
+    conn_script(&w->cmd, &v, SCR_CANCEL, revoke_cb, xstrdup(id));
+}
+
+/* One pidbox broadcast. Anything but a revoke for us (ping, inspect, another worker's
+ * destination) is ignored; a malformed one is logged and the subscription goes on. */
+static void ctl_message(conn *c, void *owner, redisReply *r)
+{
+    (void)c;
+    worker *w = owner;
+    redisReply *data = r->element[2];
+    if (data->type != REDIS_REPLY_STRING) return;
+    celery_pidbox p;
+    sw_err err;
+    if (celery_pidbox_parse(data->str, data->len, w->celery_node, &p, &err) < 0) {
+        log_msg(SW_LOG_WARN, "celery_control_invalid", "method", p.method[0] ? p.method : NULL,
+                "error", err.msg, NULL);
+    } else if (!p.ids) {
+        log_msg(SW_LOG_DEBUG, "celery_control_ignored", "method", p.method,
+                "reason", p.for_us ? "not a revoke" : "addressed to other workers", NULL);
+    } else {
+        char n[16], bad[16];
+        snprintf(n, sizeof n, "%d", p.nids);
+        snprintf(bad, sizeof bad, "%d", p.invalid);
+        log_msg(p.invalid ? SW_LOG_WARN : SW_LOG_INFO, "celery_revoke", "tasks", n,
+                "invalid_ids_ignored", p.invalid ? bad : NULL, "terminate",
+                p.terminate ? "true" : "false", NULL);
+        for (int i = 0; i < p.nids; i++) revoke_one(w, p.ids[i]);
+    }
+    celery_pidbox_free(&p);
+}
+
+static void ctl_subscribed(void *owner, redisReply *r, void *ud)
+{
+    worker *w = owner;
+    (void)ud;
+    if (!r) return; /* lost: the next connect subscribes again */
+    if (r->type == REDIS_REPLY_ARRAY)
+        log_msg(SW_LOG_INFO, "celery_control_subscribed", "channel", w->ctl_channel, NULL);
+    else
+        log_msg(SW_LOG_WARN, "celery_control_subscribe_failed", "channel", w->ctl_channel,
+                "error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply", NULL);
+}
+
+/* The control connection (re)connected: subscribe (what was published meanwhile is gone). */
+static void ctl_ready(conn *c, void *owner)
+{
+    worker *w = owner;
+    cmdv v;
+    cv_init(&v);
+    cv_add(&v, "SUBSCRIBE");
+    cv_add(&v, w->ctl_channel);
+    conn_send(c, &v, ctl_subscribed, NULL);
+}
+
+/* Unlike the queue's connections, a lost subscription leaves nothing to re-read. */
+static void ctl_lost(conn *c, void *owner, const char *why, int was_ready)
+{
+    worker *w = owner;
+    if (!c->closing && !w->stopping)
+        log_msg(was_ready ? SW_LOG_WARN : SW_LOG_DEBUG, "redis_connection_lost", "conn", c->name,
+                "reason", why, NULL);
+}
+
+static const conn_hooks control_hooks = {
+    .on_ready = ctl_ready, .on_lost = ctl_lost, .on_message = ctl_message};
+
+/* A subscribed connection is silent while nobody publishes, so a dead server would go
+ * unnoticed: a PING when nothing is pending lets the watchdog see an overdue reply. */
+static void ctl_tick(worker *w)
+{
+    conn_watch(&w->ctl);
+    if (!w->ctl.ready || rtr_pending(w->ctl.tr) > 0) return;
+    cmdv v;
+    cv_init(&v);
+    cv_add(&v, "PING");
+    conn_send(&w->ctl, &v, NULL, NULL);
+}
+
+/* The channel kombu publishes broadcasts on, and the name a destination list must hold. */
+static int ctl_setup(worker *w)
+{
+    char err[200];
+    if (rds_url_parse(w->cfg->celery_broker_url, &w->ctl_url, err, sizeof err) < 0) return -1;
+    snprintf(w->ctl_channel, sizeof w->ctl_channel, "/%d.celery.pidbox", w->ctl_url.db);
+    size_t host = strcspn(w->name, ":"); /* w->name is host:pid:rand */
+    snprintf(w->celery_node, sizeof w->celery_node, "snapworker@%.*s", (int)host, w->name);
+    conn_init(&w->ctl, w->base, &w->ctl_url, "celery-control", 0, &control_hooks, w);
+    return 0;
+}
+
 /* ---- attaching to the worker -------------------------------------------------- */
 
 /* The hook's complete: an item's outcome is known. Its Celery result (if any) goes to
@@ -351,6 +478,7 @@ static void flush(worker *w)
 static void tick(worker *w)
 {
     conn_watch(&w->res);
+    ctl_tick(w);
     started_due(w);
 }
 
@@ -373,6 +501,10 @@ int wk_celery_setup(worker *w)
     char err[200];
     const char *res = *c->celery_result_backend ? c->celery_result_backend : c->celery_broker_url;
     if (rds_url_parse(res, &w->res_url, err, sizeof err) < 0) return -1;
+    if (ctl_setup(w) < 0) {
+        rds_url_free(&w->res_url);
+        return -1;
+    }
     cv_init(&w->ingress_keys);
     for (int i = 0; i < PRIO_COUNT; i++) cv_add(&w->ingress_keys, w->k_streams[i]);
     char *sep = celery_unescape(c->celery_priority_sep);

@@ -1,6 +1,7 @@
 /* worker/celery_msg.c — Celery 5.2 / kombu 5.2 wire formats on Redis (docs/celery.md).
  * Owns: decoding the kombu envelope into a canonical payload, the result-backend meta text,
- * kombu's priority list names and C-escape decoding of config values. It does no I/O: the
+ * reading pidbox control broadcasts (revoke), kombu's priority list names and C-escape
+ * decoding of config values. It does no I/O: the
  * worker pops and XADDs the raw message, calls celery_parse() when it reads it, and writes
  * celery_meta_json() to the result backend. Why pure: every format decision here is
  * byte-compared with what the real Celery library produced (tests/unit/test_celery.c).
@@ -15,8 +16,10 @@
 #include "worker/celery_msg.h"
 
 #include <ctype.h>
+#include <fnmatch.h>
 #include <jansson.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -489,6 +492,124 @@ out:
     }
     if (err) *err = e;
     return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Control broadcasts (pidbox). kombu/pidbox.py Mailbox._publish builds the body, Node.
+ * handle_message selects the workers, celery/worker/control.py revoke reads the arguments.
+ * ------------------------------------------------------------------------------------------ */
+
+/* kombu's matchers (kombu/matcher.py): "glob" is fnmatch (Python's has no escape character),
+ * "pcre" is re.match (anchored at the start only); -1 for another name. */
+static int pidbox_match(const char *node, const char *pattern, const char *matcher)
+{
+    if (strcmp(matcher, "glob") == 0) return fnmatch(pattern, node, FNM_NOESCAPE) == 0;
+    if (strcmp(matcher, "pcre") != 0) return -1;
+    regex_t re;
+    if (regcomp(&re, pattern, REG_EXTENDED) != 0) return 0; /* matches nothing, as re.error
+                                                                selects no worker */
+    regmatch_t m;
+    int hit = regexec(&re, node, 1, &m, 0) == 0 && m.rm_so == 0;
+    regfree(&re);
+    return hit;
+}
+
+/* Whether 'body' selects 'node' (Node.handle_message); -1 with 'e' when malformed. */
+static int pidbox_for_us(json_t *body, const char *node, sw_err *e)
+{
+    json_t *dest = json_object_get(body, "destination");
+    if (dest && !json_is_null(dest) && !json_is_array(dest))
+        return sw_errc(e, SW_E_INVALID_PAYLOAD, "pidbox message: destination must be a list");
+    if (json_array_size(dest) > 0) {
+        size_t i;
+        json_t *d;
+        int hit = 0;
+        json_array_foreach(dest, i, d) {
+            if (!json_is_string(d))
+                return sw_errc(e, SW_E_INVALID_PAYLOAD, "pidbox message: destination must "
+                                                        "hold worker names");
+            if (strcmp(json_string_value(d), node) == 0) hit = 1;
+        }
+        return hit;
+    }
+    json_t *pat = json_object_get(body, "pattern"), *mat = json_object_get(body, "matcher");
+    if ((pat && !json_is_null(pat) && !json_is_string(pat)) ||
+        (mat && !json_is_null(mat) && !json_is_string(mat)))
+        return sw_errc(e, SW_E_INVALID_PAYLOAD, "pidbox message: pattern and matcher must "
+                                                "be strings");
+    const char *ps = json_string_value(pat), *ms = json_string_value(mat);
+    if (!ps || !*ps || !ms || !*ms) return 1; /* "if pattern and matcher", else everyone */
+    int hit = pidbox_match(node, ps, ms);
+    if (hit < 0)
+        return sw_errc(e, SW_E_INVALID_PAYLOAD, "pidbox message: no matcher named %.40s", ms);
+    return hit;
+}
+
+/* arguments.task_id of a revoke: one id or a list (celery's maybe_list); ids that are not
+ * valid job ids are counted in p->invalid and left out. */
+static int pidbox_revoke_ids(json_t *body, celery_pidbox *p, sw_err *e)
+{
+    json_t *args = json_object_get(body, "arguments");
+    json_t *tid = json_is_object(args) ? json_object_get(args, "task_id") : NULL;
+    if (!json_is_string(tid) && !json_is_array(tid))
+        return sw_errc(e, SW_E_INVALID_PAYLOAD, "pidbox revoke: arguments.task_id must be "
+                                                "an id or a list of ids");
+    p->terminate = json_is_true(json_object_get(args, "terminate"));
+    size_t n = json_is_array(tid) ? json_array_size(tid) : 1;
+    p->ids = xcalloc(n + 1, sizeof *p->ids);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_is_array(tid) ? json_array_get(tid, i) : tid;
+        if (json_is_string(v) && id_valid_job(json_string_value(v)))
+            p->ids[p->nids++] = xstrdup(json_string_value(v));
+        else
+            p->invalid++;
+    }
+    return 0;
+}
+
+int celery_pidbox_parse(const char *raw, size_t len, const char *node, celery_pidbox *p,
+                        sw_err *err)
+{
+    memset(p, 0, sizeof *p);
+    sw_err e;
+    sw_err_clear(&e);
+    int rc = -1;
+    json_t *env = NULL, *body = NULL;
+    json_error_t je;
+    if (len > CELERY_PIDBOX_MAX_BYTES) {
+        sw_errc(&e, SW_E_INVALID_PAYLOAD, "pidbox message is %zu bytes, over the %d MiB limit",
+                len, CELERY_PIDBOX_MAX_BYTES >> 20);
+        goto out;
+    }
+    if (!(env = json_loadb(raw, len, 0, &je)) || !json_is_object(env)) {
+        sw_errc(&e, SW_E_INVALID_PAYLOAD, "pidbox message is not a JSON object");
+        goto out;
+    }
+    if (check_content(env, &e) < 0 || !(body = decode_body(env, &e))) goto out;
+    if (!json_is_object(body)) {
+        sw_errc(&e, SW_E_INVALID_PAYLOAD, "pidbox message: the body is not a JSON object");
+        goto out;
+    }
+    json_t *method = json_object_get(body, "method");
+    if (json_is_string(method)) snprintf(p->method, sizeof p->method, "%s", json_string_value(method));
+    int sel = pidbox_for_us(body, node, &e);
+    if (sel < 0) goto out;
+    p->for_us = sel;
+    rc = p->for_us && strcmp(p->method, "revoke") == 0 ? pidbox_revoke_ids(body, p, &e) : 0;
+out:
+    json_decref(body);
+    json_decref(env);
+    if (err) *err = e;
+    return rc;
+}
+
+void celery_pidbox_free(celery_pidbox *p)
+{
+    if (!p) return;
+    for (int i = 0; p->ids && i < p->nids; i++) free(p->ids[i]);
+    free(p->ids);
+    p->ids = NULL;
+    p->nids = 0;
 }
 
 /* ------------------------------------------------------------------------------------------

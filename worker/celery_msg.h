@@ -1,6 +1,7 @@
 /* worker/celery_msg.h — the pure half of the Celery ingress (docs/celery.md): parse one kombu
  * Redis-transport message into a canonical job payload, build result-backend metas the way
- * Celery 5.2 writes them, name kombu's priority lists, decode C escapes in config values.
+ * Celery 5.2 writes them, read a control broadcast (revoke), name kombu's priority lists,
+ * decode C escapes in config values.
  * Owns: the Celery wire formats. Does not own Redis I/O, the Lua move, delays or the
  * decision to write a result (worker/worker.c does). Nothing here blocks or logs.
  * The formats, with references into the installed celery/kombu, are in docs/celery.md. */
@@ -56,6 +57,37 @@ int celery_parse(const char *raw, size_t len, celery_msg *m, sw_err *err);
 int celery_parse_map(const char *raw, size_t len, const char *task_map, celery_msg *m,
                      sw_err *err);
 void celery_msg_free(celery_msg *m);   /* NULL-safe; frees payload */
+
+/* ---- Control broadcasts (Celery's pidbox; docs/celery.md "Revoke") -----------------------
+ * app.control.revoke(...) and every other control command reach the workers as one kombu
+ * envelope PUBLISHed on channel "/<db>.celery.pidbox" (kombu's keyprefix_fanout + the
+ * exchange), its body {"method", "arguments", "destination", "pattern", "matcher"[, "ticket",
+ * "reply_to"]}. */
+
+#define CELERY_PIDBOX_MAX_BYTES (1024 * 1024) /* ~25,000 task ids; larger is refused unread */
+
+typedef struct celery_pidbox {
+    char method[32];  /* "revoke", "ping", ... as sent ("" when not a string; cut to 31) */
+    bool for_us;      /* destination / pattern select 'node', by kombu's Node.handle_message */
+    bool terminate;   /* revoke: arguments.terminate */
+    char **ids;       /* revoke for us: the task ids valid as job ids, NULL-terminated (owned);
+                         NULL otherwise */
+    int nids;
+    int invalid;      /* revoke for us: task ids ignored (not strings, not valid job ids) */
+} celery_pidbox;
+
+/* Parse one pidbox message as PUBLISHed, for the worker named 'node' ("snapworker@host").
+ * Selection follows kombu's Node.handle_message: a non-empty destination list selects the
+ * names it holds; else a pattern with a matcher selects by "glob" (fnmatch) or "pcre" (read
+ * as a POSIX extended regex anchored at the start, as Python's re.match is); else every
+ * worker. arguments are read only for a revoke for us: task_id a string or a list of them.
+ * 'p' is zeroed first. Returns 0, or -1 with 'err' (SW_E_INVALID_PAYLOAD, may be NULL) for a
+ * message that is not a JSON kombu envelope of a JSON object body, has a destination that is
+ * neither null nor a list of strings, an unknown matcher, or a revoke without task_id. Free
+ * with celery_pidbox_free() in both cases. Never logs, never crashes on input. */
+int celery_pidbox_parse(const char *raw, size_t len, const char *node, celery_pidbox *p,
+                        sw_err *err);
+void celery_pidbox_free(celery_pidbox *p); /* NULL-safe */
 
 /* The Celery meta JSON for 'status' (SUCCESS, STARTED, RETRY, FAILURE or REVOKED), byte for byte
  * as Celery 5.2's Redis backend writes it from a worker (Python json.dumps, ", "/": "

@@ -345,6 +345,15 @@ static void hs_send(conn *c, cmdv *v, int role)
     cv_free(v);
 }
 
+/* A published message on the main connection (conn_hooks.on_message). */
+static void message_cb(rtr *t, redisReply *r, void *priv)
+{
+    conn *c = priv;
+    if (t != c->tr) return;
+    c->progress_ms = metrics_mono_ms();
+    c->hooks->on_message(c, c->owner, r);
+}
+
 static void main_event(rtr *t, int up, const char *why, void *ud)
 {
     conn *c = ud;
@@ -374,6 +383,7 @@ static void open_main(conn *c, const char *host, int port, const char *unix_path
         lost(c, why);
         return;
     }
+    if (c->hooks && c->hooks->on_message) rtr_on_message(c->tr, message_cb, c);
     cmdv v;
     if (u->password) {
         auth_cmd(&v, u->username, u->password);

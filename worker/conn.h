@@ -5,10 +5,11 @@
  * confirmed (ROLE), followed after a failover; a Cluster slot owner followed through
  * MOVED, ASK and TRYAGAIN.
  * It knows nothing of what is sent: its owner (worker/worker.c, worker/celery.c) hears
- * of it through three callbacks, each given the owner's pointer:
- *   on_ready  connected (again): queue setup commands, resend what waited
- *   on_reply  per call: the reply, or NULL when it cannot come (lost, refused)
- *   on_lost   the context is gone; a reconnect is scheduled unless the conn is closing
+ * of it through these callbacks, each given the owner's pointer:
+ *   on_ready    connected (again): queue setup commands (SUBSCRIBE), resend what waited
+ *   on_reply    per call: the reply, or NULL when it cannot come (lost, refused)
+ *   on_lost     the context is gone; a reconnect is scheduled unless the conn is closing
+ *   on_message  optional: a message published to a channel the owner SUBSCRIBEd to
  * Event-loop thread only. */
 #ifndef SW_WORKER_CONN_H
 #define SW_WORKER_CONN_H
@@ -32,6 +33,9 @@ typedef struct conn_hooks {
     void (*on_ready)(conn *c, void *owner);
     /* 'why' says what happened; 'was_ready': it had connected (a real loss). */
     void (*on_lost)(conn *c, void *owner, const char *why, int was_ready);
+    /* NULL, or: a ["message", channel, data] array (borrowed until it returns). A message
+     * published while the connection was down is not seen: pub/sub keeps nothing. */
+    void (*on_message)(conn *c, void *owner, redisReply *r);
 } conn_hooks;
 
 struct conn {

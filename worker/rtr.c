@@ -1,6 +1,6 @@
 /* worker/rtr.c — a Redis connection on a libevent bufferevent (worker/rtr.h).
  * Reads feed hiredis's redisReader chunk by chunk (no pull-up copy); each complete reply
- * goes to the oldest pending callback. Freeing inside a callback is deferred until the
+ * goes to the oldest pending callback, a published message to the message callback. Freeing inside a callback is deferred until the
  * read loop unwinds ('busy'). */
 #include "worker/rtr.h"
 
@@ -39,6 +39,8 @@ struct rtr {
     int gone;                   /* lost: sends refused */
     rtr_event_fn ev;
     void *ud;
+    rtr_reply_fn msg_fn;        /* published messages (rtr_on_message), or NULL */
+    void *msg_priv;
     char host[256];
     int port;
 };
@@ -81,6 +83,14 @@ static void lose(rtr *t, const char *why)
     if (t->freed && !t->busy) destroy(t);
 }
 
+/* A message published to a channel we subscribed to (RESP2: a 3-element array). */
+static int is_message(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+           r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 7 &&
+           memcmp(r->element[0]->str, "message", 7) == 0;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     rtr *t = arg;
@@ -107,6 +117,11 @@ static void on_read(struct bufferevent *bev, void *arg)
             break;
         }
         if (!reply) break;
+        if (t->msg_fn && is_message(reply)) { /* no command waits for it */
+            t->msg_fn(t, reply, t->msg_priv);
+            freeReplyObject(reply);
+            continue;
+        }
         pend *p = t->head;
         if (!p) { /* a reply nobody asked for (a push): not ours to handle */
             freeReplyObject(reply);
@@ -261,6 +276,12 @@ int rtr_send(rtr *t, const char *resp, size_t len, rtr_reply_fn fn, void *priv)
     t->tail = p;
     t->npending++;
     return 0;
+}
+
+void rtr_on_message(rtr *t, rtr_reply_fn fn, void *priv)
+{
+    t->msg_fn = fn;
+    t->msg_priv = priv;
 }
 
 void rtr_free(rtr *t)

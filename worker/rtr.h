@@ -30,6 +30,10 @@ rtr *rtr_open(struct event_base *base, const rds_url *u, const char *host, int p
 /* Queue one RESP command; fn (may be NULL) gets its reply. 0, or -1 when the
  * connection is already gone (fn is not called). */
 int rtr_send(rtr *t, const char *resp, size_t len, rtr_reply_fn fn, void *priv);
+/* On a SUBSCRIBEd connection: each published message (a ["message", channel, data] array)
+ * goes to fn instead of the reply queue, since it answers no command; replies to commands
+ * (SUBSCRIBE's confirmation, PING's ["pong", ""]) keep their order. NULL fn: none. */
+void rtr_on_message(rtr *t, rtr_reply_fn fn, void *priv);
 /* Close: pending callbacks run with NULL now; no event callback. Safe inside any
  * callback of this rtr. NULL-safe. */
 void rtr_free(rtr *t);

@@ -919,6 +919,7 @@ int worker_run(worker *w)
     conn_connect(&w->cmd);
     if (w->celery_on) {
         conn_connect(&w->res);
+        conn_connect(&w->ctl);
         evtimer_add(w->t_ingress, &soon);
         log_msg(SW_LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
@@ -958,7 +959,10 @@ int worker_free(worker *w)
     if (w->inflight == 0) release_consumer(w);
     conn_free(&w->rd);
     conn_free(&w->cmd);
-    if (w->celery_on) conn_free(&w->res);
+    if (w->celery_on) {
+        conn_free(&w->res);
+        conn_free(&w->ctl);
+    }
     w->meta_wait = NULL; /* those items are on the in-flight list too */
     while (w->all) wk_untrack_free(w, w->all);
     http_stop(w->http);
@@ -966,6 +970,7 @@ int worker_free(worker *w)
     if (w->celery_on) {
         cv_free(&w->ingress_keys);
         rds_url_free(&w->res_url);
+        rds_url_free(&w->ctl_url);
     }
     struct event *evs[] = {w->pipe_ev,   w->sig_term, w->sig_int,        w->t_promote,
                            w->t_renew,   w->t_reclaim, w->t_watch,         w->t_drain,

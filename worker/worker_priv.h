@@ -49,6 +49,10 @@ struct worker {
     struct event_base *base;
     conn rd, cmd;
     conn res;                      /* Celery result backend (celery_on only) */
+    conn ctl;                      /* Celery control: SUBSCRIBEd to the pidbox (celery_on) */
+    rds_url ctl_url;               /* the broker (CELERY_BROKER_URL), parsed */
+    char ctl_channel[48];          /* "/<db>.celery.pidbox" */
+    char celery_node[200];         /* this worker's Celery name: "snapworker@<host>" */
     int celery_on;
     const wk_hook *hook;           /* Celery's, or NULL */
     rds_url res_url;

@@ -8,6 +8,8 @@
  *  - celery_meta_json with the bytes as result_json: NULL exactly when they are not JSON;
  *    otherwise the meta is JSON again and its "result" equals the input value (the Python
  *    json.dumps emulation loses nothing);
+ *  - celery_pidbox_parse (the bytes as a control broadcast): a failure holds no ids; a
+ *    success holds ids only for a revoke, each a valid job id, NULL-terminated;
  *  - celery_unescape never grows the text and never yields a NUL.
  * job_lookup is the one symbol taken from jobs/ (which would pull in every job): it is
  * replaced here by the same table of names as jobs/job.c. */
@@ -72,6 +74,19 @@ static void check_meta(const uint8_t *data, size_t size)
     free(in);
 }
 
+static void check_pidbox(const uint8_t *data, size_t size)
+{
+    celery_pidbox p;
+    sw_err err;
+    int rc = celery_pidbox_parse((const char *)data, size, "snapworker@fuzz", &p, &err);
+    if (rc < 0) CHECK(!p.ids && err.code == SW_E_INVALID_PAYLOAD);
+    if (p.ids) {
+        CHECK(rc == 0 && p.for_us && !strcmp(p.method, "revoke") && !p.ids[p.nids]);
+        for (int i = 0; i < p.nids; i++) CHECK(id_valid_job(p.ids[i]));
+    }
+    celery_pidbox_free(&p);
+}
+
 static void check_unescape(const uint8_t *data, size_t size)
 {
     char *in = fuzz_cstr(data, size);
@@ -85,6 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_parse(data, size);
     check_meta(data, size);
+    check_pidbox(data, size);
     check_unescape(data, size);
     return 0;
 }

@@ -12,7 +12,9 @@ import gc
 import json
 import os
 import random
+import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -60,6 +62,7 @@ FAST_TESTS = [
     "test_countdown_runs_no_earlier_than_its_eta",
     "test_malformed_list_entries_do_not_stop_the_ingress_and_fail_when_an_id_is_known",
     "test_an_api_key_sent_through_celery_is_in_no_result_event_log_or_cli_output",
+    "test_malformed_broadcasts_and_other_methods_do_not_stop_the_control_connection",
 ]
 
 class CeleryCase(SWTestCase):
@@ -139,6 +142,30 @@ class CeleryCase(SWTestCase):
 
     def started_order(self):
         return [e["job_id"] for e in self.events() if e["status"] == "started"]
+
+    # ---- Celery control (docs/celery.md "Revoke") ----------------------------------------
+    def pidbox(self):
+        """The channel kombu PUBLISHes app.control broadcasts on: keyprefix_fanout '/{db}.'
+        + the exchange 'celery.pidbox' (kombu/transport/redis.py)."""
+        return f"/{self.BROKER_DB}.celery.pidbox"
+
+    def start_subscribed(self, **env):
+        """A worker, once it is SUBSCRIBEd to the pidbox: pub/sub keeps nothing, so a revoke
+        published earlier would be lost (as for a Celery worker that is not running yet)."""
+        w = self.start_worker(**env)
+        wait_for(lambda: dict(self.r.pubsub_numsub(self.pidbox())).get(self.pidbox(), 0) >= 1,
+                 20, what="worker subscribed to the pidbox channel")
+        return w
+
+    def assert_revoked_unrun(self, res):
+        with self.assertRaises(TaskRevokedError):
+            res.get(timeout=30 * SLOW)
+        self.assertEqual(res.state, "REVOKED")
+        m = self.meta(res.id)
+        self.assertEqual(m["result"]["exc_type"], "TaskRevokedError")
+        self.assertEqual(m["result"]["exc_module"], "celery.exceptions")
+        self.wait_status(res.id, "cancelled")
+        self.assertNotIn("started", [e["status"] for e in self.events(res.id)])
 
 
 class Results(CeleryCase):
@@ -363,6 +390,96 @@ class Databases(CeleryCase):
         finally:
             r15.close()
             r0.close()
+
+    def test_a_revoke_reaches_the_worker_on_the_broker_databases_channel(self):
+        # kombu names the channel after the broker's database: /15.celery.pidbox
+        self.start_subscribed()
+        app = self.app()
+        res = self.send(app, countdown=3, kwargs=self.kwargs())
+        wait_for(lambda: self.job_hash(res.id).get("status") == "queued", 20,
+                 what="task parked for its countdown")
+        app.control.revoke(res.id)
+        self.assert_revoked_unrun(res)
+
+
+class Revoke(CeleryCase):
+    """app.control.revoke(id) is a pidbox broadcast; snapworker runs its cancel for the id."""
+
+    def test_revoke_of_a_queued_task_means_it_never_runs_and_ends_revoked(self):
+        self.start_subscribed()
+        app = self.app()
+        res = self.send(app, countdown=3, kwargs=self.kwargs())
+        # parked for its ETA: the job hash exists and says queued
+        wait_for(lambda: self.job_hash(res.id).get("status") == "queued", 20,
+                 what="task parked for its countdown")
+        app.control.revoke(res.id)
+        wait_for(lambda: self.job_hash(res.id).get("status") == "cancelled", 10,
+                 what="job cancelled by the revoke")
+        self.assert_revoked_unrun(res)  # REVOKED when its ETA comes, as a Celery worker does
+        self.assertEqual([e["status"] for e in self.events(res.id)], ["cancelled"])
+        self.assertEqual(json.loads(self.job_hash(res.id)["error"])["code"], "cancelled")
+        # the ingress and the control connection go on
+        self.assertEqual(self.send(app, kwargs=self.kwargs()).get(timeout=30 * SLOW),
+                         {"ok": True})
+
+    def test_revoke_with_terminate_stops_a_running_task_well_before_it_would_finish(self):
+        self.start_subscribed()
+        app = self.app()
+        res = self.send(app, kwargs=self.kwargs(sleep_ms=60000))  # noop checks its cancel flag
+        self.wait_status(res.id, "running", timeout=20)
+        t0 = time.time()
+        app.control.revoke(res.id, terminate=True, signal="SIGKILL")
+        with self.assertRaises(TaskRevokedError):
+            res.get(timeout=30 * SLOW)
+        self.assertLess(time.time() - t0, 10 * SLOW)  # the cancel poll runs every second
+        self.wait_status(res.id, "cancelled")
+        self.assertEqual(json.loads(self.job_hash(res.id)["error"])["code"], "cancelled")
+        self.assertEqual([e["status"] for e in self.events(res.id)], ["started", "cancelled"])
+
+    def test_a_revoke_sent_before_the_task_is_delivered_drops_it_when_it_arrives(self):
+        self.start_subscribed()
+        app = self.app()
+        tid = new_uuid()
+        app.control.revoke([tid, "not a valid/id"])  # the invalid one is logged and ignored
+        wait_for(lambda: self.job_hash(tid).get("status") == "cancelled", 10,
+                 what="unknown id cancelled ahead of its task")
+        self.assertGreater(self.r.ttl(self.key("job:" + tid)), 0)
+        res = self.send(app, task_id=tid, kwargs=self.kwargs())
+        self.assert_revoked_unrun(res)
+        wait_for(lambda: self.r.llen(self.cq) == 0 and self.r.xlen(self.key("stream")) == 0,
+                 what="the revoked task's message acked")
+
+    def test_malformed_broadcasts_and_other_methods_do_not_stop_the_control_connection(self):
+        w = self.start_subscribed()
+        app = self.app()
+        held = self.send(app, countdown=4, kwargs=self.kwargs())
+        wait_for(lambda: self.job_hash(held.id).get("status") == "queued", 20,
+                 what="task parked for its countdown")
+        chan = self.pidbox()
+        self.r.publish(chan, b"\x00\xffnot json {")
+        self.r.publish(chan, json.dumps({"body": "%%%", "content-type": "application/json",
+                                         "properties": {"body_encoding": "base64"}}))
+        self.r.publish(chan, json.dumps({"body": base64.b64encode(b"[1, 2]").decode(),
+                                         "content-type": "application/json",
+                                         "properties": {"body_encoding": "base64"}}))
+        app.control.ping(timeout=0.3)                      # no reply: snapworker answers none
+        app.control.rate_limit("snapworker.noop", "1/s")
+        app.control.broadcast("revoke", arguments={})      # a revoke without task_id
+        # a revoke addressed to other workers leaves our job alone ...
+        app.control.revoke(held.id, destination=["celery@elsewhere"])
+        app.control.revoke(held.id, pattern="celery@*", matcher="glob")
+        time.sleep(0.5)
+        self.assertEqual(self.job_hash(held.id).get("status"), "queued")
+        # ... one naming this worker (snapworker@<host>) cancels it
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()[:63])
+        app.control.revoke(held.id, destination=["celery@elsewhere", f"snapworker@{host}"])
+        self.assert_revoked_unrun(held)
+        self.assertTrue(w.alive())
+        self.assertEqual(self.send(app, kwargs=self.kwargs()).get(timeout=30 * SLOW),
+                         {"ok": True})
+        log = w.text()
+        self.assertEqual(log.count("msg=celery_control_invalid"), 4, log[-3000:])
+        self.assertIn("msg=celery_revoked job=" + held.id, log)
 
 
 class Robustness(CeleryCase):

@@ -743,6 +743,132 @@ static void a_celery_envelope_is_shown_with_its_body_redacted(void **state)
     free(shown);
 }
 
+/* ------------------------------------------------------------------ pidbox broadcasts */
+
+#define PIDBOX "tests/unit/fixtures/celery_pidbox/"
+
+static json_t *pidbox_expect(void)
+{
+    json_error_t je;
+    json_t *v = json_load_file(PIDBOX "expect.json", 0, &je);
+    if (!v) fail_msg("celery_pidbox/expect.json: %s", je.text);
+    return v;
+}
+
+static int parse_pidbox(const char *name, const char *node, celery_pidbox *p, sw_err *e)
+{
+    char path[256];
+    size_t len;
+    snprintf(path, sizeof path, PIDBOX "pidbox_%s.json", name);
+    char *raw = read_file(path, &len);
+    int rc = celery_pidbox_parse(raw, len, node, p, e);
+    free(raw);
+    return rc;
+}
+
+/* Each broadcast app.control published (gen_pidbox.py) is read as kombu's Node.handle_message
+ * and celery's revoke handler read it: method, selection, ids, terminate. */
+static void every_pidbox_broadcast_is_read_as_kombu_and_celery_read_it(void **state)
+{
+    (void)state;
+    json_t *all = pidbox_expect();
+    const char *node = json_string_value(json_object_get(all, "node"));
+    const char *name;
+    json_t *ex;
+    int n = 0;
+    json_object_foreach(json_object_get(all, "messages"), name, ex) {
+        celery_pidbox p;
+        sw_err e;
+        int rc = parse_pidbox(name, node, &p, &e);
+        n++;
+        if (json_is_true(json_object_get(ex, "invalid_message"))) {
+            if (rc != -1) fail_msg("%s: accepted", name);
+            assert_int_equal(e.code, SW_E_INVALID_PAYLOAD);
+            assert_null(p.ids);
+            celery_pidbox_free(&p);
+            continue;
+        }
+        if (rc != 0) fail_msg("%s: %s", name, e.msg);
+        assert_string_equal(p.method, json_string_value(json_object_get(ex, "method")));
+        if (p.for_us != json_is_true(json_object_get(ex, "for_us"))) fail_msg("%s: for_us", name);
+        json_t *ids = json_object_get(ex, "ids");
+        bool revoke = p.for_us && !strcmp(p.method, "revoke");
+        if (revoke) assert_non_null(p.ids);
+        else assert_null(p.ids);
+        assert_int_equal(p.nids, (int)json_array_size(ids));
+        for (int i = 0; i < p.nids; i++)
+            assert_string_equal(p.ids[i], json_string_value(json_array_get(ids, (size_t)i)));
+        if (p.ids) assert_null(p.ids[p.nids]);
+        assert_int_equal(p.invalid, (int)json_integer_value(json_object_get(ex, "invalid")));
+        if (p.terminate != json_is_true(json_object_get(ex, "terminate"))) fail_msg("%s: terminate", name);
+        celery_pidbox_free(&p);
+    }
+    assert_true(n >= 18);
+    json_decref(all);
+}
+
+/* The same broadcasts for a worker of another name: destinations and patterns leave it out. */
+static void a_destination_or_pattern_naming_another_worker_leaves_us_out(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        bool for_us;
+    } cases[] = {{"revoke_dest_us", false}, {"revoke_glob_us", false}, {"revoke_pcre_us", false},
+                 {"revoke_one", true}, {"revoke_dest_empty", true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        celery_pidbox p;
+        assert_int_equal(parse_pidbox(cases[i].name, "celery@fixhost", &p, NULL), 0);
+        if (p.for_us != cases[i].for_us) fail_msg("%s", cases[i].name);
+        assert_true(!p.ids == !cases[i].for_us);
+        celery_pidbox_free(&p);
+    }
+    /* the name is compared whole, not as a substring as Python's `in` on a string would */
+    celery_pidbox p;
+    assert_int_equal(parse_pidbox("revoke_dest_us", "snapworker@fix", &p, NULL), 0);
+    assert_false(p.for_us);
+    celery_pidbox_free(&p);
+}
+
+static void pidbox_messages_that_are_cut_or_corrupted_never_crash(void **state)
+{
+    (void)state;
+    json_t *all = pidbox_expect();
+    const char *node = json_string_value(json_object_get(all, "node"));
+    const char *name;
+    json_t *ex;
+    json_object_foreach(json_object_get(all, "messages"), name, ex) {
+        char path[256];
+        size_t len;
+        snprintf(path, sizeof path, PIDBOX "pidbox_%s.json", name);
+        char *raw = read_file(path, &len);
+        char *copy = xmalloc(len + 1);
+        for (size_t cut = 0; cut < len; cut++) {
+            celery_pidbox p;
+            if (celery_pidbox_parse(raw, cut, node, &p, NULL) < 0) assert_null(p.ids);
+            celery_pidbox_free(&p);
+        }
+        for (size_t i = 0; i < len; i += 3) {
+            memcpy(copy, raw, len);
+            copy[i] = (char)(copy[i] ^ (0x21 + (char)(i % 90)));
+            celery_pidbox p;
+            (void)celery_pidbox_parse(copy, len, node, &p, NULL);
+            for (int k = 0; k < p.nids; k++) assert_true(id_valid_job(p.ids[k]));
+            celery_pidbox_free(&p);
+        }
+        free(copy);
+        free(raw);
+    }
+    json_decref(all);
+    celery_pidbox p;
+    char *big = xmalloc(CELERY_PIDBOX_MAX_BYTES + 2);
+    memset(big, ' ', CELERY_PIDBOX_MAX_BYTES + 1);
+    assert_int_equal(celery_pidbox_parse(big, CELERY_PIDBOX_MAX_BYTES + 1, node, &p, NULL), -1);
+    celery_pidbox_free(&p);
+    free(big);
+    celery_pidbox_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -768,6 +894,9 @@ int main(void)
         cmocka_unit_test(config_escapes_decode_to_raw_bytes),
         cmocka_unit_test(the_task_id_of_an_oversize_message_is_found_by_a_scan),
         cmocka_unit_test(a_celery_envelope_is_shown_with_its_body_redacted),
+        cmocka_unit_test(every_pidbox_broadcast_is_read_as_kombu_and_celery_read_it),
+        cmocka_unit_test(a_destination_or_pattern_naming_another_worker_leaves_us_out),
+        cmocka_unit_test(pidbox_messages_that_are_cut_or_corrupted_never_crash),
     };
     return cmocka_run_group_tests_name("celery", tests, NULL, NULL);
 }
