@@ -226,5 +226,14 @@ int sb_webapp_stop_sandbox(const cfg *c, const char *sandbox_id, sw_err *err);
 /* Stop 'w' (only if /proc still shows its start time) and remove the records naming it;
  * sfd (borrowed, -1 = unknown) is the session folder holding nextjs.pid. */
 void sb_webapp_stop(const sb_session *s, int sfd, const sb_webapp *w);
+/* `snapworker __devserver FD ARGV...` (argv[0] is "__devserver"): the start gate a dev server
+ * is spawned behind (webapp.c). Blocks reading one byte from FD: on the go byte it execs ARGV
+ * (PATH lookup as posix_spawnp's) in this process, and when that fails sends the errno back
+ * on FD and returns SB_WEBAPP_GATE_EXEC_FAILED; on EOF or anything else it returns
+ * SB_WEBAPP_GATE_CLOSED without exec'ing; 2 on bad usage. Reads no configuration. */
+int sb_webapp_gate_main(int argc, char **argv);
+#define SB_WEBAPP_GATE_FD 3            /* where the gate finds its end of the socketpair */
+#define SB_WEBAPP_GATE_CLOSED 125      /* exit status: closed before the go byte, nothing ran */
+#define SB_WEBAPP_GATE_EXEC_FAILED 127 /* exit status: the exec failed (errno sent back) */
 
 #endif

@@ -6,8 +6,8 @@
  * its fd; everything here works relative to it, never through a path the sandbox could
  * re-point).
  *
- * No shell anywhere: posix_spawnp with an argv split on spaces and an explicit envp from
- * which secrets are dropped. The child gets its own session (POSIX_SPAWN_SETSID, so its pid
+ * No shell anywhere: an argv split on spaces and an explicit envp from which secrets are
+ * dropped. The child gets its own session (POSIX_SPAWN_SETSID, so its pid
  * is also its process-group id and the whole group can be signalled), /dev/null as stdin,
  * nextjs.log (append, opened here: a regular file with one link, never a planted symlink,
  * FIFO or hard link) as stdout and stderr, outputs/web as its working folder (by fd),
@@ -16,6 +16,14 @@
  * worker must not leak into it). posix_spawn cannot double-fork, so the server stays our
  * child: each one gets a tiny detached thread blocked in waitpid(pid) that reaps it whenever
  * it exits (no zombies, and no waitpid(-1) that could steal another child's status).
+ *
+ * The server starts behind a gate, so that it is recorded before it can run: the child is
+ * this binary (/proc/self/exe) as `__devserver FD ARGV...` (sb_webapp_gate_main), blocked
+ * reading one byte from its end of a socketpair. Only once the record below is written does
+ * the job send that byte; the gate then execs the server in the same process (same pid, same
+ * /proc start time: the record still verifies) and reports an exec failure back as an errno.
+ * A job process that dies before the record closes its end, and the gate exits without
+ * exec'ing anything, so no server outlives an attempt that did not record it.
  *
  * What was started is recorded where no sandbox can write: the worker's state folder
  * (sb_state_dir_open: 0700, this user's, outside SANDBOX_BASE_PATH), one file per session,
@@ -31,6 +39,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -54,6 +63,7 @@ extern char **environ;
 #define STOP_KILL_MS 2000     /* after SIGKILL, how long until we call it stuck */
 #define PROBE_EVERY_MS 200    /* readiness probe interval */
 #define REAPER_STACK (256 * 1024)
+#define GATE_GO 'g'           /* the byte that lets a gated server start */
 
 static void sleep_ms(int ms)
 {
@@ -348,10 +358,20 @@ static int open_log(const sb_session *s, int sfd, sw_err *err)
                    s->dir);
 }
 
-/* argv in the folder open at 'cwdfd', output to 'logfd'; both borrowed. */
-static int spawn(char **argv, int cwdfd, int logfd, pid_t *pid, sw_err *err)
+/* A command that is not there or cannot be run is permanent; anything else may pass. */
+static int spawn_failed(int e, const char *cmd, sw_err *err)
 {
-    char **envp = sb_webapp_envp(environ);
+    sb_errno(err, e, "spawn", cmd);
+    if (e == ENOENT || e == EACCES || e == ENOEXEC) err->retryable = false;
+    return -1;
+}
+
+/* argv in the folder open at 'cwdfd', output to 'logfd'; both borrowed. With gatefd >= 0
+ * (borrowed) the child is this binary's start gate holding gatefd as SB_WEBAPP_GATE_FD, which
+ * execs argv only when told to (gate_open); otherwise argv itself, found by posix_spawnp. */
+static int spawn(char **argv, int cwdfd, int logfd, int gatefd, pid_t *pid, sw_err *err)
+{
+    char **envp = sb_webapp_envp(environ), **gv = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     sigset_t none, dfl;
@@ -364,21 +384,136 @@ static int spawn(char **argv, int cwdfd, int logfd, pid_t *pid, sw_err *err)
     posix_spawn_file_actions_adddup2(&fa, logfd, 1);
     posix_spawn_file_actions_adddup2(&fa, logfd, 2);
     posix_spawn_file_actions_addfchdir_np(&fa, cwdfd);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (gatefd >= 0) posix_spawn_file_actions_adddup2(&fa, gatefd, SB_WEBAPP_GATE_FD);
+    posix_spawn_file_actions_addclosefrom_np(&fa, gatefd >= 0 ? SB_WEBAPP_GATE_FD + 1 : 3);
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &dfl);
-    int e = posix_spawnp(pid, argv[0], &fa, &at, argv, envp);
+    int e;
+    if (gatefd >= 0) {
+        /* snapworker __devserver FD ARGV...: the same binary, as worker/jobproc.c starts job
+         * processes (a helper binary could be a different version) */
+        static char prog[] = "snapworker", sub[] = "__devserver";
+        char fdbuf[16];
+        size_t n = 0;
+        while (argv[n]) n++;
+        gv = xcalloc(n + 4, sizeof *gv);
+        snprintf(fdbuf, sizeof fdbuf, "%d", SB_WEBAPP_GATE_FD);
+        gv[0] = prog;
+        gv[1] = sub;
+        gv[2] = fdbuf;
+        memcpy(gv + 3, argv, n * sizeof *gv);
+        e = posix_spawn(pid, "/proc/self/exe", &fa, &at, gv, envp);
+    } else {
+        e = posix_spawnp(pid, argv[0], &fa, &at, argv, envp);
+    }
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
     onyx_strv_free(envp);
-    if (e != 0) {
-        sb_errno(err, e, "spawn", argv[0]);
-        if (e == ENOENT || e == EACCES || e == ENOEXEC) err->retryable = false;
-        return -1;
-    }
+    free(gv);
+    if (e != 0 && gatefd >= 0) return sb_errno(err, e, "spawn the start gate of", argv[0]);
+    if (e != 0) return spawn_failed(e, argv[0], err);
     return 0;
+}
+
+/* ------------------------------------------------------------------ the start gate */
+
+/* posix_spawnp's lookup (glibc's __execvpex), so that a gated server is found as an ungated
+ * one was: a name with a '/' as it is (relative to outputs/web), else each entry of PATH in
+ * turn (unset: /bin:/usr/bin; an empty entry is the working folder), EACCES from any entry
+ * winning over a later ENOENT, and no /bin/sh for a file without #! (execvp's fallback).
+ * Returns only on failure, with errno set. */
+static void exec_path(char **argv)
+{
+    const char *file = argv[0], *path = getenv("PATH");
+    bool eacces = false;
+    if (!*file) {
+        errno = ENOENT;
+        return;
+    }
+    if (strchr(file, '/')) {
+        execve(file, argv, environ);
+        return;
+    }
+    if (!path) path = "/bin:/usr/bin";
+    size_t flen = strlen(file);
+    errno = ENOENT;
+    for (const char *p = path;;) {
+        size_t dlen = strcspn(p, ":");
+        char full[PATH_MAX];
+        if (dlen + flen + 2 <= sizeof full) {
+            memcpy(full, p, dlen);
+            size_t k = dlen;
+            if (dlen) full[k++] = '/';
+            memcpy(full + k, file, flen + 1);
+            execve(full, argv, environ);
+            switch (errno) {
+            case EACCES:
+                eacces = true;
+                break;
+            case ENOENT: case ESTALE: case ENOTDIR: case ENODEV: case ETIMEDOUT:
+                break;
+            default:
+                return;
+            }
+        }
+        p += dlen;
+        if (!*p++) break;
+    }
+    if (eacces) errno = EACCES;
+}
+
+int sb_webapp_gate_main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "snapworker __devserver: internal subcommand of a restore (the dev "
+                        "server's start gate)\n");
+        return 2;
+    }
+    int fd = atoi(argv[1]);
+    char go = 0;
+    ssize_t n;
+    while ((n = read(fd, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1 || go != GATE_GO) return SB_WEBAPP_GATE_CLOSED; /* the job died unrecorded */
+    int e = 0;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) e = errno; /* the server never holds it */
+    if (e == 0) {
+        exec_path(argv + 2);
+        e = errno;
+    }
+    (void)send(fd, &e, sizeof e, MSG_NOSIGNAL);
+    return SB_WEBAPP_GATE_EXEC_FAILED;
+}
+
+/* Let the gated server go, and learn whether its exec worked: EOF once it did (the gate's
+ * end is close-on-exec) or once the gate died (the probe or the next stop sees that), an
+ * errno when it did not (the gate then exits SB_WEBAPP_GATE_EXEC_FAILED). */
+static int gate_open(const sb_session *s, int fd, const char *cmd, sw_err *err)
+{
+    char go = GATE_GO;
+    int e = 0;
+    size_t got = 0;
+    ssize_t n;
+    while ((n = send(fd, &go, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    if (n != 1)
+        return sw_errf(err, SW_E_BACKEND, true, "dev server of %s exited at once (see nextjs.log)", s->dir);
+    while (got < sizeof e) {
+        n = recv(fd, (char *)&e + got, sizeof e - got, 0);
+        if (n == 0) break;
+        if (n > 0) {
+            got += (size_t)n;
+        } else if (errno != EINTR) {
+            return sb_errno(err, errno, "start gate of the dev server of", s->dir);
+        } else if (sb_cancelled(s)) {
+            return sw_errc(err, SW_E_TIMEOUT, "dev server start cancelled");
+        }
+    }
+    if (got == 0) return 0;
+    if (got != sizeof e) return sw_errf(err, SW_E_BACKEND, true, "start gate of %s: short report", cmd);
+    return spawn_failed(e, cmd, err);
 }
 
 /* `npm install` in webfd, waited for; killed (whole group) when the job is cancelled. */
@@ -386,7 +521,7 @@ static int npm_install(const sb_session *s, int webfd, int logfd, sw_err *err)
 {
     char *argv[] = {(char *)"npm", (char *)"install", NULL};
     pid_t pid;
-    if (spawn(argv, webfd, logfd, &pid, err) != 0) return -1;
+    if (spawn(argv, webfd, logfd, -1, &pid, err) != 0) return -1;
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
@@ -505,10 +640,37 @@ static int record(const sb_session *s, int sfd, const sb_webapp *w, sw_err *err)
     return rc;
 }
 
+/* Test hook (docs/jobs.md "Dev server"): SNAPWORKER_TEST_STOP_BEFORE_WEBAPP_RECORD=TEXT stops
+ * the job process (SIGSTOP) right after it spawned the gated server of a session whose id
+ * contains TEXT and before it records it, so a test can kill the worker in that window. */
+static void test_stop_before_record(const sb_session *s)
+{
+    const char *t = getenv("SNAPWORKER_TEST_STOP_BEFORE_WEBAPP_RECORD");
+    if (t && *t && strstr(s->session_id, t)) raise(SIGSTOP);
+}
+
+/* Our end of the gate and the gate's end (at 10 or above: dup2 onto itself would keep
+ * FD_CLOEXEC, and 0-2 are replaced before it is moved), both close-on-exec. */
+static int gate_pair(int *ours, int *theirs, sw_err *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return sb_errno(err, errno, "socketpair for", "the dev server's start gate");
+    *theirs = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+    int e = errno;
+    close(sv[1]);
+    if (*theirs < 0) {
+        close(sv[0]);
+        return sb_errno(err, e, "dup for", "the dev server's start gate");
+    }
+    *ours = sv[0];
+    return 0;
+}
+
 int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_err *err)
 {
     memset(out, 0, sizeof *out);
-    int webfd = open_web(sfd), logfd = -1, rc = -1;
+    int webfd = open_web(sfd), logfd = -1, gate = -1, theirs = -1, rc = -1;
     char **argv = NULL;
     sb_webapp w = {0};
     if (webfd < 0) return 0;
@@ -524,15 +686,29 @@ int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_e
         sw_errf(err, SW_E_BACKEND, false, "SNAPWORKER_WEBAPP_CMD is empty");
         goto out;
     }
-    if (spawn(argv, webfd, logfd, &w.pid, err) != 0) goto out;
+    if (gate_pair(&gate, &theirs, err) != 0 || spawn(argv, webfd, logfd, theirs, &w.pid, err) != 0)
+        goto out;
+    close(theirs); /* ours alone now: the gate sees EOF once we close our end or die */
+    theirs = -1;
     if (sb_proc_start_ticks(w.pid, &w.start_ticks) != 0) {
+        close(gate);
+        gate = -1;
         while (waitpid(w.pid, NULL, 0) < 0 && errno == EINTR) {
         }
         sw_errf(err, SW_E_BACKEND, true, "dev server of %s exited at once (see nextjs.log)", s->dir);
         goto out;
     }
     reap_later(w.pid);
-    if (record(s, sfd, &w, err) != 0 || (s->cfg->webapp_wait_s > 0 && wait_ready(s, &w, port, err) != 0)) {
+    test_stop_before_record(s);
+    /* recorded before it may run; an unrecorded gate sees EOF and exits */
+    if (record(s, sfd, &w, err) != 0) {
+        close(gate);
+        gate = -1;
+        sb_webapp_stop(s, sfd, &w);
+        goto out;
+    }
+    if (gate_open(s, gate, argv[0], err) != 0 ||
+        (s->cfg->webapp_wait_s > 0 && wait_ready(s, &w, port, err) != 0)) {
         sb_webapp_stop(s, sfd, &w);
         goto out;
     }
@@ -540,6 +716,8 @@ int sb_webapp_start(const sb_session *s, int sfd, int port, sb_webapp *out, sw_e
     rc = 0;
 out:
     onyx_strv_free(argv);
+    if (gate >= 0) close(gate);
+    if (theirs >= 0) close(theirs);
     if (logfd >= 0) close(logfd);
     close(webfd);
     return rc;

@@ -8,6 +8,7 @@
 #include "common/cfg.h"
 #include "common/kubeconfig.h"
 #include "common/log.h"
+#include "jobs/sandbox.h"
 #include "worker/cli.h"
 #include "worker/jobproc.h"
 #include "worker/schedule.h"
@@ -63,6 +64,9 @@ static int cmd_run(const cfg *c, bool *busy)
 
 int main(int argc, char **argv)
 {
+    /* hidden: a dev server's start gate (jobs/webapp.c); before any configuration is read: it
+     * has none (its environment is the server's, without SNAPWORKER_*) and only execs */
+    if (argc > 1 && !strcmp(argv[1], "__devserver")) return sb_webapp_gate_main(argc - 1, argv + 1);
     cfg c;
     char err[512];
     bool help = false;

@@ -43,6 +43,77 @@ def free_port_block(n):
     raise AssertionError("no free port block")
 
 
+def proc_state(pid):
+    """'R', 'S', 'T', 'Z', ... of /proc/PID/stat, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def gone(pid):
+    return proc_state(pid) in (None, "Z", "X")
+
+
+def children(pid):
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def listeners(port):
+    """Pids holding a socket that listens on 'port' (any address), from /proc/net/tcp{,6}."""
+    inodes = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    pids = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{d}/fd"):
+                if os.readlink(f"/proc/{d}/fd/{fd}") in inodes:
+                    pids.add(int(d))
+        except OSError:
+            pass
+    return sorted(pids)
+
+
+def devservers(port):
+    """Live pids whose argv is the stand-in dev server (jobs_devserver.py) on 'port'."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"jobs_devserver.py") for a in argv) and str(port).encode() in argv \
+                and not gone(int(d)):
+            out.append(int(d))
+    return sorted(out)
+
+
 # run under ASan too (scripts/run-integration --fast)
 FAST_TESTS = [
     "test_snapshot_then_restore_gives_back_the_identical_tree_and_config",
@@ -50,6 +121,7 @@ FAST_TESTS = [
     "test_restore_without_any_snapshot_lays_out_a_fresh_workspace_from_the_template",
     "test_hostile_or_corrupt_archives_end_dead_and_leave_nothing_behind",
     "test_restore_starts_the_dev_server_records_its_pid_and_the_port_answers",
+    "test_a_worker_killed_between_spawning_the_dev_server_and_recording_it_leaves_no_orphan",
     "test_issue10_a_forged_pid_file_never_makes_the_worker_signal_a_process",
     "test_issue10_a_symlinked_layout_folder_is_refused_and_nothing_outside_changes",
 ]
@@ -432,6 +504,54 @@ class DevServer(JobsCase):
         self.assertEqual(self.port_of(ss), "null")
         self.assertFalse(os.path.exists(self.session_dir(sb, ss)))
         self.assertEqual(self.stagings(sb), [])
+
+    def test_a_worker_killed_between_spawning_the_dev_server_and_recording_it_leaves_no_orphan(self):
+        """docs/reliability.md "Fixed": the job process stops itself after the spawn and before
+        the record (SNAPWORKER_TEST_STOP_BEFORE_WEBAPP_RECORD), the worker is killed -9 there
+        (the job process follows it, PR_SET_PDEATHSIG). The server was spawned behind its start
+        gate, which sees EOF and exits without exec'ing: nothing of that attempt keeps the
+        port, and the rerun's server is the only one and owns it."""
+        port = free_port_block(1)
+        cmd = f"/usr/bin/python3 {HERE}/jobs_devserver.py {{port}}"
+        env = dict(SNAPWORKER_WEBAPP_CMD=cmd, SNAPWORKER_WEBAPP_WAIT_S=30, SNAPWORKER_LEASE_S=2,
+                   SANDBOX_NEXTJS_PORT_START=port, SANDBOX_NEXTJS_PORT_END=port + 1)
+        sb, ss = new_uuid(), new_uuid()
+        sdir = self.session_dir(sb, ss)
+        web = os.path.join(sdir, "outputs", "web")
+        os.makedirs(os.path.join(web, "node_modules"))
+        os.makedirs(os.path.join(sdir, "attachments"))
+        with open(os.path.join(web, "package.json"), "w") as f:
+            f.write("{}")
+        try:
+            a = self.start_worker(SNAPWORKER_TEST_STOP_BEFORE_WEBAPP_RECORD=ss, **env)
+            jid = self.submit("restore", sb, ss)
+            job = wait_for(lambda: next((k for k in children(a.proc.pid) if proc_state(k) == "T"),
+                                        None), 30, what="worker A's job process to stop itself")
+            spawned = children(job)
+            self.servers += spawned  # killed at the end whatever happens
+            self.assertEqual(len(spawned), 1, "the job process spawned the dev server")
+            a.kill9()
+            wait_for(lambda: gone(job), 10, what="the job process to die with its worker")
+            wait_for(lambda: gone(spawned[0]), 10,
+                     what=f"what the killed attempt spawned to go (now {proc_state(spawned[0])}, "
+                          f"stand-in servers on the port {devservers(port)})")
+            self.assertEqual(devservers(port), [])
+            self.assertEqual(listeners(port), [])
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "worker-state", "webapp-" + ss)))
+            # the rerun, on another worker once A's lease lapsed
+            self.start_worker(**env)
+            res = self.ok(jid, timeout=60)
+            pid = res["webapp_pid"]
+            self.servers.append(pid)
+            self.assertEqual(devservers(port), [pid])
+            wait_for(lambda: listeners(port) == [pid], 10, what=f"{pid} listening on {port} "
+                     f"(now {listeners(port)})")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                self.assertLess(r.status, 500)
+            with open(os.path.join(sdir, "nextjs.pid")) as f:
+                self.assertEqual(int(f.read()), pid)
+        finally:
+            self.servers += devservers(port)
 
 
 def tree_of(root):

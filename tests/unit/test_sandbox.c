@@ -1,9 +1,11 @@
 /* tests/unit/test_sandbox.c — the local sandbox backend and the job types, without servers.
  * Covers jobs/sandbox.h: session paths and id validation, regenerate args parsing, the
  * files link targets, atomic config writes into a temp dir, staging + swap + undo, the dev
- * server's argv/env and pid files (with /bin/sleep as a stand-in); and the parts of the
+ * server's argv/env, its start gate and pid files (with /bin/sleep as a stand-in); and the parts of the
  * snapshot/restore/regenerate jobs that are decided before any database or store is touched.
- * Each test gets its own temp folder (removed at the end). */
+ * Each test gets its own temp folder (removed at the end). This binary is its own dev-server
+ * gate: /proc/self/exe is this binary here, so main dispatches `__devserver` as
+ * worker/main.c does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,9 +17,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +38,8 @@
 #define SB "0B6F6A0E-6A43-4C43-9C3E-3C1F7F0F2F11"
 #define SB_LC "0b6f6a0e-6a43-4c43-9c3e-3c1f7f0f2f11"
 #define SS "7d9a3c1e-1111-4c43-9c3e-3c1f7f0f2f22"
+
+extern char **environ;
 
 typedef struct fx {
     char root[256];   /* temp folder */
@@ -1164,6 +1170,122 @@ static void regression_issue10_a_record_never_signals_us_even_when_it_names_us(v
     waitpid(victim, NULL, 0);
 }
 
+static void webapp_missing_command_fails_after_the_gate_and_leaves_no_record(void **state)
+{
+    fx *f = *state;
+    sb_session s;
+    session(f, &s);
+    web_session(&s);
+    char st_dir[4096], rec[4600], p[4600];
+    assert_int_equal(sb_state_dir(&f->c, st_dir, sizeof st_dir), 0);
+    snprintf(rec, sizeof rec, "%s/webapp-%s", st_dir, SS);
+    snprintf(p, sizeof p, "%s/nextjs.pid", s.dir);
+    /* the message is the one posix_spawnp gave before the gate, for a path and a bare name */
+    const char *cmds[] = {"/nonexistent/dev-server {port}", "sw-no-such-dev-server {port}"};
+    const char *msgs[] = {"spawn /nonexistent/dev-server: No such file or directory",
+                          "spawn sw-no-such-dev-server: No such file or directory"};
+    for (int i = 0; i < 2; i++) {
+        set_str(&f->c.webapp_cmd, cmds[i]);
+        sb_webapp w;
+        sw_err e;
+        assert_int_equal(s.ops->webapp_start(&s, 3010, &w, &e), -1);
+        assert_int_equal(e.code, SW_E_BACKEND);
+        assert_false(e.retryable);
+        assert_string_equal(e.msg, msgs[i]);
+        assert_false(exists(rec));
+        assert_false(exists(p));
+    }
+}
+
+/* The gate as sb_webapp_start starts it: this binary as `__devserver 3 ARGV...`, its end of
+ * a socketpair at fd 3 (and nothing else above 2); *ours gets the other end. */
+static pid_t gate_spawn(char *const *args, int *ours)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int theirs = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+    assert_true(theirs >= 0);
+    close(sv[1]);
+    char *argv[16] = {(char *)"test_sandbox", (char *)"__devserver", (char *)"3"};
+    for (int i = 0; args[i] && i < 12; i++) argv[3 + i] = args[i];
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs, SB_WEBAPP_GATE_FD);
+    posix_spawn_file_actions_addclosefrom_np(&fa, SB_WEBAPP_GATE_FD + 1);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(theirs);
+    *ours = sv[0];
+    return pid;
+}
+
+static int exit_status(pid_t pid)
+{
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void webapp_gate_closed_before_the_go_byte_exits_without_exec(void **state)
+{
+    fx *f = *state;
+    char marker[400], script[600];
+    snprintf(marker, sizeof marker, "%s/ran", f->root);
+    snprintf(script, sizeof script, "echo $$ > %s", marker);
+    char *args[] = {(char *)"/bin/sh", (char *)"-c", script, NULL};
+    int ours;
+    pid_t pid = gate_spawn(args, &ours);
+    usleep(100000);
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), 0); /* waiting for its go byte */
+    close(ours); /* as when the job process dies before its record */
+    assert_int_equal(exit_status(pid), SB_WEBAPP_GATE_CLOSED);
+    assert_false(exists(marker));
+}
+
+static void webapp_gate_execs_in_its_own_pid_on_the_go_byte_or_reports_the_errno(void **state)
+{
+    fx *f = *state;
+    char marker[400], script[1000], noshebang[400];
+    snprintf(marker, sizeof marker, "%s/ran", f->root);
+    snprintf(script, sizeof script, "echo $$ > %s; ls /proc/self/fd | wc -l >> %s", marker, marker);
+    /* a bare name found on PATH, as posix_spawnp finds it */
+    char *args[] = {(char *)"sh", (char *)"-c", script, NULL};
+    int ours, e = 0;
+    pid_t pid = gate_spawn(args, &ours);
+    unsigned long long t0, t1;
+    assert_int_equal(sb_proc_start_ticks(pid, &t0), 0);
+    assert_int_equal(send(ours, "g", 1, MSG_NOSIGNAL), 1);
+    assert_int_equal(recv(ours, &e, sizeof e, 0), 0); /* EOF: the exec closed its end */
+    for (int i = 0; i < 100 && !exists(marker); i++) usleep(20000);
+    assert_int_equal(sb_proc_start_ticks(pid, &t1), 0);
+    assert_int_equal(t1, t0); /* same process: the record written before still verifies */
+    assert_int_equal(exit_status(pid), 0);
+    char *got = slurp(marker);
+    assert_non_null(got);
+    assert_int_equal(atoi(got), pid);
+    /* the gate's fd is not passed on: 0-2 and the one `ls` opens for /proc/self/fd */
+    assert_int_equal(atoi(strchr(got, '\n') + 1), 4);
+    free(got);
+    close(ours);
+    /* exec failures come back as the errno: missing, and a file without #! (no /bin/sh) */
+    snprintf(noshebang, sizeof noshebang, "%s/noshebang", f->root);
+    put_file(noshebang, "echo hi\n");
+    chmod(noshebang, 0755);
+    const char *cmds[] = {"/nonexistent/dev-server", "sw-no-such-dev-server", noshebang};
+    const int want[] = {ENOENT, ENOENT, ENOEXEC};
+    for (int i = 0; i < 3; i++) {
+        char *bad[] = {(char *)cmds[i], NULL};
+        pid = gate_spawn(bad, &ours);
+        assert_int_equal(send(ours, "g", 1, MSG_NOSIGNAL), 1);
+        assert_int_equal(recv(ours, &e, sizeof e, MSG_WAITALL), (ssize_t)sizeof e);
+        assert_int_equal(e, want[i]);
+        assert_int_equal(exit_status(pid), SB_WEBAPP_GATE_EXEC_FAILED);
+        close(ours);
+    }
+}
+
 /* A FIFO where a file is read would block the job forever (fopen waits for a writer). */
 static void regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering(void **state)
 {
@@ -1230,8 +1352,9 @@ static void regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_t
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "__devserver")) return sb_webapp_gate_main(argc - 1, argv + 1);
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(session_path_is_base_sandbox_sessions_session_lowercased),
@@ -1265,6 +1388,9 @@ int main(void)
         T(regression_issue10_a_record_never_signals_us_even_when_it_names_us),
         T(regression_issue10_nextjs_log_hardlink_or_symlink_is_never_written_through),
         T(regression_issue10_a_fifo_as_template_or_skill_never_blocks_rendering),
+        T(webapp_missing_command_fails_after_the_gate_and_leaves_no_record),
+        T(webapp_gate_closed_before_the_go_byte_exits_without_exec),
+        T(webapp_gate_execs_in_its_own_pid_on_the_go_byte_or_reports_the_errno),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
