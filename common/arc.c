@@ -33,6 +33,22 @@ int arc_errno(sw_err *err, int e, const char *op, const char *name)
     return sw_errf(err, SW_E_BACKEND, retryable, "%s %s: %s", op, name, s);
 }
 
+/* Relaxed: a progress report needs a recent count, not an order with other memory. */
+void arc_live_init(arc_live *l)
+{
+    atomic_init(&l->entries, -1);
+}
+
+int64_t arc_live_get(arc_live *l)
+{
+    return atomic_load_explicit(&l->entries, memory_order_relaxed);
+}
+
+void arc_live_set(arc_live *l, int64_t n)
+{
+    if (l) atomic_store_explicit(&l->entries, n, memory_order_relaxed);
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);

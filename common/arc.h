@@ -7,6 +7,7 @@
  * Layout, rules and the reasons behind them: docs/archive.md. */
 #ifndef SW_COMMON_ARC_H
 #define SW_COMMON_ARC_H
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,15 @@ typedef struct arc_limits {
     int64_t max_entries; /* total members; <= 0 = unlimited */
 } arc_limits;
 
+/* A running member count that another thread may read while an arc_ function works
+ * (progress events). A function given one stores 0 when it starts counting, then its count
+ * so far after every member (counted as arc_stats.entries counts them); -1 until then. */
+typedef struct arc_live {
+    _Atomic int64_t entries;
+} arc_live;
+void arc_live_init(arc_live *l);          /* entries = -1: not counted (yet) */
+int64_t arc_live_get(arc_live *l);        /* the count so far, -1 = none; any thread */
+
 #define ARC_MAX_DEPTH 256      /* deepest directory nesting any arc_ function walks or creates */
 #define ARC_MAX_PATH 4096      /* longest member name (bytes) */
 
@@ -45,9 +55,10 @@ int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn 
                          arc_stats *st, sw_err *err);
 
 /* The same, leaving out every member below outputs/ or attachments/ whose name matches one
- * of 'ex' (common/excl.h; NULL = none); a matching folder is left out with its subtree. */
+ * of 'ex' (common/excl.h; NULL = none); a matching folder is left out with its subtree.
+ * 'live' (may be NULL) follows the members written. */
 int arc_write_session_ex(int sfd, const char *what, int gzip_level, const excl *ex,
-                         arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err);
+                         arc_live *live, arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err);
 
 /* Extract a tar, tar.gz or tar.zst read from 'source' into the existing empty 'dest_dir'.
  * 'lim' and 'st' may be NULL. 0, or -1 with SW_E_UNSAFE_ARCHIVE (refused or corrupt),
@@ -57,9 +68,10 @@ int arc_write_session_ex(int sfd, const char *what, int gzip_level, const excl *
  * thread; 'source' is called from it (never from two threads at once). */
 int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc_limits *lim,
                 arc_stats *st, sw_err *err);
-/* The same into the open, empty directory 'dest_fd' (borrowed; 'what' names it in messages). */
+/* The same into the open, empty directory 'dest_fd' (borrowed; 'what' names it in messages);
+ * 'live' (may be NULL) follows the members extracted. */
 int arc_extract_at(arc_source_fn source, void *arg, int dest_fd, const char *what,
-                   const arc_limits *lim, arc_stats *st, sw_err *err);
+                   const arc_limits *lim, arc_live *live, arc_stats *st, sw_err *err);
 
 /* Archive the folder 'dir' (followed when it is a symlink) as members 'as/', 'as/...' in a
  * gzip tar into 'sink': the same walk and order as arc_write_session (an outputs template
@@ -90,18 +102,21 @@ typedef struct arc_check_info {
  * member, no name taken twice (directories excepted), no devices/FIFOs/sockets, the size
  * and entry limits. An archive arc_check accepts is one arc_extract accepts into an empty
  * folder. The whole stream is read and must inflate cleanly to its end.
- * 'lim' may be NULL; 'out' is filled on 0. 0, or -1 with SW_E_UNSAFE_ARCHIVE,
- * SW_E_ARCHIVE_TOO_LARGE, SW_E_INTERNAL, or the source's error unchanged. Memory grows with
- * the number of distinct names (bounded by lim->max_entries and ARC_MAX_PATH). */
-int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_check_info *out,
-              sw_err *err);
+ * 'lim' and 'live' (the members checked so far) may be NULL; 'out' is filled on 0. 0, or -1
+ * with SW_E_UNSAFE_ARCHIVE, SW_E_ARCHIVE_TOO_LARGE, SW_E_INTERNAL, or the source's error
+ * unchanged. Memory grows with the number of distinct names (bounded by lim->max_entries
+ * and ARC_MAX_PATH). */
+int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_live *live,
+              arc_check_info *out, sw_err *err);
 
 /* Count a tar.gz that passes by in pieces (a snapshot streamed from elsewhere): members and
  * regular-file bytes as arc_write_session counts them, no rules applied. A second thread
  * reads what arc_counter_feed() hands over through a pipe; feed blocks only while that
- * thread is behind. Caller ends with arc_counter_finish() or arc_counter_abort(). */
+ * thread is behind. Caller ends with arc_counter_finish() or arc_counter_abort(). 'live'
+ * (borrowed, may be NULL) follows the members that thread has counted so far: it lags
+ * behind what was fed by at most the pipe's contents. */
 typedef struct arc_counter arc_counter;
-arc_counter *arc_counter_start(sw_err *err);     /* NULL with SW_E_INTERNAL */
+arc_counter *arc_counter_start(arc_live *live, sw_err *err);   /* NULL with SW_E_INTERNAL */
 int arc_counter_feed(arc_counter *c, const void *buf, size_t n, sw_err *err);
 /* End of stream: 0 with *st filled when the bytes were one complete, readable tar.gz (or
  * tar), else -1 with SW_E_BACKEND retryable ("the pod's archive is truncated or corrupt").

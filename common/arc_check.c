@@ -169,6 +169,7 @@ typedef struct cctx {
     bool rules;                 /* false: only count (arc_counter) */
     arc_limits lim;
     arc_check_info info;
+    arc_live *live;             /* info.st.entries as it grows (borrowed, may be NULL) */
     nameset names;
     char name[ARC_MAX_PATH + 1];
     char tname[ARC_MAX_PATH + 1];
@@ -220,14 +221,14 @@ static int member(cctx *x, struct archive_entry *e, sw_err *err)
     int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
     arc_stats *st = &x->info.st;
     if (!x->rules) {   /* counting: members, and file bytes as the writer counts them */
-        st->entries++;
+        arc_live_set(x->live, ++st->entries);
         if (!hard && type == AE_IFREG && size > 0) st->bytes += size;
         return 0;
     }
     if (x->lim.max_entries > 0 && st->entries >= x->lim.max_entries)
         return sw_errf(err, SW_E_ARCHIVE_TOO_LARGE, false, "archive has more than %lld entries (at %s)",
                        (long long)x->lim.max_entries, raw ? raw : "?");
-    st->entries++;
+    arc_live_set(x->live, ++st->entries);
     int r = arc_normalize(raw, x->name, raw, "", err);
     if (r != 0) return r > 0 ? 0 : -1;
     if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
@@ -308,6 +309,7 @@ static int corrupt(cctx *x, struct archive *a, sw_err *err)
 static int scan(cctx *x, sw_err *err)
 {
     struct archive_entry *e;
+    arc_live_set(x->live, 0);
     x->inbuf = xmalloc(IN_CHUNK);
     x->tbuf = xmalloc(IN_CHUNK);
     struct archive *raw = x->raw = archive_read_new(), *a = x->a = archive_read_new();
@@ -355,13 +357,14 @@ static void cctx_free(cctx *x)
     free(x);
 }
 
-int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_check_info *out,
-              sw_err *err)
+int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_live *live,
+              arc_check_info *out, sw_err *err)
 {
     cctx *x = xcalloc(1, sizeof *x);
     arc_locale loc;
     x->source = source;
     x->src_arg = arg;
+    x->live = live;
     x->rules = true;
     if (lim) x->lim = *lim;
     arc_locale_enter(&loc);   /* the same pathnames arc_extract sees */
@@ -376,6 +379,7 @@ int arc_check(arc_source_fn source, void *arg, const arc_limits *lim, arc_check_
 
 struct arc_counter {
     int rfd, wfd;
+    arc_live *live;    /* borrowed, may be NULL */
     pthread_t th;
     int rc;            /* the scan's outcome */
     sw_err err;
@@ -398,6 +402,7 @@ static void *counter_main(void *p)
     cctx *x = xcalloc(1, sizeof *x);
     x->source = pipe_source;
     x->src_arg = c;
+    x->live = c->live;
     c->rc = scan(x, &c->err);
     if (c->rc == 0) c->st = x->info.st;
     cctx_free(x);
@@ -411,7 +416,7 @@ static void *counter_main(void *p)
     return NULL;
 }
 
-arc_counter *arc_counter_start(sw_err *err)
+arc_counter *arc_counter_start(arc_live *live, sw_err *err)
 {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -420,6 +425,7 @@ arc_counter *arc_counter_start(sw_err *err)
     }
     (void)fcntl(fds[1], F_SETPIPE_SZ, PIPE_BYTES);   /* fewer wake-ups; EPERM is fine */
     arc_counter *c = xcalloc(1, sizeof *c);
+    c->live = live;
     c->rfd = fds[0];
     c->wfd = fds[1];
     pthread_attr_t at;

@@ -77,6 +77,7 @@ typedef struct xctx {
     size_t ndirs, capdirs;
     arc_limits lim;
     arc_stats st;
+    arc_live *live;              /* st.entries as it grows (borrowed, may be NULL) */
     char name[ARC_MAX_PATH + 1]; /* the current member, normalized */
 } xctx;
 
@@ -541,7 +542,7 @@ static int do_entry(xctx *x, struct archive_entry *e, sw_err *err)
     if (x->lim.max_entries > 0 && x->st.entries >= x->lim.max_entries)
         return sw_errf(err, SW_E_ARCHIVE_TOO_LARGE, false, "archive has more than %lld entries (at %s)",
                        (long long)x->lim.max_entries, raw ? raw : "?");
-    x->st.entries++;
+    arc_live_set(x->live, ++x->st.entries);
     int r = arc_normalize(raw, x->name, raw, "", err);
     if (r != 0) return r > 0 ? 0 : -1;
     if (!hard && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
@@ -587,17 +588,19 @@ static int open_dest(xctx *x, int dest_fd, const char *dest_dir, sw_err *err)
 int arc_extract(arc_source_fn source, void *arg, const char *dest_dir, const arc_limits *lim,
                 arc_stats *st, sw_err *err)
 {
-    return arc_extract_at(source, arg, -1, dest_dir, lim, st, err);
+    return arc_extract_at(source, arg, -1, dest_dir, lim, NULL, st, err);
 }
 
 /* dest_fd < 0: open 'dest_dir' by path (arc_extract). */
 int arc_extract_at(arc_source_fn source, void *arg, int dest_fd, const char *dest_dir,
-                   const arc_limits *lim, arc_stats *st, sw_err *err)
+                   const arc_limits *lim, arc_live *live, arc_stats *st, sw_err *err)
 {
     xctx *x = xcalloc(1, sizeof *x);
     arc_locale loc;
     int rc = -1;
     x->root = -1;
+    x->live = live;
+    arc_live_set(live, 0);
     if (lim) x->lim = *lim;
     arc_locale_enter(&loc);
     if (open_dest(x, dest_fd, dest_dir, err) != 0) goto out;

@@ -6,6 +6,7 @@
 #include <locale.h>
 #include <stddef.h>
 
+#include "common/arc.h"
 #include "common/err.h"
 
 /* Fill 'err' with SW_E_BACKEND "OP NAME: strerror(e)", retryable unless a permission or
@@ -26,6 +27,9 @@ typedef struct arc_locale {
 } arc_locale;
 void arc_locale_enter(arc_locale *l);
 void arc_locale_leave(arc_locale *l);
+
+/* Store 'n' in 'l' (NULL = nothing to do): the live count of common/arc.h. */
+void arc_live_set(arc_live *l, int64_t n);
 
 /* ---- the member rules (arc_check.c), shared by arc_extract() and arc_check() ---- */
 

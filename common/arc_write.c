@@ -31,6 +31,7 @@ typedef struct wctx {
     char *buf;                 /* READ_CHUNK bytes */
     char path[ARC_MAX_PATH + 1]; /* member name of the entry being written */
     const excl *ex;            /* members left out (borrowed, may be NULL) */
+    arc_live *live;            /* st.entries as it grows (borrowed, may be NULL) */
     arc_stats st;
 } wctx;
 
@@ -71,7 +72,7 @@ static int put_header(wctx *w, const struct stat *st, const char *link_target, s
     archive_entry_set_size(e, S_ISREG(st->st_mode) ? st->st_size : 0);
     if (link_target) archive_entry_copy_symlink(e, link_target);
     if (archive_write_header(w->a, e) < ARCHIVE_WARN) return ar_fail(w, w->path, err);
-    w->st.entries++;
+    arc_live_set(w->live, ++w->st.entries);
     return 0;
 }
 
@@ -215,19 +216,20 @@ int arc_write_session(const char *session_dir, int gzip_level, arc_sink_fn sink,
 int arc_write_session_at(int sfd, const char *what, int gzip_level, arc_sink_fn sink, void *arg,
                          arc_stats *st, sw_err *err)
 {
-    return arc_write_session_ex(sfd, what, gzip_level, NULL, sink, arg, st, err);
+    return arc_write_session_ex(sfd, what, gzip_level, NULL, NULL, sink, arg, st, err);
 }
 
 /* The roots outputs/ and attachments/ are never matched against the excludes: a snapshot
  * always holds outputs/ (it marks the workspace), only what is below them can be left out. */
 int arc_write_session_ex(int sfd, const char *what, int gzip_level, const excl *ex,
-                         arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err)
+                         arc_live *live, arc_sink_fn sink, void *arg, arc_stats *st, sw_err *err)
 {
-    wctx w = {.sink = sink, .sink_arg = arg, .ex = ex};
+    wctx w = {.sink = sink, .sink_arg = arg, .ex = ex, .live = live};
     arc_locale loc;
     struct stat ost, ast;
     int rc = -1, att;
     arc_locale_enter(&loc);
+    arc_live_set(live, 0);
     if (gzip_level < 1 || gzip_level > 9) {
         sw_errf(err, SW_E_INTERNAL, false, "gzip level %d not in 1..9", gzip_level);
         goto out;

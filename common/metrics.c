@@ -58,6 +58,11 @@ void metrics_count(metric_counter c, uint64_t n)
     if (c >= 0 && c < MC_COUNT) atomic_fetch_add_explicit(&M.counters[c], n, memory_order_relaxed);
 }
 
+uint64_t metrics_counter_value(metric_counter c)
+{
+    return c >= 0 && c < MC_COUNT ? atomic_load_explicit(&M.counters[c], memory_order_relaxed) : 0;
+}
+
 static void observe(hist *h, uint64_t us)
 {
     int i = 0;
@@ -256,7 +261,7 @@ void metrics_render(FILE *f, const char *queue, const char *version)
     fprintf(f, "snapworker_redis_reconnects_total %llu\n",
             (unsigned long long)atomic_load(&M.counters[MC_REDIS_RECONNECTS]));
     head(f, "snapworker_postgres_reconnects_total", "counter",
-         "PostgreSQL connections found dead and replaced.");
+         "PostgreSQL connections found dead and replaced (by the readiness probe and by job processes).");
     fprintf(f, "snapworker_postgres_reconnects_total %llu\n",
             (unsigned long long)atomic_load(&M.counters[MC_PG_RECONNECTS]));
     char v[64];

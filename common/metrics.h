@@ -17,7 +17,8 @@
 typedef enum metric_counter {
     MC_RECLAIMED,        /* entries taken over from idle consumers (XAUTOCLAIM) */
     MC_REDIS_RECONNECTS, /* a ready Redis connection was lost (it is reconnected) */
-    MC_PG_RECONNECTS,    /* a PostgreSQL connection was found dead and replaced */
+    MC_PG_RECONNECTS,    /* a PostgreSQL connection was found dead and replaced (here, or in a
+                            job process, which reports its own in its outcome) */
     MC_BYTES_SNAPSHOT,   /* archive bytes written by snapshot jobs */
     MC_BYTES_RESTORE,    /* archive bytes extracted by restore jobs */
     MC_COUNT
@@ -28,6 +29,7 @@ typedef enum metric_counter {
 extern const double metrics_bucket_s[METRICS_NBUCKETS];
 
 void metrics_count(metric_counter c, uint64_t n); /* any thread */
+uint64_t metrics_counter_value(metric_counter c); /* any thread; 0 for an unknown one */
 
 /* How a job ended, as counted: the `outcome` label of snapworker_jobs_total. */
 typedef enum metrics_outcome {
@@ -45,8 +47,9 @@ void metrics_job_started(const char *entry_id);
 void metrics_job_result(const char *type, const json_t *result);
 /* The event loop's 1 s tick: gauges, and the heartbeat /healthz checks. */
 void metrics_loop_tick(int inflight, int redis_up, int draining);
-/* A PostgreSQL connect is about to start; 'replacing' = an earlier one was found dead.
- * Marks PostgreSQL as used by this process (readiness checks it from then on). */
+/* A PostgreSQL connect is about to start; 'replacing' = an open one was found dead (counted
+ * in MC_PG_RECONNECTS; a first connect, or one after a failed connect, is not). Marks
+ * PostgreSQL as used by this process (readiness checks it from then on). */
 void metrics_pg_connecting(int replacing);
 void metrics_mark_store_used(void);   /* ... or the snapshot store */
 

@@ -153,6 +153,7 @@ typedef struct source_arg {
     store_reader *rd;
     job_ctx *ctx;
     int64_t bytes;   /* archive bytes read so far (progress events) */
+    arc_live live;   /* members extracted (or checked) so far, kept by the backend */
 } source_arg;
 
 static ssize_t source(void *arg, void *buf, size_t n, sw_err *err)
@@ -162,7 +163,7 @@ static ssize_t source(void *arg, void *buf, size_t n, sw_err *err)
     ssize_t got = store_get_read(a->rd, buf, n, err);
     if (got > 0) {
         a->bytes += got;
-        job_progress(a->ctx, a->bytes, -1);
+        job_progress(a->ctx, a->bytes, arc_live_get(&a->live));
     }
     return got;
 }
@@ -188,7 +189,10 @@ static int download(job_ctx *ctx, sb_session *s, sb_stage *g, int64_t row_size, 
                        (long long)info.size_bytes, (long long)row_size);
     }
     source_arg a = {rd, ctx};
+    arc_live_init(&a.live);
+    s->live = &a.live;
     int rc = s->ops->stage_extract(g, source, &a, &o->st, err);
+    s->live = NULL;
     if (rc == 0) rc = store_get_drain(rd, err); /* verify size and sha256 to the last byte */
     store_get_close(rd);
     return rc;

@@ -52,6 +52,9 @@ typedef struct sb_session {
     void *backend_priv;                    /* the backend's own state (e.g. the pod); freed by ops->release */
     const excl *exclude;                   /* borrowed, may be NULL: what ops->archive leaves out
                                               (patterns relative to the session folder) */
+    arc_live *live;                        /* borrowed, may be NULL: ops->archive and
+                                              ops->stage_extract keep their member count so
+                                              far in it (progress events) */
 } sb_session;
 
 typedef enum sb_state {

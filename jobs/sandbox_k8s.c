@@ -708,7 +708,7 @@ static int k8s_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_sta
     const char *xargv[] = {"sh", "-c", SH_ARCHIVE_X, "sh", s->dir, slen, att ? "1" : "0", NULL};
     mem_in in = {list, len, 0};
     arch_out a = {.sink = sink, .arg = arg};
-    if (!(a.count = arc_counter_start(err))) {
+    if (!(a.count = arc_counter_start(s->live, err))) {
         free(list);
         return -1;
     }
@@ -870,7 +870,7 @@ static int k8s_stage_extract(sb_stage *g, arc_source_fn src, void *arg, arc_stat
     char drain[64 * 1024];
     ssize_t r = 0;
     int rc = -1;
-    if (arc_check(tee_read, &t, &lim, &info, err) != 0) goto out;
+    if (arc_check(tee_read, &t, &lim, g->s->live, &info, err) != 0) goto out;
     while ((r = tee_read(&t, drain, sizeof drain, err)) > 0) {
     }
     if (r < 0) goto out;

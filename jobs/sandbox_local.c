@@ -184,7 +184,8 @@ static int local_archive(const sb_session *s, arc_sink_fn sink, void *arg, arc_s
     int r = local_open(s, LV_SESSION, false, &sfd, err);
     if (r == 1) return sw_errc(err, SW_E_WORKSPACE_MISSING, "no session directory %s", s->dir);
     if (r < 0) return -1;
-    int rc = arc_write_session_ex(sfd, s->dir, s->cfg->gzip_level, s->exclude, sink, arg, st, err);
+    int rc = arc_write_session_ex(sfd, s->dir, s->cfg->gzip_level, s->exclude, s->live, sink,
+                                  arg, st, err);
     close(sfd);
     return rc;
 }
@@ -420,7 +421,7 @@ static int local_stage_extract(sb_stage *g, arc_source_fn src, void *arg, arc_st
                                sw_err *err)
 {
     arc_limits lim = {g->s->cfg->max_restore_bytes, g->s->cfg->max_restore_entries};
-    if (arc_extract_at(src, arg, g->gfd, g->path, &lim, st, err) != 0) return -1;
+    if (arc_extract_at(src, arg, g->gfd, g->path, &lim, g->s->live, st, err) != 0) return -1;
     return stage_dirs(g, SW_E_UNSAFE_ARCHIVE, err);
 }
 

@@ -22,6 +22,7 @@ typedef struct sink_arg {
     job_ctx *ctx;
     int64_t bytes;        /* compressed bytes so far (cap, progress events) */
     int64_t max_bytes;    /* SNAPWORKER_MAX_SNAPSHOT_BYTES, 0 = none */
+    arc_live live;        /* members written so far, kept by the backend (progress events) */
 } sink_arg;
 
 /* The cap counts the archive as stored (compressed), checked as it grows: an archive over it
@@ -35,7 +36,7 @@ static int sink(void *arg, const void *buf, size_t n, sw_err *err)
         return sw_errf(err, SW_E_ARCHIVE_TOO_LARGE, false,
                        "snapshot archive over SNAPWORKER_MAX_SNAPSHOT_BYTES (%lld bytes)",
                        (long long)a->max_bytes);
-    job_progress(a->ctx, a->bytes, -1);
+    job_progress(a->ctx, a->bytes, arc_live_get(&a->live));
     return store_put_write(a->w, buf, n, err);
 }
 
@@ -64,7 +65,11 @@ static int upload(job_ctx *ctx, sb_session *s, const char *key, store_info *info
     store_writer *w = store_put_begin(sto, key, err);
     if (!w) return -1;
     sink_arg a = {w, ctx, 0, ctx->cfg->max_snapshot_bytes};
-    if (s->ops->archive(s, sink, &a, st, err) != 0) {
+    arc_live_init(&a.live);
+    s->live = &a.live;
+    int rc = s->ops->archive(s, sink, &a, st, err);
+    s->live = NULL;
+    if (rc != 0) {
         store_put_abort(w);
         return -1;
     }

@@ -182,6 +182,9 @@ static void send_done(int rc, json_t *result, const sw_err *err)
     metrics_loop_read(&lp);
     json_object_set_new(m, "pg_used", json_boolean(lp.pg_used));
     json_object_set_new(m, "store_used", json_boolean(lp.store_used));
+    /* this process's counter dies with it: the daemon adds it to its own */
+    json_object_set_new(m, "pg_reconnects",
+                        json_integer((json_int_t)metrics_counter_value(MC_PG_RECONNECTS)));
     (void)jw_send(CHAN, m);
     json_decref(m);
 }

@@ -296,6 +296,8 @@ static void handle(session *s, json_t *m)
         s->done = json_incref(m);
         if (json_is_true(json_object_get(m, "pg_used"))) metrics_pg_connecting(0);
         if (json_is_true(json_object_get(m, "store_used"))) metrics_mark_store_used();
+        json_int_t pgr = json_integer_value(json_object_get(m, "pg_reconnects"));
+        if (pgr > 0) metrics_count(MC_PG_RECONNECTS, (uint64_t)pgr);
     } else {
         s->bad = 1;
     }

@@ -239,20 +239,61 @@ class RestoreControl(JobsCase):
             self.assertNotIn(SECRET, o)
         self.assertIn(dead, outs[2])
 
+    def progress_workspace(self, sb, ss, files=30000):
+        """jt.build_workspace plus `files` files of 2 KiB random bytes (incompressible) in
+        folders of 1,000. With 30,000 a snapshot took 2.3 s here and a restore 7 s (3 and 7
+        progress events), so each spans more than one event. Returns the session folder and
+        its member count (outputs/ and everything below it; the empty attachments/ is not
+        archived)."""
+        sdir = self.session_dir(sb, ss)
+        jt.build_workspace(sdir)
+        many = os.path.join(sdir, "outputs", "many")
+        for i in range(files):
+            d = os.path.join(many, f"d{i // 1000:02d}")
+            if i % 1000 == 0:
+                os.makedirs(d)
+            with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
+                f.write(os.urandom(2048))
+        return sdir, len(jt.describe(os.path.join(sdir, "outputs"))) + 1
+
+    def check_progress(self, jid, entries, size_bytes):
+        """The job's progress events: at least two, a second apart, `bytes` and `entries`
+        integers that never go down, the entries seen to grow, and neither past the job's
+        totals (the final totals are the result's: a last event may come before the end)."""
+        prog = [e for e in self.events(jid) if e["status"] == "progress"]
+        data = [json.loads(e["data"]) for e in prog]
+        self.assertGreaterEqual(len(data), 2, data)
+        for d in data:
+            self.assertEqual(sorted(d), ["bytes", "entries"], d)
+            self.assertIs(type(d["bytes"]), int, d)
+            self.assertIs(type(d["entries"]), int, d)
+        b, n = [d["bytes"] for d in data], [d["entries"] for d in data]
+        self.assertEqual(b, sorted(b), data)
+        self.assertEqual(n, sorted(n), data)
+        self.assertLess(n[0], n[-1], data)
+        self.assertGreaterEqual(n[0], 0, data)
+        self.assertLessEqual(n[-1], entries, data)
+        self.assertLessEqual(b[-1], size_bytes, data)
+        ts = [int(e["ts"]) for e in prog]
+        self.assertTrue(all(b - a >= 1000 for a, b in zip(ts, ts[1:])), ts)
+
     def test_a_restore_emits_progress_events(self):
         self.start_worker()
         sb, ss = new_uuid(), new_uuid()
-        sdir = self.session_dir(sb, ss)
-        jt.build_workspace(sdir)
-        self.ok(self.submit("snapshot", sb, ss))
+        sdir, entries = self.progress_workspace(sb, ss)
+        snap = self.ok(self.submit("snapshot", sb, ss), timeout=120)
         import shutil
         shutil.rmtree(sdir)
         jid = self.submit("restore", sb, ss, {"start_webapp": False})
-        self.ok(jid)
-        prog = [e for e in self.events(jid) if e["status"] == "progress"]
-        self.assertGreaterEqual(len(prog), 1)
-        d = json.loads(prog[0]["data"])
-        self.assertIn("bytes", d)
-        self.assertIn("entries", d)
-        ts = [int(e["ts"]) for e in prog]
-        self.assertTrue(all(b - a >= 1000 for a, b in zip(ts, ts[1:])), ts)
+        res = self.ok(jid, timeout=120)
+        self.assertEqual(res["entries"], entries)
+        self.check_progress(jid, entries, snap["size_bytes"])
+
+    def test_a_snapshot_emits_progress_events(self):
+        self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        _sdir, entries = self.progress_workspace(sb, ss, files=50000)  # a longer snapshot
+        jid = self.submit("snapshot", sb, ss)
+        res = self.ok(jid, timeout=120)
+        self.assertEqual(res["entries"], entries)
+        self.check_progress(jid, entries, res["size_bytes"])

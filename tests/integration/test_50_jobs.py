@@ -124,6 +124,7 @@ FAST_TESTS = [
     "test_a_worker_killed_between_spawning_the_dev_server_and_recording_it_leaves_no_orphan",
     "test_issue10_a_forged_pid_file_never_makes_the_worker_signal_a_process",
     "test_issue10_a_symlinked_layout_folder_is_refused_and_nothing_outside_changes",
+    "test_a_snapshot_over_the_size_cap_ends_dead_and_stores_nothing",
 ]
 
 class JobsCase(SWTestCase):
@@ -334,6 +335,55 @@ class Idempotence(JobsCase):
                   "port_exhausted")
         self.assertEqual(self.port_of(s2), "null")
         self.assertEqual(self.port_of(s1), "3077")
+
+
+def files_under(root):
+    """Every file below root (hidden temp files included), relative; folders are not listed."""
+    return sorted(os.path.relpath(os.path.join(d, n), root)
+                  for d, _dirs, names in os.walk(root) for n in names)
+
+
+class SizeCap(JobsCase):
+    """SNAPWORKER_MAX_SNAPSHOT_BYTES (docs/lifecycle.md "Snapshot excludes and size cap"): the
+    archive as stored (compressed) is counted as it is uploaded. Random bytes do not compress,
+    so an archive is a little over the bytes of its files."""
+    CAP = 2 << 20
+
+    def session_with(self, sb, nbytes):
+        ss = new_uuid()
+        out = os.path.join(self.session_dir(sb, ss), "outputs")
+        os.makedirs(out)
+        with open(os.path.join(out, "random.bin"), "wb") as f:
+            f.write(os.urandom(nbytes))
+        return ss
+
+    def test_a_snapshot_over_the_size_cap_ends_dead_and_stores_nothing(self):
+        self.start_worker(SNAPWORKER_MAX_SNAPSHOT_BYTES=self.CAP)
+        sb = new_uuid()
+        over, under = self.session_with(sb, 3 << 20), self.session_with(sb, 1 << 20)
+        jid = self.submit("snapshot", sb, over)
+        h = self.dead(jid, "archive_too_large")
+        self.assertEqual(h["attempt"], "1")  # permanent (docs/contract.md §4): not retried
+        err = json.loads(h["error"])
+        self.assertFalse(err["retryable"])
+        self.assertIn("SNAPWORKER_MAX_SNAPSHOT_BYTES", err["message"])
+        self.assertIn(f"({self.CAP} bytes)", err["message"])
+        dead = [e for e in self.dead_entries() if e["job_id"] == jid]
+        self.assertEqual(len(dead), 1, self.dead_entries())
+        self.assertEqual(json.loads(dead[0]["error"]), err)
+        self.assertEqual([e["status"] for e in self.events(jid) if e["status"] != "progress"],
+                         ["started", "dead"])  # no `failed`: no retry
+        # the upload was aborted: no object, no sidecar, no temp file; no row
+        self.assertEqual(files_under(self.store_root), [])
+        self.assertEqual(self.psql("SELECT count(*) FROM snapshot"), "0")
+        # under the cap: stored, with its row
+        res = self.ok(self.submit("snapshot", sb, under))
+        self.assertGreater(res["size_bytes"], 1 << 20)
+        self.assertLessEqual(res["size_bytes"], self.CAP)
+        self.assertEqual(files_under(self.store_root),
+                         [res["storage_path"], res["storage_path"] + ".sha256"])
+        self.assertEqual(self.psql("SELECT session_id || ' ' || size_bytes FROM snapshot"),
+                         f"{under} {res['size_bytes']}")
 
 
 class Ports(JobsCase):

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ import urllib.request
 
 from harness import ROOT, SWTestCase, new_uuid, wait_for
 import jobs_tree as jt
+from test_50_jobs import free_port_block
 
 from prometheus_client.parser import text_string_to_metric_families  # python3-prometheus-client
 import yaml  # python3-yaml
@@ -263,6 +265,55 @@ class Ops(SWTestCase):
                                  SNAPWORKER_READY_CHECKS="redis,postgres")
         wait_for(lambda: http(port2, "/readyz")[0] == 503, 15, what="503 with postgres forced")
         self.assertIn("postgres", json.loads(http(port2, "/readyz")[1])["reason"])
+
+    # ---- PostgreSQL reconnects --------------------------------------------------------
+    def test_postgres_reconnects_count_connections_job_processes_lost(self):
+        """snapworker_postgres_reconnects_total counts open connections found dead, as the
+        Redis counter counts ready connections lost; a job process reports its own in its
+        outcome (docs/processes.md). The readiness probe checks Redis only here, so it holds no
+        PostgreSQL connection: every count comes from a job process."""
+        tmpl = os.path.join(self.tmp, "tmpl")
+        os.makedirs(os.path.join(tmpl, "web", "node_modules"))
+        with open(os.path.join(tmpl, "web", "package.json"), "w") as f:
+            f.write("{}")
+        web = free_port_block(3)  # a port for each of the three sessions
+        devserver = os.path.join(ROOT, "tests", "integration", "jobs_devserver.py")
+        port = self.http_worker(SNAPWORKER_READY_CHECKS="redis", SNAPWORKER_OUTPUTS_TEMPLATE=tmpl,
+                                SNAPWORKER_WEBAPP_CMD=f"/usr/bin/python3 {devserver} {{port}} --delay 4",
+                                SNAPWORKER_WEBAPP_WAIT_S=30, SANDBOX_NEXTJS_PORT_START=web,
+                                SANDBOX_NEXTJS_PORT_END=web + 3)
+        count = lambda: sample(self.scrape(port), "snapworker_postgres_reconnects",
+                               "snapworker_postgres_reconnects_total")
+
+        def restore(ss, **args):
+            return self.submit("restore", dict(args, use_demo_data=False), new_uuid(), ss)
+
+        def done(jid):
+            wait_for(lambda: self.ended(jid), 60, what=f"restore {jid}")
+            h = self.job_hash(jid)
+            self.assertEqual(h["status"], "succeeded", h)
+            return json.loads(h["result"])
+
+        done(restore(new_uuid(), start_webapp=False))
+        self.assertEqual(count(), 0)
+        # restarted between two restores: each job process connects afresh, nothing was lost
+        self.services.postgres("stop")
+        self.services.postgres("start")
+        done(restore(new_uuid(), start_webapp=False))
+        self.assertEqual(count(), 0)
+        # restarted while a restore holds its connection (its port is committed, its dev
+        # server takes 4 s): the job process finds the connection dead and reconnects
+        ss = new_uuid()
+        jid = restore(ss)
+        port_of = lambda: self.psql(f"SELECT coalesce(nextjs_port::text, '') FROM build_session "
+                                    f"WHERE id = '{ss}'")
+        wait_for(lambda: port_of() != "", 20, what="port committed")
+        self.services.postgres("stop")
+        self.services.postgres("start")
+        res = done(jid)
+        self.addCleanup(os.killpg, res["webapp_pid"], signal.SIGKILL)  # the dev server
+        self.assertEqual(res["nextjs_port"], int(port_of()))
+        self.assertEqual(count(), 1)
 
     # ---- CLI ------------------------------------------------------------------------
     def test_stats_and_ls_show_the_queue_and_never_a_secret(self):

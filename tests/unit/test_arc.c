@@ -506,7 +506,7 @@ static void hostile(tdir *t, const hent *ents, size_t n, const arc_limits *lim, 
     memsrc cs = {m.p, m.len, 0, 0};
     sw_err cerr = {0};
     arc_check_info info;
-    int crc = arc_check(mem_source, &cs, lim, &info, &cerr);
+    int crc = arc_check(mem_source, &cs, lim, NULL, &info, &cerr);
     if (want == SW_OK && crc != 0) fail_msg("arc_check refused: %s", cerr.msg);
     if (want != SW_OK && (crc != -1 || cerr.code != want))
         fail_msg("arc_check: want %s, got rc %d %s: %s", sw_code_name(want), crc,
@@ -835,7 +835,7 @@ static void nonempty_destination_is_refused(void **state)
 static int check_mem(const membuf *m, const arc_limits *lim, arc_check_info *info, sw_err *err)
 {
     memsrc s = {m->p, m->len, 0, 0};
-    return arc_check(mem_source, &s, lim, info, err);
+    return arc_check(mem_source, &s, lim, NULL, info, err);
 }
 
 /* What arc_check counts is what arc_extract counts; it reports compression and special bits. */
@@ -908,7 +908,7 @@ static void check_passes_source_errors_and_refuses_truncation(void **state)
                          {"outputs/a", AE_IFREG, 0644, NULL, NULL, 300000}};
     build(&m, "none", ents, 2);
     memsrc s = {m.p, m.len, 0, 100000};
-    assert_int_equal(arc_check(mem_source, &s, NULL, &info, &err), -1);
+    assert_int_equal(arc_check(mem_source, &s, NULL, NULL, &info, &err), -1);
     assert_int_equal(err.code, SW_E_STORAGE);
     assert_string_equal(err.msg, "GET snap.tar.gz: connection reset");
     free(m.p);
@@ -941,7 +941,7 @@ static void counter_counts_a_passing_stream_and_catches_a_cut(void **state)
     int threads = count_names("/proc/self/task");
     build_session(t->base, 1, 1);
     pj(s, t->base, "session");
-    feed_arg f = {arc_counter_start(&err)};
+    feed_arg f = {arc_counter_start(NULL, &err)};
     assert_non_null(f.c);
     assert_int_equal(arc_write_session(s, 1, counter_sink, &f, &ws, &err), 0);
     assert_int_equal(arc_counter_finish(f.c, &cs, &err), 0);
@@ -950,7 +950,7 @@ static void counter_counts_a_passing_stream_and_catches_a_cut(void **state)
 
     membuf m = {0};
     assert_int_equal(arc_write_session(s, 1, mem_sink, &m, NULL, &err), 0);
-    f.c = arc_counter_start(&err);
+    f.c = arc_counter_start(NULL, &err);
     assert_int_equal(arc_counter_feed(f.c, m.p, m.len / 2, &err), 0);
     assert_int_equal(arc_counter_finish(f.c, &cs, &err), -1);
     assert_int_equal(err.code, SW_E_BACKEND);
@@ -958,15 +958,111 @@ static void counter_counts_a_passing_stream_and_catches_a_cut(void **state)
     /* garbage first: the counter fails at once but keeps draining; feeding never blocks */
     unsigned char junk[4096];
     memset(junk, 0x5a, sizeof junk);
-    f.c = arc_counter_start(&err);
+    f.c = arc_counter_start(NULL, &err);
     for (int i = 0; i < 1024; i++) assert_int_equal(arc_counter_feed(f.c, junk, sizeof junk, &err), 0);
     assert_int_equal(arc_counter_finish(f.c, &cs, &err), -1);
-    f.c = arc_counter_start(&err);
+    f.c = arc_counter_start(NULL, &err);
     assert_int_equal(arc_counter_feed(f.c, m.p, 1000, &err), 0);
     arc_counter_abort(f.c);
     arc_counter_abort(NULL);
     assert_int_equal(count_names("/proc/self/task"), threads);
     free(m.p);
+}
+
+/* ------------------------------------------------------------------ live counts */
+
+typedef struct live_rec {
+    membuf m;          /* what the writer wrote */
+    memsrc *src;       /* what the reader reads */
+    arc_live *live;
+    int64_t first, last; /* counts seen by the sink or source calls */
+    int changes;       /* calls that saw a new count */
+    int down;          /* a count went down */
+} live_rec;
+
+static void live_note(live_rec *r)
+{
+    int64_t v = arc_live_get(r->live);
+    if (r->changes && v < r->last) r->down = 1;
+    if (!r->changes) r->first = v;
+    if (!r->changes || v != r->last) r->changes++;
+    r->last = v;
+}
+
+static int live_sink(void *arg, const void *buf, size_t n, sw_err *err)
+{
+    live_rec *r = arg;
+    live_note(r);
+    return mem_sink(&r->m, buf, n, err);
+}
+
+static ssize_t live_source(void *arg, void *buf, size_t n, sw_err *err)
+{
+    live_rec *r = arg;
+    live_note(r);
+    return mem_source(r->src, buf, n, err);
+}
+
+static void live_seen(const live_rec *r, int64_t final)
+{
+    assert_false(r->down);
+    assert_true(r->first >= 0);
+    assert_true(r->last <= final);
+    assert_true(r->changes >= 2);   /* a 20 MiB member between the first members and the rest */
+}
+
+/* What progress events read while an archive goes by: a count that starts at 0, never goes
+ * down, is at most the final count at every sink or source call (the extractor's source runs
+ * ahead of its members on another thread), and ends at exactly what arc_stats reports. */
+static void live_counts_follow_the_members(void **state)
+{
+    tdir *t = *state;
+    char s[PATH_MAX], d[PATH_MAX];
+    sw_err err = {0};
+    arc_stats ws, xs, cs;
+    arc_check_info info;
+    arc_live live;
+    build_session(t->base, 1, 1);
+    pj(s, t->base, "session");
+    arc_live_init(&live);
+    assert_int_equal(arc_live_get(&live), -1);
+    live_rec w = {.live = &live};
+    int fd = open(s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(arc_write_session_ex(fd, s, 1, NULL, &live, live_sink, &w, &ws, &err), 0);
+    close(fd);
+    assert_int_equal(arc_live_get(&live), ws.entries);
+    live_seen(&w, ws.entries);
+
+    memsrc ms = {w.m.p, w.m.len, 0, 0};
+    live_rec x = {.src = &ms, .live = &live};
+    arc_live_init(&live);
+    put_dir(t->base, "dest");
+    fd = open(pj(d, t->base, "dest"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    if (arc_extract_at(live_source, &x, fd, d, NULL, &live, &xs, &err) != 0) fail_msg("extract: %s", err.msg);
+    close(fd);
+    assert_int_equal(xs.entries, ws.entries);
+    assert_int_equal(arc_live_get(&live), xs.entries);
+    live_seen(&x, xs.entries);
+
+    ms.pos = 0;
+    live_rec c = {.src = &ms, .live = &live};
+    arc_live_init(&live);
+    assert_int_equal(arc_check(live_source, &c, NULL, &live, &info, &err), 0);
+    assert_int_equal(arc_live_get(&live), info.st.entries);
+    assert_int_equal(info.st.entries, ws.entries);
+    live_seen(&c, info.st.entries);
+
+    arc_live_init(&live);
+    arc_counter *k = arc_counter_start(&live, &err);
+    assert_non_null(k);
+    for (size_t off = 0; off < w.m.len; off += 65536)
+        assert_int_equal(arc_counter_feed(k, w.m.p + off, w.m.len - off < 65536 ? w.m.len - off : 65536, &err), 0);
+    assert_int_equal(arc_counter_finish(k, &cs, &err), 0);
+    assert_int_equal(arc_live_get(&live), cs.entries);
+    assert_int_equal(cs.entries, ws.entries);
+    free(w.m.p);
 }
 
 /* A folder archived under another name ("outputs") extracts to the same tree. */
@@ -1128,6 +1224,7 @@ int main(void)
         T(check_tracks_names_like_the_filesystem),
         T(check_passes_source_errors_and_refuses_truncation),
         T(counter_counts_a_passing_stream_and_catches_a_cut),
+        T(live_counts_follow_the_members),
         T(write_tree_archives_a_folder_under_a_new_name),
         T(rmtree_does_not_follow_symlinks),
         T(copytree_copies_files_links_modes_and_mtimes),

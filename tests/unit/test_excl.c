@@ -146,7 +146,7 @@ static void the_archive_leaves_out_matching_members_and_their_subtrees(void **st
     buf b = {0};
     sw_err e;
     int sfd = open(src, O_RDONLY | O_DIRECTORY);
-    assert_int_equal(arc_write_session_ex(sfd, src, 1, x, to_buf, &b, NULL, &e), 0);
+    assert_int_equal(arc_write_session_ex(sfd, src, 1, x, NULL, to_buf, &b, NULL, &e), 0);
     close(sfd);
     char *start = b.p;
     arc_stats st;
