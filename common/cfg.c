@@ -217,7 +217,8 @@ static const opt opts[] = {
     {"SNAPWORKER_SCHEDULE", T_BOOL, F(schedule), "0", 0, 0, 0,
      "run the scheduler (sweep every period, prune every day) inside `run`", NULL},
     {"SNAPWORKER_TENANTS", T_STR, F(tenants), "public", 0, 0, 0,
-     "comma-separated tenants the scheduler enqueues sweep and prune for", check_tenants},
+     "comma-separated tenants the scheduler enqueues sweep and prune for (more than one needs "
+     "SNAPWORKER_TENANT_SCHEMAS=1)", check_tenants},
     {"SNAPWORKER_SCHEDULE_PERIOD_S", T_INT, F(schedule_period_s), "60", 1, 86400, 0,
      "scheduler: sweep period (ids sweep:{tenant}:{epoch_s / period})", NULL},
     {"SNAPWORKER_PRUNE_PERIOD_S", T_INT, F(prune_period_s), "86400", 1, 30 * 86400, 0,
@@ -1152,6 +1153,22 @@ int cfg_load(cfg *c, int argc, char **argv, int *argi, bool *help, char *err, si
         snprintf(err, n, "SNAPWORKER_RETRY_MAX_MS: expected at least SNAPWORKER_RETRY_BASE_MS (%d), "
                          "got '%d'", c->retry_base_ms, c->retry_max_ms);
         return -1;
+    }
+    if (!c->tenant_schemas && strchr(c->tenants, ',')) {
+        /* without schemas the tables hold one tenant's data: the sandbox table has no tenant
+         * column, so every tenant's sweep would select every idle sandbox (docs/lifecycle.md
+         * "Tenants without schemas") */
+        char *copy = xstrdup(c->tenants), *save = NULL;
+        int count = 0;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) count++;
+        free(copy);
+        if (count > 1) {
+            snprintf(err, n, "SNAPWORKER_TENANTS: expected one tenant unless "
+                             "SNAPWORKER_TENANT_SCHEMAS=1 (without schemas the database holds one "
+                             "tenant's data and each tenant's sweep would select all of it), "
+                             "got '%.80s'", c->tenants);
+            return -1;
+        }
     }
     if (*c->celery_broker_url) {
         /* the ingress moves a message and XADDs it in one script: one database */

@@ -111,6 +111,16 @@ static int lead(schedule *s)
     return leading;
 }
 
+/* Test hook (docs/lifecycle.md "Test hooks"): SNAPWORKER_TEST_STOP_BEFORE_ENQUEUE=TEXT stops
+ * the whole process (SIGSTOP, as a VM pause would) right before the leader's fenced enqueue of
+ * an id containing TEXT, i.e. after this tick won or renewed the lock, so a test can let
+ * another replica take over and SIGCONT this one into its stale enqueue. */
+static void test_stop_before_enqueue(const char *id)
+{
+    const char *t = getenv("SNAPWORKER_TEST_STOP_BEFORE_ENQUEUE");
+    if (t && *t && strstr(id, t)) raise(SIGSTOP);
+}
+
 /* Enqueue 'type' for every tenant for period 'slot'. 0, or -1 (fence lost or Redis). */
 static int enqueue_all(schedule *s, const char *type, long long slot)
 {
@@ -125,11 +135,12 @@ static int enqueue_all(schedule *s, const char *type, long long slot)
         json_decref(p);
         sw_err err;
         bool fenced = false;
+        test_stop_before_enqueue(id);
         int a = enq_payload(s->rc, s->cfg, text, s->k_lock, s->token, &fenced, &err);
         free(text);
         if (a < 0) {
             log_msg(SW_LOG_WARN, fenced ? "schedule_fence_lost" : "schedule_enqueue_failed", "job_id",
-                    id, "reason", err.msg, NULL);
+                    id, "token", s->token, "reason", err.msg, NULL);
             if (fenced) s->token[0] = '\0';
             rc = -1;
         } else if (a == 1) {

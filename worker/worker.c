@@ -690,6 +690,10 @@ static void begin_drain(worker *w, int signo)
     }
     w->stopping = 1;
     log_msg(SW_LOG_INFO, "draining", "signal", signo == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+    /* a replica that is going away hands the scheduler lock over now (compare-and-delete),
+     * not after its jobs (or the drain timeout, after which worker_free is cut short) */
+    schedule_free(w->schedule);
+    w->schedule = NULL;
     conn_close(&w->rd); /* cancels the blocking read */
     /* jobs read ahead but not started go back to the stream for others */
     for (item *it = exec_take_queued(w->pool); it;) {

@@ -91,7 +91,8 @@ struct worker {
     worker_stats stats;            /* served by worker/http.c */
     uint64_t trimmed_at;           /* jobs done at the last malloc_trim */
     http_srv *http;
-    struct schedule *schedule;     /* SNAPWORKER_SCHEDULE=1: the lifecycle scheduler (schedule.c) */
+    struct schedule *schedule;     /* SNAPWORKER_SCHEDULE=1: the lifecycle scheduler (schedule.c);
+                                      NULL once the drain began (the lock handed over) */
 };
 
 

@@ -3,7 +3,9 @@ per-tenant schemas, on real PostgreSQL and Redis with the file:// store and the 
 
 Each test gets its own database (migrated with `snapworker migrate`), sandbox base folder,
 store root and queue. Periods are shortened with the test knobs SNAPWORKER_SCHEDULE_PERIOD_S,
-SNAPWORKER_SCHEDULE_LOCK_TTL_S and SNAPWORKER_SNAPSHOT_RETENTION_S (docs/operations.md)."""
+SNAPWORKER_SCHEDULE_LOCK_TTL_S and SNAPWORKER_SNAPSHOT_RETENTION_S (docs/operations.md); the
+scheduler's fence is reached with the test hook SNAPWORKER_TEST_STOP_BEFORE_ENQUEUE
+(docs/lifecycle.md "Test hooks")."""
 import json
 import os
 import signal
@@ -12,12 +14,22 @@ import time
 import uuid
 
 from celery import Celery
+from celery.exceptions import NotRegistered
 
 from harness import SLOW, SWTestCase, Worker, new_uuid, wait_for, with_db
 import jobs_tree as jt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TERMINAL = ("succeeded", "dead")
+
+
+def proc_state(pid):
+    """The state letter of /proc/PID/stat ("T" = stopped), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 # run under ASan too (scripts/run-integration --fast)
 FAST_TESTS = [
@@ -107,6 +119,27 @@ class LifecycleCase(SWTestCase):
     def rows(self, sql):
         out = self.psql(sql)
         return [r.split("|") for r in out.splitlines()] if out else []
+
+    def old_snapshots(self, sess, ages_days, tenant="public"):
+        """One stored object (with its sidecar) and row per age, in the given order; the keys."""
+        keys = []
+        for days in ages_days:
+            sid = new_uuid()
+            key = f"{tenant}/snapshots/{sess}/{sid}.tar.gz"
+            jt.write_object(self.store_root, key, b"snapshot " + key.encode())
+            self.psql(f"INSERT INTO snapshot (id, session_id, storage_path, size_bytes, created_at) "
+                      f"VALUES ('{sid}', '{sess}', '{key}', 1, now() - interval '{days} days')")
+            keys.append(key)
+        return keys
+
+    def celery_worker(self, **extra):
+        """A worker taking Celery tasks from queues snapworker and sandbox (Onyx's beat), and
+        a Celery 5 client app for them (the caller closes it)."""
+        base = self.services.env["REDIS_URL"]
+        backend = with_db(base, 1)  # rediss:// keeps its TLS options
+        self.start_worker(CELERY_BROKER_URL=base, CELERY_RESULT_BACKEND=backend,
+                          SNAPWORKER_CELERY_QUEUES="snapworker,sandbox", **extra)
+        return Celery("onyx", broker=base, backend=backend)
 
     # ---- sleep ----------------------------------------------------------------
     def test_sleep_snapshots_the_sessions_clears_ports_and_marks_everything_asleep(self):
@@ -206,15 +239,22 @@ class LifecycleCase(SWTestCase):
 
     # ---- scheduler ------------------------------------------------------------
     def schedulers(self, n, **extra):
+        # two tenants need tenant schemas (docs/lifecycle.md "Tenants without schemas"); the
+        # scheduler itself never touches the database
         env = dict(SNAPWORKER_SCHEDULE_PERIOD_S=1, SNAPWORKER_SCHEDULE_LOCK_TTL_S=2,
-                   SNAPWORKER_TENANTS="public,acme")
+                   SNAPWORKER_TENANTS="public,acme", SNAPWORKER_TENANT_SCHEMAS=1)
         env.update(extra)
         out = []
         for i in range(n):
-            s = Worker(self.env(**env), args=("schedule",), name=f"sched{i}")
+            s = Worker(self.env(**env), args=("schedule",), name=f"sched{len(self.workers)}")
             self.workers.append(s)
             out.append(s)
         return out
+
+    def lock_pid(self):
+        """The pid in the scheduler lock's value "<epoch>:<host>:<pid>:<rand>", or None."""
+        v = self.r.get(self.key("schedule:lock"))
+        return int(v.split(":")[-2]) if v else None
 
     def sweep_slots(self):
         slots = {}
@@ -253,6 +293,149 @@ class LifecycleCase(SWTestCase):
         self.assertTrue(all(v == 1 for v in self.sweep_slots().values()), self.sweep_slots())
         self.assertIn("schedule_leader", other.text())
 
+    def test_a_leader_paused_before_its_enqueue_is_fenced_out_after_another_took_over(self):
+        # Sweep period 6 s, lock TTL 2 s. A stops itself (the test hook) right before it
+        # enqueues period N, i.e. after the tick that renewed its lock. The lock lapses, B takes
+        # over still within period N and enqueues it; then A resumes into its stale enqueue.
+        # The ids alone would absorb that one; the fence must refuse it before the id is looked
+        # at, so that a leader paused across periods cannot add a period nobody else covers.
+        period = 6
+        n = int(time.time()) // period + 1
+        stop_at = f"sweep:public:{n}"
+        a, = self.schedulers(1, SNAPWORKER_SCHEDULE_PERIOD_S=period,
+                             SNAPWORKER_TEST_STOP_BEFORE_ENQUEUE=stop_at)
+        wait_for(lambda: self.lock_pid() == a.proc.pid, 10, what="A to lead")
+        token_a = self.r.get(self.key("schedule:lock"))
+        b, = self.schedulers(1, SNAPWORKER_SCHEDULE_PERIOD_S=period)  # no hook
+        wait_for(lambda: proc_state(a.proc.pid) == "T", period + 5,
+                 what=f"A to stop itself before enqueueing {stop_at}")
+        self.assertEqual(self.r.get(self.key("schedule:lock")), token_a,
+                         "A stopped between renewing its lock and the enqueue")
+        self.assertFalse(self.job_hash(stop_at), "A stopped before its enqueue")
+        wait_for(lambda: self.lock_pid() == b.proc.pid, 5, what="B to take the lapsed lock")
+        token_b = self.r.get(self.key("schedule:lock"))
+        self.assertGreater(int(token_b.split(":")[0]), int(token_a.split(":")[0]))
+        for tenant in ("public", "acme"):
+            wait_for(lambda: self.job_hash(f"sweep:{tenant}:{n}"), 5,
+                     what=f"B to enqueue sweep:{tenant}:{n}")
+        self.assertIn(f"msg=schedule_enqueued job_id={stop_at}", b.text())
+        os.kill(a.proc.pid, signal.SIGCONT)
+        wait_for(lambda: "msg=schedule_fence_lost" in a.text(), 10,
+                 what="the resumed A to meet the fence")
+        fence = [l for l in a.text().splitlines() if "msg=schedule_fence_lost" in l]
+        self.assertEqual(len(fence), 1, fence)
+        self.assertIn(f"job_id={stop_at} token={token_a} ", fence[0])
+        self.assertIn("scheduler lock no longer ours", fence[0])
+        time.sleep(1.5)  # A's next ticks: it follows and enqueues nothing more
+        self.assertTrue(a.alive())
+        self.assertEqual(self.lock_pid(), b.proc.pid)
+        mine = [l.split("job_id=")[1].split()[0] for l in a.text().splitlines()
+                if "msg=schedule_enqueued" in l]
+        self.assertTrue(mine, "A led and enqueued before its pause")
+        self.assertTrue(all(not j.startswith("sweep:") or int(j.split(":")[2]) < n for j in mine),
+                        mine)
+        slots = self.sweep_slots()
+        self.assertTrue(all(v == 1 for v in slots.values()), slots)
+        for tenant in ("public", "acme"):
+            self.assertEqual(slots.get(f"sweep:{tenant}:{n}"), 1, slots)
+            self.assertEqual(self.job_hash(f"sweep:{tenant}:{n}")["status"], "queued")
+        prunes = [json.loads(f["job"])["id"] for _i, f in self.r.xrange(self.key("stream"))
+                  if json.loads(f["job"])["type"] == "prune"]
+        self.assertEqual(sorted(prunes), sorted(set(prunes)))
+
+    def test_a_worker_with_schedule_on_enqueues_and_runs_sweeps_and_prunes_each_period_once(self):
+        # SNAPWORKER_SCHEDULE=1 inside `run`: an idle sandbox to sleep, and a session with two
+        # old snapshots, one of which the prune removes. A worker deletes the stream entries of
+        # the jobs it ended, so the jobs are counted by their hashes (deterministic ids) and the
+        # enqueues by the schedulers' own log lines (one per job a scheduler added).
+        idle, user = self.sandbox(heartbeat="now() - interval '2 hours'")
+        self.session(user, 3041, idle)
+        busy, _ = self.sandbox()
+        _sb, other = self.sandbox()
+        old = self.old_snapshots(self.session(other, None), (10, 20))
+        env = dict(SNAPWORKER_SCHEDULE=1, SNAPWORKER_SCHEDULE_PERIOD_S=1,
+                   SNAPWORKER_SCHEDULE_LOCK_TTL_S=10, SANDBOX_IDLE_TIMEOUT_SECONDS=3600,
+                   SNAPWORKER_SNAPSHOT_RETENTION_DAYS=5, SNAPWORKER_SNAPSHOT_KEEP=1)
+        a = self.start_worker(**env)
+
+        def ids(type_):
+            """The ids of the job hashes of 'type_', sweeps in period order."""
+            out = [k.split(":job:", 1)[1] for k in self.r.scan_iter(self.key(f"job:{type_}:*"))]
+            return sorted(out, key=lambda j: int(j.split(":")[2]) if type_ == "sweep" else j)
+
+        def enqueued(*ws):
+            return [l.split("job_id=")[1].split()[0] for w in ws for l in w.text().splitlines()
+                    if "msg=schedule_enqueued" in l]
+
+        def ran_by(jid, w):
+            return self.job_hash(jid).get("worker", "").split(":")[-2] == str(w.proc.pid)
+
+        # the prune of today and the sweeps of consecutive seconds, all run by this worker
+        prune = wait_for(lambda: ids("prune"), 10, what="the scheduled prune")[0]
+        self.assertEqual(prune, f"prune:public:{int(time.time()) // 86400}")
+        res = self.ok(prune)
+        self.assertEqual((res["rows"], res["objects"]), (1, 1), res)
+        self.assertEqual(self.rows("SELECT storage_path FROM snapshot"), [[old[0]]])
+        self.assertFalse(os.path.exists(os.path.join(self.store_root, old[1])))
+        self.assertTrue(ran_by(prune, a), self.job_hash(prune))
+        wait_for(lambda: len(ids("sweep")) >= 3, 10, what="three scheduled sweeps")
+        sweeps = ids("sweep")
+        for jid in sweeps[:3]:
+            self.ok(jid)
+            self.assertTrue(ran_by(jid, a), self.job_hash(jid))
+        nums = [int(j.split(":")[2]) for j in sweeps]
+        self.assertEqual(nums, list(range(nums[0], nums[0] + len(nums))), sweeps)
+        # the first sweep found the idle sandbox; its sleep ran here too
+        sleeps = wait_for(lambda: ids("sleep"), 10, what="the sleep a sweep enqueued")
+        self.assertEqual({j.split(":")[1] for j in sleeps}, {idle}, sleeps)
+        self.ok(sleeps[0])
+        self.assertTrue(ran_by(sleeps[0], a))
+        self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{idle}'"), "sleeping")
+        self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{busy}'"), "running")
+
+        # a second such worker: still one sweep per period, one prune per day
+        self.xadd(self.payload(id="long", args={"sleep_ms": 8000}))  # taken by A, alone so far
+        self.wait_status("long", "running")
+        self.assertTrue(ran_by("long", a))
+        b = self.start_worker(**env)
+        time.sleep(2.5)
+        self.assertEqual(self.lock_pid(), a.proc.pid, "A still leads")
+        self.assertNotIn("schedule_leader", b.text())
+        self.assertEqual(enqueued(b), [])
+        # A drains (its noop runs 8 s more) and hands the lock over at once, not after its
+        # job or the lock TTL (10 s)
+        a.proc.send_signal(signal.SIGTERM)
+        termed = time.time()
+        wait_for(lambda: self.lock_pid() == b.proc.pid, 5, what="B to lead")
+        self.assertLess(time.time() - termed, 3.0)
+        self.assertTrue(a.alive(), "A is still draining its job")
+        n_before = int(ids("sweep")[-1].split(":")[2])
+        wait_for(lambda: int(ids("sweep")[-1].split(":")[2]) >= n_before + 2, 6,
+                 what="sweeps from B")
+        last = ids("sweep")[-1]
+        self.ok(last)
+        self.assertTrue(ran_by(last, b), self.job_hash(last))
+        self.assertEqual(a.proc.wait(timeout=30 * SLOW), 0)  # a second SIGTERM would cut it
+        self.assertEqual(self.job_hash("long")["status"], "succeeded")
+        # every scheduled job was added once, by one of the two, and there is no other
+        adds = enqueued(a, b)
+        self.assertEqual(sorted(adds), sorted(set(adds)), adds)
+        self.assertEqual(sorted(adds), sorted(ids("sweep") + ids("prune")))
+        self.assertEqual(ids("prune"), [prune], "B's first tick found today's prune known")
+        self.assertIn(prune, enqueued(a))
+        for jid in ids("sweep") + ids("prune"):
+            self.assertEqual(self.finish(jid)["attempt"], "1", jid)
+        sleeps = ids("sleep")  # one per minute at most, and only the idle sandbox's
+        self.assertEqual({j.split(":")[1] for j in sleeps}, {idle}, sleeps)
+
+    def test_several_tenants_without_tenant_schemas_are_refused_at_start(self):
+        for args in (("schedule",), ("run",)):
+            p = self.cli(*args, SNAPWORKER_TENANTS="public,acme", SNAPWORKER_SCHEDULE=1)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("SNAPWORKER_TENANTS: expected one tenant unless "
+                          "SNAPWORKER_TENANT_SCHEMAS=1", p.stderr)
+            self.assertIn("'public,acme'", p.stderr)
+
     # ---- prune ----------------------------------------------------------------
     def test_prune_keeps_the_latest_per_session_and_removes_older_rows_objects_and_sidecars(self):
         _sb, user = self.sandbox()
@@ -290,12 +473,7 @@ class LifecycleCase(SWTestCase):
     def test_onyx_celery_cleanup_idle_sandboxes_drives_a_sweep_end_to_end(self):
         idle, user = self.sandbox(heartbeat="now() - interval '2 hours'")
         self.session(user, 3031, idle)
-        base = self.services.env["REDIS_URL"]
-        backend = with_db(base, 1)  # rediss:// keeps its TLS options
-        self.start_worker(CELERY_BROKER_URL=base, CELERY_RESULT_BACKEND=backend,
-                          SNAPWORKER_CELERY_QUEUES="snapworker,sandbox",
-                          SANDBOX_IDLE_TIMEOUT_SECONDS=3600)
-        app = Celery("onyx", broker=base, backend=backend)
+        app = self.celery_worker(SANDBOX_IDLE_TIMEOUT_SECONDS=3600)
         try:
             r = app.send_task("cleanup_idle_sandboxes", kwargs={"tenant_id": "public"},
                               queue="sandbox")
@@ -307,6 +485,65 @@ class LifecycleCase(SWTestCase):
         self.ok(out["enqueued"][0])
         self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{idle}'"), "sleeping")
         self.assertEqual(self.psql(f"SELECT count(*) FROM snapshot"), "1")
+
+    def test_onyx_celery_cleanup_old_snapshots_drives_a_prune_end_to_end(self):
+        _sb, user = self.sandbox()
+        sess = self.session(user, None)
+        keep, *gone = self.old_snapshots(sess, (1, 10, 20))
+        acme = self.old_snapshots(sess, (30,), tenant="acme")  # not this tenant's
+        app = self.celery_worker(SNAPWORKER_SNAPSHOT_RETENTION_DAYS=5, SNAPWORKER_SNAPSHOT_KEEP=1)
+        try:
+            r = app.send_task("cleanup_old_snapshots", kwargs={"tenant_id": "public"},
+                              queue="sandbox")
+            out = r.get(timeout=60 * SLOW)
+        finally:
+            app.close()
+        self.assertEqual(out, {"rows": 2, "objects": 2, "retention_s": 5 * 86400, "keep": 1})
+        h = self.job_hash(r.id)
+        self.assertEqual((h["type"], h["status"]), ("prune", "succeeded"), h)
+        self.assertEqual(sorted(x[0] for x in self.rows("SELECT storage_path FROM snapshot")),
+                         sorted([keep] + acme))
+        for k in gone:
+            self.assertFalse(os.path.exists(os.path.join(self.store_root, k)), k)
+            self.assertFalse(os.path.exists(os.path.join(self.store_root, k + ".sha256")), k)
+        for k in [keep] + acme:
+            self.assertTrue(os.path.exists(os.path.join(self.store_root, k)), k)
+
+    def test_a_custom_celery_task_map_replaces_the_default_names(self):
+        idle, user = self.sandbox(heartbeat="now() - interval '2 hours'")
+        self.session(user, 3032, idle)
+        keep, gone = self.old_snapshots(self.session(user, None), (1, 20))
+        app = self.celery_worker(
+            SNAPWORKER_CELERY_TASK_MAP="onyx.sandbox.prune_old=prune,onyx.sandbox.sweep_idle=sweep",
+            SANDBOX_IDLE_TIMEOUT_SECONDS=3600, SNAPWORKER_SNAPSHOT_RETENTION_DAYS=5,
+            SNAPWORKER_SNAPSHOT_KEEP=1)
+        try:
+            prune = app.send_task("onyx.sandbox.prune_old", queue="sandbox")  # tenant public
+            sweep = app.send_task("onyx.sandbox.sweep_idle", kwargs={"tenant_id": "public"},
+                                  queue="sandbox")
+            default = app.send_task("cleanup_old_snapshots", kwargs={"tenant_id": "public"},
+                                    queue="sandbox")
+            always = app.send_task("snapworker.noop", queue="sandbox",
+                                   kwargs={"sandbox_id": new_uuid(), "session_id": new_uuid()})
+            self.assertEqual(prune.get(timeout=60 * SLOW)["rows"], 1)
+            out = sweep.get(timeout=60 * SLOW)
+            with self.assertRaises(NotRegistered):  # the map replaces the default one
+                default.get(timeout=60 * SLOW)
+            self.assertEqual(always.get(timeout=60 * SLOW), {"ok": True})
+        finally:
+            app.close()
+        self.assertEqual(self.job_hash(prune.id)["type"], "prune")
+        self.assertEqual(self.job_hash(sweep.id)["type"], "sweep")
+        h = self.job_hash(default.id)  # refused by the worker, never run as a prune
+        self.assertEqual((h["type"], h["status"]), ("celery", "dead"), h)
+        self.assertEqual(json.loads(h["error"])["code"], "unknown_job_type", h)
+        self.assertEqual((out["idle"], len(out["enqueued"])), (1, 1), out)
+        self.ok(out["enqueued"][0])
+        self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{idle}'"), "sleeping")
+        self.assertEqual(self.psql(f"SELECT count(*) FROM snapshot WHERE storage_path = '{gone}'"),
+                         "0")
+        self.assertEqual(self.psql(f"SELECT count(*) FROM snapshot WHERE storage_path = '{keep}'"),
+                         "1")
 
     # ---- tenant schemas -------------------------------------------------------
     def make_schema(self, name):

@@ -27,7 +27,8 @@ static void clear_env(void)
                           "DATABASE_URL", "SANDBOX_BASE_PATH", "SANDBOX_NAMESPACE",
                           "SANDBOX_S3_BUCKET", "SNAPWORKER_WEBAPP_CMD", "SNAPWORKER_NAMESPACE",
                           "SNAPWORKER_DEMO_DATA_PATH", "SNAPWORKER_USER_FILES_PATH",
-                          "SNAPWORKER_K8S_SANDBOX_CONTAINER", "SNAPWORKER_HTTP_TIMEOUT_S", NULL};
+                          "SNAPWORKER_K8S_SANDBOX_CONTAINER", "SNAPWORKER_HTTP_TIMEOUT_S",
+                          "SNAPWORKER_TENANTS", "SNAPWORKER_TENANT_SCHEMAS", NULL};
     for (int i = 0; vars[i]; i++) unsetenv(vars[i]);
 }
 
@@ -223,6 +224,32 @@ static void s3_without_any_bucket_is_refused(void **state)
     cfg_free(&c);
 }
 
+/* Without tenant schemas the tables hold one tenant's data (the sandbox table has no tenant
+ * column): several scheduler tenants would each sweep all of it, so that is refused naming
+ * both variables (docs/lifecycle.md "Tenants without schemas"). */
+static void several_tenants_need_tenant_schemas(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    assert_int_equal(load_env("SNAPWORKER_TENANTS", "public,acme", err), -1);
+    assert_non_null(strstr(err, "SNAPWORKER_TENANTS: expected one tenant unless "
+                                "SNAPWORKER_TENANT_SCHEMAS=1"));
+    assert_non_null(strstr(err, "'public,acme'"));
+    assert_int_equal(load_env("SNAPWORKER_TENANTS", "acme", err), 0);
+    assert_int_equal(load_env("SNAPWORKER_TENANTS", "acme,", err), 0); /* one tenant */
+    cfg c;
+    char *argv[] = {(char *)"snapworker", (char *)"--tenants", (char *)"public,acme", NULL};
+    clear_env();
+    assert_int_equal(load(&c, 3, argv, err), -1); /* a flag is checked the same way */
+    cfg_free(&c);
+    setenv("SNAPWORKER_TENANT_SCHEMAS", "1", 1);
+    assert_int_equal(load(&c, 3, argv, err), 0);
+    assert_string_equal(c.tenants, "public,acme");
+    assert_true(c.tenant_schemas);
+    cfg_free(&c);
+    clear_env();
+}
+
 static void dns_labels(void **state)
 {
     (void)state;
@@ -390,6 +417,7 @@ int main(void)
         cmocka_unit_test(a_bad_database_url_never_shows_its_password),
         cmocka_unit_test(s3_bucket_names_follow_the_naming_rules),
         cmocka_unit_test(s3_without_any_bucket_is_refused),
+        cmocka_unit_test(several_tenants_need_tenant_schemas),
         cmocka_unit_test(dns_labels),
         cmocka_unit_test(keys_share_the_queue_hash_tag),
         cmocka_unit_test(error_codes_have_stable_names),
