@@ -157,7 +157,8 @@ static const opt opts[] = {
     {"SNAPWORKER_DB_MANAGED", T_STR, F(db_managed), "self", 0, 0, 0,
      "self (snapworker migrates) or external (an Onyx database)", check_managed},
     {"CELERY_BROKER_URL", T_STR, F(celery_broker_url), NULL, 0, 0, 0,
-     "Celery broker (the same Redis database as REDIS_URL); empty = ingress off",
+     "Celery broker (the same Redis database as REDIS_URL); empty = ingress off. "
+     "Set, it also enables Celery's `revoke` (docs/celery.md \"Revoke\")",
      check_celery_url},
     {"CELERY_RESULT_BACKEND", T_STR, F(celery_result_backend), NULL, 0, 0, 0,
      "Celery result backend redis:// URL (default: the broker)", check_celery_url},
