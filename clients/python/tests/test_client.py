@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -123,6 +125,45 @@ def test_the_restore_session_example_answers_409_while_a_restore_of_the_session_
     client.r.hset(client.keys.job(running), "type", "snapshot")
     status, body = ex.restore_session(client, "public", sb, ss, timeout=0.5)
     assert status == 504  # no worker runs in this test: the wait times out
+
+
+def test_of_requests_racing_for_one_session_the_example_lets_exactly_one_enqueue(client):
+    # no worker: the one request that enqueues waits and times out (504); every other
+    # request answers 409 naming that job, and the queue holds one restore, not eight
+    sb, ss = ids()
+    n = 8
+    barrier = threading.Barrier(n)
+    answers = []
+
+    def request():
+        barrier.wait()
+        answers.append(ex.restore_session(client, "public", sb, ss, timeout=1.5))
+
+    threads = [threading.Thread(target=request) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    statuses = sorted(st for st, _ in answers)
+    assert statuses == [409] * (n - 1) + [504], answers
+    enqueued = [b["job_id"] for st, b in answers if st == 504][0]
+    assert all(b["job_id"] == enqueued for st, b in answers if st == 409), answers
+    assert client.status(enqueued)["status"] == "queued"
+    assert client.r.xlen(client.keys.k("stream:high")) == 1
+    # the claimed restore still queued: one more request is refused ...
+    assert ex.restore_session(client, "public", sb, ss, timeout=0.5)[0] == 409
+    # ... and once it ended (cancelled here) the next request goes through
+    assert client.cancel(enqueued) == "cancelled"
+    status, body = ex.restore_session(client, "public", sb, ss, timeout=0.5)
+    assert status == 504 and body["job_id"] != enqueued
+    # a claim naming a job that was never enqueued (its handler died) is taken over
+    # once CLAIM_IN_FLIGHT_MS has passed, not before
+    sb2, ss2 = ids()
+    key = ex.claim_key(client, ss2)
+    client.r.set(key, "restore-lost|%d" % int(time.time() * 1000))
+    assert ex.restore_session(client, "public", sb2, ss2, timeout=0.5)[0] == 409
+    client.r.set(key, "restore-lost|%d" % (int(time.time() * 1000) - ex.CLAIM_IN_FLIGHT_MS))
+    assert ex.restore_session(client, "public", sb2, ss2, timeout=0.5)[0] == 504
 
 
 def test_the_example_maps_error_codes_to_http_statuses(client, worker):
