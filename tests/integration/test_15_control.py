@@ -3,10 +3,12 @@ delayed and mid-restore; delays on Redis's clock; priorities without starvation;
 idempotent enqueue; progress events; where an api key may live afterwards."""
 import json
 import os
+import re
 import subprocess
 import threading
 import time
 
+import harness
 from harness import SWTestCase, new_uuid, wait_for
 import jobs_tree as jt
 from test_50_jobs import HERE, JobsCase, free_port_block
@@ -297,3 +299,55 @@ class RestoreControl(JobsCase):
         res = self.ok(jid, timeout=120)
         self.assertEqual(res["entries"], entries)
         self.check_progress(jid, entries, res["size_bytes"])
+
+    def test_enqueue_wait_prints_progress_lines_or_a_bar_on_a_terminal(self):
+        """`snapworker enqueue --wait`: progress to stderr (plain lines when stderr is a
+        pipe, one bar redrawn in place with \\r when it is a terminal), the outcome as JSON
+        on stdout."""
+        self.start_worker()
+        sb, ss = new_uuid(), new_uuid()
+        _sdir, entries = self.progress_workspace(sb, ss)
+        args = ("enqueue", "snapshot", "--tenant", "public", "--sandbox", sb, "--session", ss,
+                "--wait", "--timeout", "120")
+        p = self.cli(*args, check=True, timeout=150)
+        out = json.loads(p.stdout)
+        self.assertEqual(out["status"], "succeeded", out)
+        lines = [ln for ln in p.stderr.splitlines() if ln.startswith("progress ")]
+        self.assertGreaterEqual(len(lines), 2, p.stderr)
+        seen = []
+        for ln in lines:
+            m = re.fullmatch(r"progress snapshot: (\d+) bytes, (\d+) entries", ln)
+            self.assertIsNotNone(m, ln)
+            seen.append(int(m.group(2)))
+        self.assertEqual(seen, sorted(seen), lines)
+        self.assertLessEqual(seen[-1], entries, lines)
+        self.assertNotIn("\r", p.stderr)
+        # the same with stderr on a pseudo-terminal
+        import pty
+        master, slave = pty.openpty()
+        full = dict(os.environ)
+        full.update(self.env())
+        full.pop("SW_TMP", None)
+        proc = subprocess.Popen([harness.BIN, *args], env=full, stdout=subprocess.PIPE,
+                                stderr=slave, text=True)
+        os.close(slave)
+        tty = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            tty += chunk
+        out2 = json.loads(proc.stdout.read())
+        proc.stdout.close()
+        self.assertEqual(proc.wait(60), 0)
+        os.close(master)
+        self.assertEqual(out2["status"], "succeeded", out2)
+        bars = re.findall(rb"\rsnapshot \[([#.]{30})\] (\d+\.\d) MiB, (\d+) entries", tty)
+        self.assertGreaterEqual(len(bars), 2, tty)
+        fills = [b[0].count(b"#") for b in bars]
+        self.assertEqual(fills, sorted(fills), tty)
+        self.assertTrue(tty.endswith(b"\r\n") or tty.endswith(b"\n"), tty[-80:])
+        self.assertNotIn(b"progress snapshot:", tty)
