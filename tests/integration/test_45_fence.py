@@ -16,6 +16,9 @@ resumed attempt adopts the stored object. Both stores, through the real commit p
 Orphans (item 6): `snapworker store gc` removes temp files and aborts multipart uploads
 older than SNAPWORKER_STORE_ORPHAN_GRACE_S, keeps younger ones and every object; a worker
 sweeps between jobs. Restores check the object against the row's size_bytes.
+A stale restore that ends dead (lease lost, last attempt) skips its on_dead port rollback,
+which would take the port away from the live attempt (docs/store.md "Writes of a stale
+attempt").
 
 tests/integration/s3proxy.py acts as S3 does where s3rver does not (If-None-Match: *,
 abort, ListMultipartUploads) and holds requests on demand."""
@@ -279,6 +282,49 @@ class FenceCase(JobsCase):
         # an Onyx row (size_bytes 0) is not checked
         self.psql(f"UPDATE snapshot SET size_bytes = 0 WHERE id = '{snap['snapshot_id']}'")
         self.ok(self.submit("restore", sb, ss, {"start_webapp": False}))
+
+    # ---- a stale restore that ends dead -------------------------------------------------
+    def test_a_stale_restore_that_ends_dead_does_not_roll_back_the_live_attempts_port(self):
+        """docs/store.md "Writes of a stale attempt": worker A takes the session's port P
+        (memo: port_before null, port_job P) and is paused while its GET of the snapshot is
+        held by the proxy. B reclaims the delivery (the same attempt and memo), restores and
+        succeeds with P. A resumes, learns that its lease is lost and SIGTERMs its job
+        process, whose GET (still held) is cancelled; as that was its last attempt
+        (max_attempts 1) the attempt ends dead. Its on_dead rollback, a compare-and-set
+        P -> NULL, would match and take P away from the session B restored (in production,
+        from B's running dev server; no dev server here, the row is what the rollback
+        changes): worker/exec.c skips it when the lease is known lost."""
+        # kill grace 1 s: should the held GET ignore the SIGTERM, A's job process is killed
+        # soon after and the attempt still ends dead
+        env = self.s3env(SNAPWORKER_LEASE_S=2, SNAPWORKER_JOB_KILL_GRACE_S=1)
+        sb, ss = new_uuid(), new_uuid()
+        sdir = self.session_dir(sb, ss)
+        jt.build_workspace(sdir, big_bytes=64 * 1024)
+        a = self.start_worker(**env)
+        self.ok(self.submit("snapshot", sb, ss))
+        shutil.rmtree(sdir)
+        self.assertEqual(self.port_of(ss), "null")
+        self.ctl("rules", [{"method": "GET", "suffix": ".tar.gz", "action": "hold", "name": "A",
+                            "count": 1}])
+        jid = self.submit("restore", sb, ss, {"start_webapp": False}, max_attempts=1)
+        wait_for(lambda: any(e.get("result") == "held" for e in self.ctl("stats")["log"]), 30,
+                 what="A's GET of the snapshot held by the proxy")
+        port = self.port_of(ss)
+        self.assertNotEqual(port, "null", "A took the port before its GET")
+        pause(a.proc.pid)
+        wait_for(lambda: proc_state(a.proc.pid) == "T", 10, what="worker A paused")
+        self.start_worker(**env)
+        res_b = self.ok(jid, timeout=60)
+        self.assertEqual(str(res_b["nextjs_port"]), port, "B restored with the memoised port")
+        self.assertEqual(self.port_of(ss), port)
+        resume(a.proc.pid)  # its GET stays held: A cannot finish the restore
+        fenced = wait_for(lambda: re.search(r"job_lease_lost[^\n]*duration_ms[^\n]*", a.text()),
+                          60, what="worker A's fenced finish").group(0)
+        self.assertIn(jid, fenced)
+        self.assertNotIn("delay_ms", fenced, "A's attempt ended dead, not retrying: " + fenced)
+        self.assertEqual(self.port_of(ss), port, "the live attempt's port was not rolled back")
+        self.assertRegex(a.text(), rf"on_dead_skipped[^\n]*{jid}")
+        self.assertEqual(self.job_hash(jid)["status"], "succeeded")
 
     # ---- orphans ----------------------------------------------------------------------
     def test_store_gc_removes_old_temp_files_and_keeps_young_ones_and_objects(self):
