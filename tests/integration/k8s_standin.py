@@ -93,7 +93,22 @@ joined by spaces, "count" = times it applies, -1 = always, the default):
     {"action": "exit", "code": N, "stderr": "text"}  do not run the command; exit N
     {"action": "delay_101", "seconds": S} wait before answering the upgrade
 and POST /unauthorized_after {"k": K}: every authenticated API request after the K-th
-(counted from now) gets 401. Data kept in memory is capped (request bodies at 64 KiB,
+(counted from now) gets 401.
+
+Token rotation (POST /rotate {"dir": D, "token": B, "revoke": [A...], "match": M,
+"method": X, "path": P, "nth": N}): the stand-in plays the kubelet too. The N-th API request
+(default 1, counted from now) whose text "METHOD PATH ARGV..." (ARGV: an exec's command=
+items joined by spaces) contains M, whose method is X and whose path is exactly P (each
+only when given) triggers it, once: BEFORE that request is authenticated, D's `token`
+is rewritten the way the kubelet's AtomicWriter updates a projected service-account volume
+(kubelet_write below: a new ..TIMESTAMP folder, a ..data_tmp symlink to it renamed over
+..data, the old folder removed; `token` stays a symlink to ..data/token), the tokens in
+"revoke" are forgotten and B is accepted (no expiry). The triggering request then carries
+the old token and gets 401 unless the client already switched. Its record has
+"rotated": true. Every request record has "bearer": the first 12 hex digits of the SHA-256
+of the bearer token it carried (token_id()), or null: which token was used, never the token.
+
+Data kept in memory is capped (request bodies at 64 KiB,
 records at 5000 each, queued output at 256 KiB; stdin is only counted and hashed).
 """
 import argparse
@@ -338,6 +353,7 @@ class State:
         self.services = {}          # (ns, name) -> Service
         self.faults = []
         self.unauth_after = None    # [K, count since set]
+        self.rotation = None        # the /rotate rule, with "seen": matching requests so far
         self.deleted_pods = []      # deleted, their processes being killed
         self.reset_logs()
 
@@ -492,6 +508,40 @@ class Request:
             if k.lower() == n:
                 return v
         return None
+
+
+def token_id(token):
+    """What the request records keep of a bearer token: 12 hex digits of its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def kubelet_write(d, files):
+    """Write files {name: text} into folder d as the kubelet's AtomicWriter updates a
+    projected volume (pkg/volume/util/atomic_writer.go): the payload goes into a new
+    ..YYYY_MM_DD_HH_MM_SS.NNNN folder, a ..data_tmp symlink to it is renamed over ..data
+    (the one atomic step), the previous folder is removed, and each visible name is a
+    symlink NAME -> ..data/NAME (made once). A reader that opens d/NAME gets the old or the
+    new file whole, never a mix."""
+    os.makedirs(d, exist_ok=True)
+    data = os.path.join(d, "..data")
+    old = os.readlink(data) if os.path.islink(data) else None
+    ts = tempfile.mkdtemp(prefix=time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()), dir=d)
+    os.chmod(ts, 0o755)
+    for name, text in files.items():
+        with open(os.path.join(ts, name), "w") as f:
+            f.write(text)
+        os.chmod(os.path.join(ts, name), 0o644)
+    tmp = os.path.join(d, "..data_tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.basename(ts), tmp)
+    os.rename(tmp, data)
+    for name in files:
+        link = os.path.join(d, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join("..data", name), link)
+    if old:
+        shutil.rmtree(os.path.join(d, old), ignore_errors=True)
 
 
 def h2_frame(typ, flags, stream, payload):
@@ -700,7 +750,10 @@ class ApiServer:
                "body": req.body[:MAX_RECORDED_BODY].decode("utf-8", "replace")}
         if req.dropped_query:
             rec["dropped_query"] = req.dropped_query
+        auth = req.header("Authorization") or ""
+        rec["bearer"] = token_id(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
         self.state.add_record(self.state.requests, rec)
+        self._maybe_rotate(req, rec)
 
         who = self._authenticate(req, user)
         rec["user"] = who
@@ -722,6 +775,27 @@ class ApiServer:
                                                "the server could not find the requested resource",
                                                {}), keep)
         return keep
+
+    def _maybe_rotate(self, req, rec):
+        """The /rotate rule: on its N-th matching request, rewrite the token file as the
+        kubelet does and switch the accepted tokens, before this request is authenticated."""
+        st = self.state
+        text = " ".join([req.method, req.path] + req.query.get("command", []))
+        with st.lock:
+            r = st.rotation
+            if r is None or (r.get("match") and r["match"] not in text) or \
+                    (r.get("method") and r["method"] != req.method) or \
+                    (r.get("path") and r["path"] != req.path):
+                return
+            r["seen"] += 1
+            if r["seen"] < int(r.get("nth") or 1):
+                return
+            st.rotation = None
+            kubelet_write(r["dir"], {"token": r["token"]})
+            for old in r.get("revoke") or ():
+                st.tokens.pop(old, None)
+            st.tokens[r["token"]] = None
+            rec["rotated"] = True
 
     def _authenticate(self, req, cert_user):
         st = self.state
@@ -1424,11 +1498,18 @@ class Control(BaseHTTPRequestHandler):
             with st.lock:
                 st.unauth_after = None if body.get("k") is None else [int(body["k"]), 0]
             return self.reply(200, {})
+        if p == "/rotate":
+            if not body or not body.get("dir") or not body.get("token"):
+                return self.reply(400, {"error": "dir and token are required"})
+            with st.lock:
+                st.rotation = dict(body, seen=0)
+            return self.reply(200, {})
         if p == "/reset":
             with st.lock:
                 st.reset_logs()
                 st.faults = []
                 st.unauth_after = None
+                st.rotation = None
             return self.reply(200, {})
         if p == "/saw":
             return self.reply(200, {"places": saw(st, body["secret"])})
@@ -1625,8 +1706,17 @@ class K8sStandin:
     def unauthorized_after(self, k):
         self._ctl("/unauthorized_after", {"k": k})
 
+    def rotate_token(self, dir, token, revoke=(), match=None, method=None, path=None, nth=1):
+        """On the nth API request (from now) whose "METHOD PATH ARGV" contains match, whose
+        method is method and whose path is path (each only when not None): rewrite dir/token
+        to token as the kubelet does (kubelet_write), forget the revoke tokens and accept
+        token, before that request is authenticated. Once."""
+        self._ctl("/rotate", {"dir": dir, "token": token, "revoke": list(revoke),
+                              "match": match, "method": method, "path": path, "nth": nth})
+
     def reset(self):
-        """Forget recorded requests and execs, faults and the 401 knob (tables stay)."""
+        """Forget recorded requests and execs, faults, the 401 knob and a pending rotation
+        (tables stay)."""
         self._ctl("/reset", {})
 
     # ---- what happened

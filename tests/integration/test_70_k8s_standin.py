@@ -16,7 +16,7 @@ import time
 import unittest
 import urllib.parse
 
-from k8s_standin import K8sStandin, ws_accept
+from k8s_standin import K8sStandin, kubelet_write, token_id, ws_accept
 
 FAST = False  # no worker binary involved: nothing for ASan to check
 TLS_PASS = False  # no Redis: nothing for scripts/run-integration --tls to change
@@ -552,6 +552,41 @@ class StandinCase(unittest.TestCase):
         self.assertEqual([self.rest("GET", path)[0] for _ in range(4)], [200, 200, 401, 401])
         self.sa.unauthorized_after(None)
         self.assertEqual(self.rest("GET", path)[0], 200)
+
+    def test_rotate_rewrites_the_token_file_as_the_kubelet_does_then_switches_tokens(self):
+        d = os.path.join(self.sa.dir, "sa-%d" % random.randrange(1 << 30))
+        kubelet_write(d, {"token": "tok-a"})
+        first = os.readlink(os.path.join(d, "..data"))
+        self.assertTrue(first.startswith("..") and os.path.isdir(os.path.join(d, first)))
+        self.assertEqual(os.readlink(os.path.join(d, "token")), "..data/token")
+        self.sa.add_token("tok-a")
+        path = "/api/v1/namespaces/%s/pods/%s" % (NS, POD)
+        self.sa.reset()
+        # on the 2nd GET of that exact path (the exec below is a GET of a longer path)
+        self.sa.rotate_token(d, "tok-b", revoke=["tok-a"], method="GET", path=path, nth=2)
+        self.assertEqual(self.rest("GET", path, token="tok-a")[0], 200)
+        self.assertEqual(self.exec_(["true"]).status["status"], "Success")   # TOKEN still works
+        with open(os.path.join(d, "token")) as f:
+            self.assertEqual(f.read(), "tok-a")
+        self.assertEqual(self.rest("GET", path, token="tok-a")[0], 401)    # the trigger
+        with open(os.path.join(d, "token")) as f:
+            self.assertEqual(f.read(), "tok-b")
+        second = os.readlink(os.path.join(d, "..data"))
+        self.assertNotEqual(second, first)
+        self.assertEqual(sorted(os.listdir(d)), sorted(["..data", "token", second]))
+        self.assertEqual(self.rest("GET", path, token="tok-b")[0], 200)
+        self.assertEqual(self.rest("GET", path, token="tok-a")[0], 401)    # revoked
+        self.assertEqual(self.rest("GET", path, token="tok-b")[0], 200)    # once: no rotation
+        with open(os.path.join(d, "token")) as f:
+            self.assertEqual(f.read(), "tok-b")
+        reqs = self.sa.requests()
+        self.assertEqual([(r["bearer"], r["status"], r.get("rotated", False)) for r in reqs],
+                         [(token_id("tok-a"), 200, False), (token_id(TOKEN), 101, False),
+                          (token_id("tok-a"), 401, True), (token_id("tok-b"), 200, False),
+                          (token_id("tok-a"), 401, False), (token_id("tok-b"), 200, False)])
+        self.assertEqual(self.sa.saw("tok-a"), [])
+        self.rest("GET", path, token=None)
+        self.assertIsNone(self.sa.requests()[-1]["bearer"])
 
     # ---- REST
     def test_not_found_and_bad_container(self):

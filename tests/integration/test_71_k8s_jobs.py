@@ -2,7 +2,8 @@
 SANDBOX_BACKEND=kubernetes against the stand-in API server (k8s_standin.py: pods/exec runs
 the argv locally with the pod's folder on /workspace), Redis, PostgreSQL and the file://
 store. The same tree-identity checks as test_50_jobs.py on the local backend, then what
-only a pod has: non-zero exits, dropped streams, an expired token, an unknown pod, v4, and
+only a pod has: non-zero exits, dropped streams, an expired token, a token rotated between
+two execs of one restore (read again on the 401), an unknown pod, v4, and
 hostile archives refused before a byte reaches the pod (the stand-in's records say which
 execs had stdin). No api key, token or payload datum may show up in an argv, a URL or the
 worker's log."""
@@ -15,7 +16,7 @@ import subprocess
 import urllib.request
 
 from harness import BIN, new_uuid, wait_for
-from k8s_standin import K8sStandin
+from k8s_standin import K8sStandin, kubelet_write, token_id
 from test_50_jobs import HERE, JobsCase, free_port_block
 import jobs_tree as jt
 
@@ -411,6 +412,64 @@ class Failures(K8sCase):
         self.assertNotIn(expired, json.dumps(h))
         self.assertNotIn(expired, w.text())
         self.assertEqual(self.port_of(ss), "null")
+
+    def test_a_token_rotated_mid_restore_is_read_again_on_the_401_and_the_job_succeeds(self):
+        """The kubelet rewrites the projected token (a new ..data, swapped by a symlink
+        rename) and the API server stops taking the old one, between two execs of ONE
+        restore (one attempt, one job process, its client holding token A read well under a
+        minute ago, so only the 401 rule can save it): the refused upgrade makes the client
+        read tokenFile again and retry once with token B. The job succeeds; A is never sent
+        after that retry and B never before the file held it."""
+        tok_a, tok_b = "tok-rot-a-" + "1a2b" * 6, "tok-rot-b-" + "3c4d" * 6
+        sa = os.path.join(self.tmp, "serviceaccount")
+        kubelet_write(sa, {"token": tok_a})
+        self.s.add_token(tok_a, ttl=None)
+        kc = self.s.kubeconfig(os.path.join(self.tmp, "kc-rotating"),
+                               token_file=os.path.join(sa, "token"))
+        w = self.start_worker(KUBECONFIG=kc)
+        sb, ss = new_uuid(), new_uuid()
+        self.pod(sb)
+        sdir = self.session_dir(sb, ss)
+        jt.build_workspace(sdir, big_bytes=1 << 20)
+        before = jt.describe(os.path.join(sdir, "outputs"))
+        self.ok(self.submit("snapshot", sb, ss))
+        shutil.rmtree(sdir)
+        self.s.reset()
+        data_before = os.readlink(os.path.join(sa, "..data"))
+        # rotate when the restore opens its archive stream: earlier execs of the job used A
+        self.s.rotate_token(sa, tok_b, revoke=[tok_a], match="tar -x")
+        jid = self.submit("restore", sb, ss, max_attempts=1)
+        res = self.ok(jid)
+        self.assertEqual(self.job_hash(jid)["attempt"], "1")
+        self.assertFalse(res["skipped"])
+        self.assertEqual(jt.describe(os.path.join(sdir, "outputs")), before)
+        self.assertNotEqual(os.readlink(os.path.join(sa, "..data")), data_before)
+        with open(os.path.join(sa, "token")) as f:
+            self.assertEqual(f.read(), tok_b)
+
+        reqs = self.s.requests()
+        ida, idb = token_id(tok_a), token_id(tok_b)
+        seen = [(r["seq"], r["bearer"], r["status"], r.get("rotated", False)) for r in reqs]
+        rot = [i for i, r in enumerate(reqs) if r.get("rotated")]
+        self.assertEqual(len(rot), 1, seen)
+        i = rot[0]
+        # before the file changed: several calls of this job, all with A, all accepted
+        self.assertGreaterEqual(i, 2, seen)
+        self.assertTrue(all(r["bearer"] == ida and r["status"] < 400 for r in reqs[:i]), seen)
+        # the upgrade that met the rotation carried A and got 401; the next request is the
+        # same upgrade again with B, then every later call of the job uses B
+        self.assertEqual((reqs[i]["bearer"], reqs[i]["status"]), (ida, 401), seen)
+        self.assertEqual((reqs[i + 1]["path"], reqs[i + 1]["query"]),
+                         (reqs[i]["path"], reqs[i]["query"]))
+        self.assertGreaterEqual(len(reqs) - i - 1, 2, seen)
+        self.assertTrue(all(r["bearer"] == idb and r["status"] < 400 for r in reqs[i + 1:]),
+                        seen)
+        self.assertEqual(len([r for r in reqs if r["status"] == 401]), 1, seen)
+        # the archive went in whole over the connection opened with B
+        tar_x = [e for e in self.stdin_execs() if "tar -x" in e["argv"][2]]
+        self.assertEqual(len(tar_x), 1)
+        self.assertGreater(tar_x[0]["stdin_bytes"], 0)
+        self.assert_no_leak(tok_a, tok_b, worker=w)
 
     def test_an_unknown_pod_is_a_permanent_backend_error(self):
         self.start_worker()

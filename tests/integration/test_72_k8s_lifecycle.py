@@ -3,7 +3,8 @@ server (k8s_standin.py), and snapshot excludes applied in the pod exactly as on 
 
 sleep: rows, statuses and ports in one transaction (as test_80_lifecycle.py checks on
 local), then DELETE of the service and the pod, each with the uid a GET just read (the
-stand-in's request records), and a sleep that finds the pod gone converges.
+stand-in's request records), and a sleep that finds the pod gone converges; a token rotated
+between those REST calls is read again on the 401.
 Excludes: the pod's tar gets an exact list of the member names that excl_match() leaves
 out (jobs/sandbox_k8s.c, docs/lifecycle.md "Snapshot excludes on kubernetes"); the member
 list must equal the local backend's for the same tree and patterns, and what a tar exclude
@@ -121,6 +122,41 @@ class K8sLifecycle(t71.K8sCase):
                                    f"build_session WHERE id = '{s1}'"), [["idle", "null"]])
         self.assertEqual(self.deletes(), [])
         self.assertEqual(self.rows("SELECT session_id, storage_path FROM snapshot"), [[s1, key]])
+
+    def test_a_token_rotated_between_the_teardowns_rest_calls_is_read_again_on_the_401(self):
+        """The REST half of token rotation (test_71 has pods/exec): the kubelet swaps the
+        projected token and the API server drops the old one between the GET/DELETE calls
+        of one sleep's teardown (one client, its token read well under a minute ago). The
+        GET that meets it gets 401, the client reads tokenFile again and repeats it with the
+        new token, and the pod is still deleted with the uid that GET read."""
+        tok_a, tok_b = "tok-rest-a-" + "5e6f" * 6, "tok-rest-b-" + "7a8b" * 6
+        sa = os.path.join(self.tmp, "serviceaccount")
+        t71.kubelet_write(sa, {"token": tok_a})
+        self.s.add_token(tok_a, ttl=None)
+        kc = self.s.kubeconfig(os.path.join(self.tmp, "kc-rotating"),
+                               token_file=os.path.join(sa, "token"))
+        sb, _user = self.sandbox_row()
+        name = "sandbox-" + sb[:8]
+        pod_uid = self.s.add_pod(name, namespace=NS)["uid"]
+        self.s.add_service(name, namespace=NS)
+        self.start_worker(KUBECONFIG=kc)
+        base = f"/api/v1/namespaces/{NS}"
+        self.s.rotate_token(sa, tok_b, revoke=[tok_a], method="GET", path=f"{base}/pods/{name}")
+        jid = self.sleep_job(sb, max_attempts=1)
+        self.assertEqual(self.ok(jid), {"sessions": 0, "snapshots": []})
+        self.assertEqual(self.job_hash(jid)["attempt"], "1")
+        self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{sb}'"), "sleeping")
+        ida, idb = t71.token_id(tok_a), t71.token_id(tok_b)
+        rest = [(r["method"], r["path"], r["bearer"], r["status"], r.get("rotated", False))
+                for r in self.s.requests() if "/exec" not in r["path"]]
+        self.assertEqual(rest, [("GET", f"{base}/services/{name}", ida, 200, False),
+                                ("DELETE", f"{base}/services/{name}", ida, 200, False),
+                                ("GET", f"{base}/pods/{name}", ida, 401, True),
+                                ("GET", f"{base}/pods/{name}", idb, 200, False),
+                                ("DELETE", f"{base}/pods/{name}", idb, 200, False)])
+        self.assertEqual(json.loads(self.deletes()[1]["body"])["preconditions"], {"uid": pod_uid})
+        self.assertFalse(self.s.remove_pod(name, namespace=NS))     # gone
+        self.assert_no_leak(tok_a, tok_b)
 
 
 # ---- excludes -----------------------------------------------------------------------
