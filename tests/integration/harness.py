@@ -285,6 +285,50 @@ class Worker:
         return None
 
 
+def proc_state(pid):
+    """The state letter of /proc/PID/stat ('R', 'S', 'T' = stopped, 'Z', ...), None when
+    there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def gone(pid):
+    return proc_state(pid) in (None, "Z", "X")
+
+
+def children(pid):
+    """The pids of every child of every thread of 'pid' (a worker's job processes, spares
+    included; a dev server's start gate)."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def pause(pid):
+    """A VM pause: the daemon and its job processes stop."""
+    os.kill(pid, signal.SIGSTOP)
+    for k in children(pid):
+        os.kill(k, signal.SIGSTOP)
+
+
+def resume(pid):
+    for k in children(pid):
+        os.kill(k, signal.SIGCONT)
+    os.kill(pid, signal.SIGCONT)
+
+
 def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.time() + timeout * SLOW
     while time.time() < deadline:

@@ -8,11 +8,10 @@ The crashes use the test hook of worker/jobchild.c: a noop job with args.crash r
 process when SNAPWORKER_TEST_HOOKS=1, and only there."""
 import json
 import os
-import shutil
 import signal
 import time
 
-from harness import ASAN, SLOW, new_uuid, wait_for
+from harness import ASAN, SLOW, children, new_uuid, wait_for
 from test_50_jobs import JobsCase
 import jobs_tree as jt
 
@@ -30,26 +29,16 @@ def job_children(pid, spares=False):
     """Pids of the daemon's job processes (`snapworker ... __job PPID`) that hold a job;
     with spares=True also the started ones waiting for one (comm "sw-spare")."""
     out = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for k in children(pid):
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids = [int(x) for x in f.read().split()]
+            with open(f"/proc/{k}/cmdline", "rb") as f:
+                if b"__job" not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{k}/comm") as f:
+                if spares or f.read().strip() != "sw-spare":
+                    out.append(k)
         except OSError:
-            continue
-        for k in kids:
-            try:
-                with open(f"/proc/{k}/cmdline", "rb") as f:
-                    if b"__job" not in f.read().split(b"\0"):
-                        continue
-                with open(f"/proc/{k}/comm") as f:
-                    if spares or f.read().strip() != "sw-spare":
-                        out.append(k)
-            except OSError:
-                pass
+            pass
     return out
 
 

@@ -28,13 +28,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
 import urllib.request
 
-from harness import BIN, SLOW, new_uuid, wait_for
+from harness import BIN, children, new_uuid, pause, proc_state, resume, wait_for
 import jobs_tree as jt
 from test_50_jobs import JobsCase
 
@@ -46,39 +45,6 @@ FAST_TESTS = [
     "test_a_worker_stopped_before_its_file_commit_cannot_replace_the_newer_snapshot",
     "test_store_gc_removes_old_temp_files_and_keeps_young_ones_and_objects",
 ]
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def job_children(pid):
-    """The daemon's job processes (docs/processes.md): a snapshot runs in one of them."""
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def pause(pid):
-    """A VM pause: the daemon and its job processes stop."""
-    os.kill(pid, signal.SIGSTOP)
-    for k in job_children(pid):
-        os.kill(k, signal.SIGSTOP)
-
-
-def resume(pid):
-    for k in job_children(pid):
-        os.kill(k, signal.SIGCONT)
-    os.kill(pid, signal.SIGCONT)
 
 
 def members(data):
@@ -213,7 +179,7 @@ class FenceCase(JobsCase):
             # the hook stops the process that commits: the job process (docs/processes.md);
             # then the daemon is paused too, so the whole worker is stalled as by a VM pause
             # and its lease lapses
-            wait_for(lambda: any(proc_state(k) == "T" for k in job_children(a.proc.pid)), 30,
+            wait_for(lambda: any(proc_state(k) == "T" for k in children(a.proc.pid)), 30,
                      what="worker A's job process to stop itself")
             pause(a.proc.pid)
             wait_for(lambda: proc_state(a.proc.pid) == "T", 10, what="worker A paused")

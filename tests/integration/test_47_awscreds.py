@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import BIN, Services, new_uuid, wait_for
+from harness import BIN, new_uuid, wait_for
 import jobs_tree as jt
 from aws_standin import Standin
 from test_50_jobs import JobsCase

@@ -16,7 +16,7 @@ import time
 import urllib.request
 import uuid
 
-from harness import SLOW, SWTestCase, new_uuid, wait_for
+from harness import SWTestCase, children, gone, new_uuid, proc_state, wait_for
 import jobs_tree as jt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,34 +41,6 @@ def free_port_block(n):
         if ok:
             return p
     raise AssertionError("no free port block")
-
-
-def proc_state(pid):
-    """'R', 'S', 'T', 'Z', ... of /proc/PID/stat, or None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def gone(pid):
-    return proc_state(pid) in (None, "Z", "X")
-
-
-def children(pid):
-    out = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 def listeners(port):

@@ -15,7 +15,7 @@ import stat
 import subprocess
 import urllib.request
 
-from harness import BIN, new_uuid, wait_for
+from harness import BIN, new_uuid
 from k8s_standin import K8sStandin, kubelet_write, token_id
 from test_50_jobs import HERE, JobsCase, free_port_block
 import jobs_tree as jt

@@ -16,20 +16,12 @@ import uuid
 from celery import Celery
 from celery.exceptions import NotRegistered
 
-from harness import SLOW, SWTestCase, Worker, new_uuid, wait_for, with_db
+from harness import SLOW, SWTestCase, Worker, new_uuid, proc_state, wait_for, with_db
 import jobs_tree as jt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TERMINAL = ("succeeded", "dead")
 
-
-def proc_state(pid):
-    """The state letter of /proc/PID/stat ("T" = stopped), None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 # run under ASan too (scripts/run-integration --fast)
 FAST_TESTS = [
@@ -484,7 +476,7 @@ class LifecycleCase(SWTestCase):
         self.assertEqual(len(out["enqueued"]), 1)
         self.ok(out["enqueued"][0])
         self.assertEqual(self.psql(f"SELECT status FROM sandbox WHERE id = '{idle}'"), "sleeping")
-        self.assertEqual(self.psql(f"SELECT count(*) FROM snapshot"), "1")
+        self.assertEqual(self.psql("SELECT count(*) FROM snapshot"), "1")
 
     def test_onyx_celery_cleanup_old_snapshots_drives_a_prune_end_to_end(self):
         _sb, user = self.sandbox()
@@ -571,9 +563,9 @@ class LifecycleCase(SWTestCase):
         res = self.ok(self.job("sleep", tenant="t_one", sandbox_id=sb))
         self.assertEqual(len(res["snapshots"]), 1)
         self.assertTrue(res["snapshots"][0]["storage_path"].startswith("t_one/snapshots/"))
-        self.assertEqual(self.psql(f'SELECT status FROM "t_one".sandbox'), "sleeping")
-        self.assertEqual(self.psql(f'SELECT status FROM "t_two".sandbox'), "running")
-        self.assertEqual(self.psql(f'SELECT nextjs_port FROM "t_two".build_session'), "3010")
+        self.assertEqual(self.psql('SELECT status FROM "t_one".sandbox'), "sleeping")
+        self.assertEqual(self.psql('SELECT status FROM "t_two".sandbox'), "running")
+        self.assertEqual(self.psql('SELECT nextjs_port FROM "t_two".build_session'), "3010")
         self.assertEqual(self.psql('SELECT count(*) FROM "t_one".snapshot'), "1")
         self.assertEqual(self.psql('SELECT count(*) FROM "t_two".snapshot'), "0")
         self.assertEqual(self.psql("SELECT count(*) FROM public.snapshot"), "0")
