@@ -6,7 +6,7 @@
  * celery_meta_json() to the result backend. Why pure: every format decision here is
  * byte-compared with what the real Celery library produced (tests/unit/test_celery.c).
  *
- *   kombu list entry (LPUSHed by send_task, kombu/transport/redis.py _put):
+ *   kombu list entry (LPUSHed by send_task through the _put of kombu's Redis channel):
  *   {"body": base64([args, kwargs, {callbacks, errbacks, chain, chord}]),
  *    "content-encoding": "utf-8", "content-type": "application/json",
  *    "headers": {"lang", "task", "id", "eta", "expires", "retries", "timelimit", ...},
@@ -81,8 +81,8 @@ static char *b64_decode(const char *s, size_t n, size_t *out_len)
 
 /* ------------------------------------------------------------------------------------------
  * ISO-8601 timestamps as Celery writes them (datetime.isoformat(): "2030-01-02T03:04:05",
- * optional ".ffffff", optional "+HH:MM"/"Z"). Naive means UTC: celery/utils/time.py
- * maybe_make_aware() calls to_utc() on a naive datetime.
+ * optional ".ffffff", optional "+HH:MM"/"Z"). Naive means UTC: Celery's maybe_make_aware()
+ * calls to_utc() on a naive datetime.
  * ------------------------------------------------------------------------------------------ */
 
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. Shifts the year to start
@@ -375,7 +375,7 @@ static int parse_headers(json_t *h, celery_msg *m, int *timelimit_s, sw_err *e)
 }
 
 /* The order of the checks follows Celery's worker: the task name is looked up before the body
- * is decoded (celery/worker/consumer/consumer.py on_task_received), so an unknown name is
+ * is decoded (the consumer's on_task_received), so an unknown name is
  * NotRegistered even when the body is unreadable. */
 /* The job type a task name maps to, into out (size n): "snapworker.<type>", else the entry
  * "name=type" of 'map' (SNAPWORKER_CELERY_TASK_MAP, may be NULL). false when neither. */
@@ -495,11 +495,12 @@ out:
 }
 
 /* ------------------------------------------------------------------------------------------
- * Control broadcasts (pidbox). kombu/pidbox.py Mailbox._publish builds the body, Node.
- * handle_message selects the workers, celery/worker/control.py revoke reads the arguments.
+ * Control broadcasts (pidbox). kombu's Mailbox._publish builds the body, its
+ * Node.handle_message selects the workers, and Celery's revoke control command reads the
+ * arguments.
  * ------------------------------------------------------------------------------------------ */
 
-/* kombu's matchers (kombu/matcher.py): "glob" is fnmatch (Python's has no escape character),
+/* kombu's matchers (kombu.matcher.match): "glob" is fnmatch (Python's has no escape character),
  * "pcre" is re.match (anchored at the start only); -1 for another name. */
 static int pidbox_match(const char *node, const char *pattern, const char *matcher)
 {
@@ -695,8 +696,9 @@ void celery_msg_free(celery_msg *m)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Python's json.dumps, as kombu's json serializer calls it (kombu/utils/json.py: stdlib json,
- * default separators ", " and ": ", ensure_ascii=True, float repr), over a jansson value.
+ * Python's json.dumps, as kombu's json serializer calls it (kombu's dumps hands the value to
+ * stdlib json: default separators ", " and ": ", ensure_ascii=True, float repr), over a
+ * jansson value.
  * ------------------------------------------------------------------------------------------ */
 
 typedef struct sbuf {
@@ -736,7 +738,8 @@ static unsigned utf8_next(const unsigned char *s, size_t n, size_t *i)
 }
 
 /* ensure_ascii: '"' '\\' and \b \f \n \r \t by name; anything else outside ' '..'~' as
- * lowercase \uXXXX, astral code points as a surrogate pair (Lib/json/encoder.py). */
+ * lowercase \uXXXX, astral code points as a surrogate pair (CPython's json encoder with
+ * ensure_ascii). */
 static void py_str(sbuf *b, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -769,7 +772,8 @@ static void py_str(sbuf *b, const char *str, size_t n)
 }
 
 /* float.__repr__: the shortest digits that read back as the same double, in fixed notation
- * when the decimal exponent is in [-4, 16), else d.ddde±XX (Python/pystrtod.c rules). */
+ * when the decimal exponent is in [-4, 16), else d.ddde±XX (CPython's repr rules, the 'r'
+ * mode of PyOS_double_to_string). */
 static void py_real(sbuf *b, double x)
 {
     char t[40], digits[24];
@@ -867,7 +871,7 @@ static void py_dump(sbuf *b, const json_t *v)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Result metas (celery/backends/base.py _get_result_meta, prepare_exception; redis.py _set)
+ * Result metas (Celery's Backend._get_result_meta and prepare_exception; RedisBackend._set)
  * ------------------------------------------------------------------------------------------ */
 
 /* A JSON string of 'msg'; bytes that are not UTF-8 (a file name in an error message, say)
@@ -960,7 +964,7 @@ char *celery_meta_json(const char *task_id, const char *status, const char *resu
  * Priority lists and config escapes
  * ------------------------------------------------------------------------------------------ */
 
-/* kombu/transport/redis.py: _q_for_pri(queue, pri) is f"{queue}{sep}{pri}" when the step is
+/* kombu's Redis channel: _q_for_pri(queue, pri) is f"{queue}{sep}{pri}" when the step is
  * non-zero and the bare queue for step 0; _brpop_start/_get walk priority_steps in order. */
 char **celery_priority_lists(const char *queue, const char *sep, const char *steps_csv)
 {

@@ -2,7 +2,11 @@
 no include cycle among the modules of worker/, common/ includes nothing of jobs/ or
 worker/, jobs/ nothing of worker/, no cycle between jobs/sandbox_local.c and
 jobs/webapp.c, and worker/conn.c (one Redis connection) depends on nothing above it.
-A module is a .c and its .h (and a <name>_priv.h, the module's private header). No
+A module is a .c and its .h (and a <name>_priv.h, the module's private header).
+It also checks that README, docs and comments cite only the repository's own files: no
+design notes kept outside it, and no library's source file by path or line ("kombu/...py",
+"celery/...py", CPython's "Lib/...", a Go file, a dist-packages folder, "base.py 958");
+they name the library, its version and the function instead (docs/celery.md). No
 servers: it only reads files."""
 import glob
 import os
@@ -15,6 +19,38 @@ FAST = True
 TLS_PASS = False  # no servers: nothing for scripts/run-integration --tls to change
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+# What README, docs and comments may not cite: a library's source file by path. A path-like
+# token (PATH_TOKEN) is a citation when it is no file of the repository and it is
+#   - a file of a Python package of the Celery stack or of redis-py ("kombu/pidbox.py",
+#     "celery/app/amqp.py", "/usr/lib/python3/dist-packages/kombu/transport/redis.py"),
+#   - a file of CPython's source tree ("Lib/json/encoder.py", "Python/pystrtod.c"),
+#   - a Go file (the repository has none: "pkg/volume/util/atomic_writer.go"),
+#   - an installed-packages folder ("/usr/lib/python3/dist-packages").
+# A bare source file name followed by a line number ("amqp.py 294-300", "base.py 958",
+# "redis.py:616") is one too, unless a file of the repository has that name.
+PATH_TOKEN = re.compile(r"[\w.-]*(?:/[\w.-]+)+")
+LIBRARY_FILE = re.compile(
+    r"(?:^|/)(?:kombu|celery|billiard|redis|redis_py|amqp|vine)/(?:[\w-]+/)*[\w-]+\.py$"
+    r"|(?:^|/)(?:Lib|Python|Objects|Modules|Include)/(?:[\w-]+/)*[\w-]+\.(?:py|c|h)$"
+    r"|\.go$"
+    r"|(?:^|/)(?:dist|site)-packages$")
+LINE_CITATION = re.compile(
+    r"(?<![\w/.-])([\w-]+\.(?:py|c|h|go|lua))`?(?::|,? )(\d+)(?!\w|[–-][A-Za-z])")
+CITING_SUFFIXES = (".md", ".c", ".h", ".py", ".lua", ".sh")
+SHEBANG = re.compile(r"#!\S*(?:/env\s+)?\S*\b(?:sh|bash|python3?)\b")
+# Citations in files outside the change that rewrote the others (docs/celery.md,
+# worker/celery_msg.c), left to their owners: (file, cited path). Delete an entry once its
+# file no longer cites the path; a citation not listed here fails the test.
+PENDING_CITATIONS = {
+    ("tests/fixtures-gen/gen_celery.py", "celery/utils/time.py"),
+    ("tests/fixtures-gen/gen_celery.py", "celery/app/trace.py"),
+    ("tests/fixtures-gen/gen_celery.py", "celery/worker/consumer/consumer.py"),
+    ("tests/fixtures-gen/gen_celery.py", "celery/worker/request.py"),
+    ("tests/fixtures-gen/gen_pidbox.py", "kombu/transport/redis.py"),
+    ("tests/fixtures-gen/gen_pidbox.py", "kombu/pidbox.py"),
+    ("tests/integration/k8s_standin.py", "pkg/volume/util/atomic_writer.go"),
+}
 
 
 def module(path):
@@ -31,6 +67,53 @@ def includes():
             with open(path, encoding="utf-8") as f:
                 out[rel] = INCLUDE.findall(f.read())
     return out
+
+
+def repository_files():
+    """{relative path of every file} under ROOT, and their base names, skipping what the
+    build, the services and the package managers leave there."""
+    paths = set()
+    for dirpath, dirnames, files in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".deps", "build", "run",
+                                                         "node_modules", "__pycache__")]
+        for name in files:
+            paths.add(os.path.relpath(os.path.join(dirpath, name), ROOT))
+    return paths, {os.path.basename(p) for p in paths}
+
+
+def library_citations(text, rel, paths, names):
+    """The library source files that 'text' (the file 'rel') cites: see LIBRARY_FILE."""
+    hits = []
+    here = os.path.dirname(rel)
+    for m in PATH_TOKEN.finditer(text):
+        token = m.group(0).rstrip(".")
+        if not LIBRARY_FILE.search(token):
+            continue
+        inside = token.lstrip("/")
+        if inside in paths or os.path.normpath(os.path.join(here, token)) in paths:
+            continue
+        hits.append(token)
+    for m in LINE_CITATION.finditer(text):
+        if m.group(1) not in names:
+            hits.append(f"{m.group(1)} {m.group(2)}")
+    return hits
+
+
+def citing_files(paths):
+    """README, the docs and the sources whose comments could cite: Markdown, C, Python, Lua,
+    and scripts (a #! naming sh, bash or python)."""
+    for rel in sorted(paths):
+        path = os.path.join(ROOT, rel)
+        if not rel.endswith(CITING_SUFFIXES):
+            if "." in os.path.basename(rel):
+                continue
+            try:
+                with open(path, "rb") as f:
+                    if not SHEBANG.match(f.readline().decode("utf-8", "replace")):
+                        continue
+            except OSError:
+                continue
+        yield rel
 
 
 def module_graph(files):
@@ -161,6 +244,65 @@ class Layout(unittest.TestCase):
                     continue
                 for m in outside.finditer(text):
                     hits.append(f"{rel}: {m.group(0)}")
+        self.assertEqual(hits, [])
+
+    def test_the_library_citation_finder_finds_the_old_citations(self):
+        # the forms docs/celery.md and worker/celery_msg.c used before they were rewritten
+        paths = {"tests/fixtures-gen/gen_celery.py", "worker/celery_msg.c",
+                 "tests/fixtures/celery/make.py", "worker/lua/cancel.lua"}
+        names = {os.path.basename(p) for p in paths}
+        cited = {
+            "`kombu/transport/redis.py` 616, 860–863, 1014–1019, 1200":
+                "kombu/transport/redis.py",
+            "(kombu's `Node.handle_message`,\n  `kombu/pidbox.py` 124–141).": "kombu/pidbox.py",
+            "Naive means UTC: celery/utils/time.py\n * maybe_make_aware()": "celery/utils/time.py",
+            "/* kombu's matchers (kombu/matcher.py): ": "kombu/matcher.py",
+            "`celery/app/amqp.py` `as_task_v2` (280–364)": "celery/app/amqp.py",
+            "(`celery/worker/consumer/consumer.py`\n`on_task_received`, 573)":
+                "celery/worker/consumer/consumer.py",
+            "(amqp.py 294–300)": "amqp.py 294",
+            "(`task_protocol = 1`, amqp.py 366–)": "amqp.py 366",
+            "SUCCESS (base.py 958).": "base.py 958",
+            "(Lib/json/encoder.py). */": "Lib/json/encoder.py",
+            "(Python/pystrtod.c rules)": "Python/pystrtod.c",
+            "under `/usr/lib/python3/dist-packages`). File:line":
+                "/usr/lib/python3/dist-packages",
+            "projected volume (pkg/volume/util/atomic_writer.go): the":
+                "pkg/volume/util/atomic_writer.go",
+            # the repository's own files (one looks like a celery/ file: it is not one when
+            # the repository has it), and library names that are no paths
+            "(`tests/fixtures-gen/gen_celery.py`, fixtures in `tests/unit/fixtures/celery/`)":
+                None,
+            "`tests/fixtures/celery/make.py`, [make](../tests/fixtures/celery/make.py)": None,
+            "[`worker/lua/cancel.lua`](../worker/lua/cancel.lua)": None,
+            "`celery_msg.c` 12 times, gen_celery.py 3": None,
+            "kombu.matcher.match, Celery's `AMQP.as_task_v2`, `celery.exceptions`": None,
+            "kombu 5.2.4, python3-celery 5.2.6, celery_msg.h 64-bit, queue/celery.md": None,
+            # not caught: a bare name with no line number, which may be any file's
+            "(redis.py _set)": None,
+        }
+        for text, want in cited.items():
+            got = library_citations(text, "docs/x.md", paths, names)
+            self.assertEqual(got, [want] if want else [], text)
+
+    def test_the_repository_cites_no_library_source_file(self):
+        # name the library, its version and the function (docs/celery.md does) instead of a
+        # path into its installed tree and line numbers that only hold for one version
+        paths, names = repository_files()
+        me = os.path.relpath(__file__, ROOT)
+        files = [rel for rel in citing_files(paths) if rel != me]
+        self.assertIn("docs/celery.md", files)
+        self.assertIn("worker/celery_msg.c", files)
+        self.assertIn("scripts/run-integration", files)
+        hits = []
+        for rel in files:
+            try:
+                with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+                    text = f.read()
+            except (UnicodeDecodeError, OSError):
+                continue
+            hits += [f"{rel}: {c}" for c in library_citations(text, rel, paths, names)
+                     if (rel, c) not in PENDING_CITATIONS]
         self.assertEqual(hits, [])
 
     def test_the_connection_module_depends_on_nothing_above_it(self):

@@ -146,7 +146,7 @@ class CeleryCase(SWTestCase):
     # ---- Celery control (docs/celery.md "Revoke") ----------------------------------------
     def pidbox(self):
         """The channel kombu PUBLISHes app.control broadcasts on: keyprefix_fanout '/{db}.'
-        + the exchange 'celery.pidbox' (kombu/transport/redis.py)."""
+        + the exchange 'celery.pidbox' (kombu's Redis transport)."""
         return f"/{self.BROKER_DB}.celery.pidbox"
 
     def start_subscribed(self, **env):
