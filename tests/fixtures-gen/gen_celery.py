@@ -48,7 +48,7 @@ def epoch_ms(iso):
     """Epoch ms of a header value, exactly as a Celery worker interprets it (naive = UTC)."""
     if iso is None:
         return 0
-    d = maybe_make_aware(parse_iso8601(iso))  # naive -> UTC (celery/utils/time.py)
+    d = maybe_make_aware(parse_iso8601(iso))  # naive -> UTC (Celery's maybe_make_aware)
     u = d.astimezone(dt.timezone.utc)
     return calendar.timegm(u.timetuple()) * 1000 + u.microsecond // 1000
 
@@ -206,7 +206,7 @@ def gen_metas(broker, backend, expect):
     r = redis.Redis.from_url(backend)
     Internal = exc_class("Internal")
     StorageError = exc_class("StorageError")
-    # A request like the one a Celery worker passes (celery/app/trace.py): with it the meta
+    # A request like the one a Celery worker passes (Celery's tracer): with it the meta
     # carries "children": [] as a worker writes it; without one Celery writes null.
     def req(t):
         return Context(id=t, task="snapworker.noop", children=[], delivery_info={})
@@ -220,17 +220,17 @@ def gen_metas(broker, backend, expect):
             "flags": [True, False], "empty": {}, "list": [],
             "reals": [0.1, 1e-05, 0.0001, 1e16, 1e15, 100.0, -0.0, 1.5e300, 123456789.123,
                       2.5, -3.75e-7]}, "SUCCESS", request=req(t))),
-        # celery/app/trace.py stores STARTED as {"pid": ..., "hostname": ...}
+        # Celery's tracer stores STARTED as {"pid": ..., "hostname": ...}
         ("started", "m-started", lambda t: be.store_result(
             t, {"pid": 4242, "hostname": "celery@host"}, "STARTED", request=req(t))),
         ("retry", "m-retry", lambda t: be.mark_as_retry(t, StorageError("PUT k: HTTP 503"),
                                                         request=req(t))),
         ("failure", "m-failure", lambda t: be.mark_as_failure(t, Internal("noop failed: é"),
                                                               request=req(t))),
-        # what the consumer writes for an unknown task name (celery/worker/consumer/consumer.py)
+        # what the consumer writes for an unknown task name (Celery's Consumer.on_unknown_task)
         ("not_registered", "m-notreg", lambda t: be.mark_as_failure(
             t, NotRegistered("snapworker.bake"), request=req(t))),
-        # what a worker writes for an expired task (celery/worker/request.py, reason "expired")
+        # what a worker writes for an expired task (Celery's Request.revoked, reason "expired")
         ("revoked", "m-revoked", lambda t: be.mark_as_revoked(t, "expired", request=req(t))),
         # the same states stored without a request: Celery writes "children": null then
         ("success_norequest", "m-success-noreq",

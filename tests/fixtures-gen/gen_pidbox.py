@@ -3,11 +3,11 @@
 tests/unit/test_celery.c (celery_pidbox_parse, docs/celery.md "Revoke").
 
 Starts a throwaway redis-server (scripts/services), SUBSCRIBEs to the channel kombu publishes
-broadcasts on ("/<db>.celery.pidbox": kombu/transport/redis.py keyprefix_fanout + the
+broadcasts on ("/<db>.celery.pidbox": kombu's Redis transport, its keyprefix_fanout + the
 exchange), calls app.control.revoke(...), broadcast(...) and ping(...) for each case, and
 stores the PUBLISHed text byte for byte as pidbox_<case>.json. expect.json says what a correct
 parser must find for the worker named NODE, computed here with kombu's own selection rule
-(kombu/pidbox.py Node.handle_message, kombu.matcher.match) and celery's maybe_list.
+(kombu's Node.handle_message, kombu.matcher.match) and celery's maybe_list.
 A few fixtures are real messages altered on purpose; those are marked "derived".
 The outputs are committed under tests/unit/fixtures/celery_pidbox/. Rerun with:
 

@@ -517,7 +517,7 @@ def token_id(token):
 
 def kubelet_write(d, files):
     """Write files {name: text} into folder d as the kubelet's AtomicWriter updates a
-    projected volume (pkg/volume/util/atomic_writer.go): the payload goes into a new
+    projected volume (the kubelet's atomic writer): the payload goes into a new
     ..YYYY_MM_DD_HH_MM_SS.NNNN folder, a ..data_tmp symlink to it is renamed over ..data
     (the one atomic step), the previous folder is removed, and each visible name is a
     symlink NAME -> ..data/NAME (made once). A reader that opens d/NAME gets the old or the

@@ -39,18 +39,6 @@ LINE_CITATION = re.compile(
     r"(?<![\w/.-])([\w-]+\.(?:py|c|h|go|lua))`?(?::|,? )(\d+)(?!\w|[–-][A-Za-z])")
 CITING_SUFFIXES = (".md", ".c", ".h", ".py", ".lua", ".sh")
 SHEBANG = re.compile(r"#!\S*(?:/env\s+)?\S*\b(?:sh|bash|python3?)\b")
-# Citations in files outside the change that rewrote the others (docs/celery.md,
-# worker/celery_msg.c), left to their owners: (file, cited path). Delete an entry once its
-# file no longer cites the path; a citation not listed here fails the test.
-PENDING_CITATIONS = {
-    ("tests/fixtures-gen/gen_celery.py", "celery/utils/time.py"),
-    ("tests/fixtures-gen/gen_celery.py", "celery/app/trace.py"),
-    ("tests/fixtures-gen/gen_celery.py", "celery/worker/consumer/consumer.py"),
-    ("tests/fixtures-gen/gen_celery.py", "celery/worker/request.py"),
-    ("tests/fixtures-gen/gen_pidbox.py", "kombu/transport/redis.py"),
-    ("tests/fixtures-gen/gen_pidbox.py", "kombu/pidbox.py"),
-    ("tests/integration/k8s_standin.py", "pkg/volume/util/atomic_writer.go"),
-}
 
 
 def module(path):
@@ -301,8 +289,7 @@ class Layout(unittest.TestCase):
                     text = f.read()
             except (UnicodeDecodeError, OSError):
                 continue
-            hits += [f"{rel}: {c}" for c in library_citations(text, rel, paths, names)
-                     if (rel, c) not in PENDING_CITATIONS]
+            hits += [f"{rel}: {c}" for c in library_citations(text, rel, paths, names)]
         self.assertEqual(hits, [])
 
     def test_the_connection_module_depends_on_nothing_above_it(self):
