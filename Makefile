@@ -130,8 +130,8 @@ integration: all
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration
 
 # integration-tls: the suite again with every module's Redis serving TLS only (rediss://;
-# scripts/run-integration --tls, SW_REDIS_TLS=1); modules whose servers do not follow it
-# (TLS_PASS = False) are left out.
+# scripts/run-integration --tls, SW_REDIS_TLS=1); modules where it would only repeat the
+# first pass (TLS_PASS = False, listed in scripts/run-integration) are left out.
 integration-tls: all
 	SNAPWORKER_BIN=$(CURDIR)/snapworker scripts/run-integration --tls
 

@@ -14,6 +14,7 @@ import uuid
 from harness import ASAN, BIN, SLOW, SWTestCase, new_uuid
 
 FAST = True
+TLS_PASS = False  # PostgreSQL through `db-tool`: the TLS pass of Redis would repeat it unchanged
 PGBIN = "/usr/lib/postgresql/15/bin"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 

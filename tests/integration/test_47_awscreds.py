@@ -35,6 +35,9 @@ BUCKET = "onyx-sandbox-files"
 ROLE = "arn:aws:iam::123456789012:role/snapworker-irsa"
 LIFETIME_S = 16     # refreshed at half-life (8 s); usable until 5 s before expiry
 
+# The AWS credential chain is this module's subject; its workers' Redis traffic is
+# test_50's, which the TLS pass runs: scripts/run-integration --tls leaves this module out.
+TLS_PASS = False
 FAST_TESTS = [
     "test_web_identity_is_chosen_over_imds_and_static_keys_over_both",
     "test_imdsv2_token_flow_and_a_get_without_the_token_is_refused",
