@@ -1,10 +1,10 @@
 /* worker/sched.c — the worker's timers: promote due delayed jobs, renew the leases
  * of running jobs, reclaim entries idle past the lease (XAUTOCLAIM), and the 1 s watch
- * tick (connection watchdog, cancel poll, gauges, malloc_trim, an attached hook's tick).
+ * tick (connection watchdog, cancel poll, gauges, a new loop thread and malloc_trim after
+ * work, an attached hook's tick).
  * Owns: timer cadence and the batching of renewals. The scripts themselves are in
  * worker/lua/; what a reclaimed entry becomes is decided by wk_take_entries. */
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,11 +263,14 @@ void wk_watch_timer(evutil_socket_t fd, short ev, void *arg)
     if (w->hook && w->hook->tick) w->hook->tick(w); /* Celery: its connection, STARTED */
     poll_cancel(w);
     if (w->reload_scripts && w->cmd.ready) wk_load_scripts(w);
-    /* back to idle after work: give freed heap back to the OS (idle RSS target) */
+    /* back to idle after work: give freed heap back to the OS (idle RSS target). The loop
+     * stops after this callback; worker.c's run_loop trims the heap and goes on on a new
+     * thread, without the old one's cache of freed blocks. */
     uint64_t done = w->stats.succeeded + w->stats.failed + w->stats.dead + w->stats.rejected;
-    if (w->inflight == 0 && done != w->trimmed_at) {
-        malloc_trim(0);
+    if (w->inflight == 0 && done != w->trimmed_at && !w->stopping) {
         w->trimmed_at = done;
+        w->loop_renew = 1;
+        event_base_loopbreak(w->base);
     }
     w->stats.inflight = w->inflight;
     w->stats.redis_up = w->rd.ready && w->cmd.ready;

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <hiredis.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -858,7 +859,13 @@ worker *worker_new(const cfg *c)
     for (int i = 0; i < PRIO_COUNT; i++) strcpy(w->reclaim_cursor[i], "0-0");
     wk_recover_all(w); /* a restarted worker has no pending entries, but be uniform */
     evthread_use_pthreads();
-    mallopt(M_ARENA_MAX, 2); /* executor threads share arenas: bounded idle RSS */
+    /* One malloc arena for every thread: the main heap, which malloc_trim shrinks from its
+     * top as well as in its middle. glibc gives a new thread an arena of its own while
+     * there are fewer than M_ARENA_MAX, so with 2 the loop thread (run_loop) got the second
+     * one, whose top malloc_trim never shrinks: 1.9-2.1 MiB idle after a burst, against
+     * 1.8 MiB with one. The threads allocate from their own caches (tcache); the arena's
+     * lock is taken when one misses. */
+    mallopt(M_ARENA_MAX, 1);
     w->base = event_base_new();
     if (!w->base || pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
         log_msg(SW_LOG_ERROR, "startup_failed", "error", "event loop or pipe", NULL);
@@ -895,6 +902,34 @@ worker *worker_new(const cfg *c)
     return w;
 }
 
+static void *loop_main(void *arg)
+{
+    worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+/* The event loop runs on a thread of its own, which is replaced when the worker goes idle
+ * after work. glibc keeps, per thread, a cache of freed blocks (tcache: up to 7 of each
+ * size class up to 1 KiB) that only the thread's exit gives back. After a burst of 30,000
+ * noop jobs the loop thread's held ~190 KiB in ~380 blocks strewn over the heap the burst
+ * had grown, each keeping its page from malloc_trim: +0.5 MiB of idle RssAnon. So the 1 s
+ * tick (worker/sched.c) asks for a new loop thread (loop_renew) and breaks the loop; the
+ * old thread exits (its cache goes back to the heap), the heap is trimmed, and a new thread
+ * dispatches the same event base: events, timers and connections live in the base, and
+ * nothing of the loop is bound to its thread. Without a thread the loop runs here. */
+static void run_loop(worker *w)
+{
+    for (;;) {
+        w->loop_renew = 0;
+        pthread_t th;
+        if (pthread_create(&th, NULL, loop_main, w) == 0) pthread_join(th, NULL);
+        else event_base_dispatch(w->base);
+        if (!w->loop_renew) return;
+        malloc_trim(0);
+    }
+}
+
 int worker_run(worker *w)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -928,7 +963,7 @@ int worker_run(worker *w)
         log_msg(SW_LOG_INFO, "celery_ingress_on", "queues", w->cfg->celery_queues, NULL);
     }
     if (w->cfg->schedule) w->schedule = schedule_new(w->base, w->cfg);
-    event_base_dispatch(w->base);
+    run_loop(w);
     log_msg(SW_LOG_INFO, "worker_stopped", "consumer", w->name, NULL);
     return w->exit_code;
 }

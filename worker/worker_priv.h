@@ -6,7 +6,7 @@
  *   worker.c  lifetime, reading, start/finish batches, drain, the in-flight list,
  *             what a connection's readiness or loss means (worker/conn.c's hooks)
  *   sched.c   timers: promote delayed jobs, renew leases, reclaim idle entries, the 1 s
- *             watch tick (watchdog, cancel poll, gauges, malloc_trim)
+ *             watch tick (watchdog, cancel poll, gauges, a new loop thread and malloc_trim)
  *   celery.c  Celery ingress and results, attached through a wk_hook
  * worker/conn.c (one connection) is below all of them and calls none.
  */
@@ -90,6 +90,7 @@ struct worker {
     int exit_code;
     worker_stats stats;            /* served by worker/http.c */
     uint64_t trimmed_at;           /* jobs done at the last malloc_trim */
+    int loop_renew;                /* the loop stopped for a new loop thread (worker.c run_loop) */
     http_srv *http;
     struct schedule *schedule;     /* SNAPWORKER_SCHEDULE=1: the lifecycle scheduler (schedule.c);
                                       NULL once the drain began (the lock handed over) */
