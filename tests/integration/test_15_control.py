@@ -276,8 +276,12 @@ class RestoreControl(JobsCase):
         self.assertGreaterEqual(n[0], 0, data)
         self.assertLessEqual(n[-1], entries, data)
         self.assertLessEqual(b[-1], size_bytes, data)
+        # The worker spaces its emissions by >= 1 s on its own clock (worker/exec.c); `ts` is
+        # Redis's time when the event is written, one round trip later, so two stamps can be
+        # a few ms closer than that (998 ms seen on a loaded host). Faster than once a second
+        # would show as gaps far below it.
         ts = [int(e["ts"]) for e in prog]
-        self.assertTrue(all(b - a >= 1000 for a, b in zip(ts, ts[1:])), ts)
+        self.assertTrue(all(b - a >= 950 for a, b in zip(ts, ts[1:])), ts)
 
     def test_a_restore_emits_progress_events(self):
         self.start_worker()
