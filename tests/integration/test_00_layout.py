@@ -211,6 +211,25 @@ class Layout(unittest.TestCase):
                     hits.append(os.path.relpath(path, ROOT))
         self.assertEqual(hits, [])
 
+    def test_no_c_file_runs_a_shell(self):
+        # Safe by construction: the worker, its tests and its fuzzers spawn with argv arrays.
+        # `sh -c` appears only where a sandbox pod leaves no choice (jobs/sandbox_k8s.c),
+        # with a constant script and the data as positional parameters.
+        shell = re.compile(r"\b(system|popen)\s*\(|\bexecl[pe]?\s*\(\s*\"/bin/sh\"")
+        sh_c = re.compile(r'"sh"\s*,\s*"-c"\s*,\s*(\w+)')
+        hits = []
+        for path in sorted(glob.glob(os.path.join(ROOT, "*", "**", "*.[ch]"), recursive=True)):
+            rel = os.path.relpath(path, ROOT)
+            if rel.startswith(("build/", ".deps/")):
+                continue
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+            hits += [f"{rel}: {m.group(0)}" for m in shell.finditer(text)]
+            for m in sh_c.finditer(text):
+                if rel != "jobs/sandbox_k8s.c" or not m.group(1).startswith("SH_"):
+                    hits.append(f"{rel}: {m.group(0)}")
+        self.assertEqual(hits, [])
+
     def test_the_repository_cites_only_its_own_files(self):
         # README, docs and comments stand alone: no reference to design notes kept outside
         # the repository (their content lives in docs/contract.md and the other docs)

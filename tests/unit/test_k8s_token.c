@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/arc.h"
 #include "common/cfg.h"
 #include "common/k8s_priv.h"
 #include "common/xmalloc.h"
@@ -89,9 +90,8 @@ static int teardown(void **state)
 {
     fx *f = *state;
     k8s_client_free(f->k);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0) return -1;
+    sw_err err = {0};
+    if (arc_rmtree(f->dir, &err) < 0) return -1; /* the project's own tree removal, no shell */
     free(f);
     return 0;
 }
