@@ -74,6 +74,18 @@ class K8sCase(JobsCase):
         os.makedirs(self.s.pod_dir(name, NS), exist_ok=True)
         return name
 
+    def snapshotted_session(self):
+        """A pod, a session of a 1 MiB workspace snapshotted, then its folder removed: what a
+        restore must give back. Returns sandbox, session, session folder, outputs/ tree."""
+        sb, ss = new_uuid(), new_uuid()
+        self.pod(sb)
+        sdir = self.session_dir(sb, ss)
+        jt.build_workspace(sdir, big_bytes=1 << 20)
+        before = jt.describe(os.path.join(sdir, "outputs"))
+        self.ok(self.submit("snapshot", sb, ss))
+        shutil.rmtree(sdir)
+        return sb, ss, sdir, before
+
     def session_dir(self, sb, ss):
         return os.path.join(self.s.pod_dir("sandbox-" + sb[:8], NS), "sessions", ss)
 
@@ -228,13 +240,7 @@ class RoundTrip(K8sCase, StartupTests, DevServerTests):
     def test_restore_over_v4_gives_back_the_identical_tree(self):
         self.s.set_mode("v4-only")
         self.start_worker()
-        sb, ss = new_uuid(), new_uuid()
-        self.pod(sb)
-        sdir = self.session_dir(sb, ss)
-        jt.build_workspace(sdir, big_bytes=1 << 20)
-        before = jt.describe(os.path.join(sdir, "outputs"))
-        self.ok(self.submit("snapshot", sb, ss))
-        shutil.rmtree(sdir)
+        sb, ss, sdir, before = self.snapshotted_session()
         res = self.ok(self.submit("restore", sb, ss, {"llm_config": {"api_key": SECRET}}))
         self.assertFalse(res["skipped"])
         self.assertEqual(jt.describe(os.path.join(sdir, "outputs")), before)
@@ -430,13 +436,7 @@ class Failures(K8sCase):
         kc = self.s.kubeconfig(os.path.join(self.tmp, "kc-rotating"),
                                token_file=os.path.join(sa, "token"))
         w = self.start_worker(KUBECONFIG=kc)
-        sb, ss = new_uuid(), new_uuid()
-        self.pod(sb)
-        sdir = self.session_dir(sb, ss)
-        jt.build_workspace(sdir, big_bytes=1 << 20)
-        before = jt.describe(os.path.join(sdir, "outputs"))
-        self.ok(self.submit("snapshot", sb, ss))
-        shutil.rmtree(sdir)
+        sb, ss, sdir, before = self.snapshotted_session()
         self.s.reset()
         data_before = os.readlink(os.path.join(sa, "..data"))
         # rotate when the restore opens its archive stream: earlier execs of the job used A
