@@ -133,6 +133,16 @@ class LifecycleCase(SWTestCase):
                           SNAPWORKER_CELERY_QUEUES="snapworker,sandbox", **extra)
         return Celery("onyx", broker=base, backend=backend)
 
+    def beat_task(self, name, **extra):
+        """Onyx's beat sending task 'name' for tenant public on queue sandbox to a Celery
+        worker (celery_worker(**extra)): the AsyncResult and its value."""
+        app = self.celery_worker(**extra)
+        try:
+            r = app.send_task(name, kwargs={"tenant_id": "public"}, queue="sandbox")
+            return r, r.get(timeout=60 * SLOW)
+        finally:
+            app.close()
+
     # ---- sleep ----------------------------------------------------------------
     def test_sleep_snapshots_the_sessions_clears_ports_and_marks_everything_asleep(self):
         sb, user, (s1, s2, s3) = self.three_sessions()
@@ -468,13 +478,7 @@ class LifecycleCase(SWTestCase):
     def test_onyx_celery_cleanup_idle_sandboxes_drives_a_sweep_end_to_end(self):
         idle, user = self.sandbox(heartbeat="now() - interval '2 hours'")
         self.session(user, 3031, idle)
-        app = self.celery_worker(SANDBOX_IDLE_TIMEOUT_SECONDS=3600)
-        try:
-            r = app.send_task("cleanup_idle_sandboxes", kwargs={"tenant_id": "public"},
-                              queue="sandbox")
-            out = r.get(timeout=60 * SLOW)
-        finally:
-            app.close()
+        _r, out = self.beat_task("cleanup_idle_sandboxes", SANDBOX_IDLE_TIMEOUT_SECONDS=3600)
         self.assertEqual(out["idle"], 1)
         self.assertEqual(len(out["enqueued"]), 1)
         self.ok(out["enqueued"][0])
@@ -486,13 +490,8 @@ class LifecycleCase(SWTestCase):
         sess = self.session(user, None)
         keep, *gone = self.old_snapshots(sess, (1, 10, 20))
         acme = self.old_snapshots(sess, (30,), tenant="acme")  # not this tenant's
-        app = self.celery_worker(SNAPWORKER_SNAPSHOT_RETENTION_DAYS=5, SNAPWORKER_SNAPSHOT_KEEP=1)
-        try:
-            r = app.send_task("cleanup_old_snapshots", kwargs={"tenant_id": "public"},
-                              queue="sandbox")
-            out = r.get(timeout=60 * SLOW)
-        finally:
-            app.close()
+        r, out = self.beat_task("cleanup_old_snapshots", SNAPWORKER_SNAPSHOT_RETENTION_DAYS=5,
+                                SNAPWORKER_SNAPSHOT_KEEP=1)
         self.assertEqual(out, {"rows": 2, "objects": 2, "retention_s": 5 * 86400, "keep": 1})
         h = self.job_hash(r.id)
         self.assertEqual((h["type"], h["status"]), ("prune", "succeeded"), h)
